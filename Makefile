@@ -1,0 +1,36 @@
+# The two commands: `make demo` and `make test`. Each creates .venv and installs from nothing when needed.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+OUT ?= out/mini
+
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export RAY_USAGE_STATS_ENABLED := 0
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: demo test install clean bench
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	rm -rf $(OUT)
+	$(BIN)/counterfactory run configs/mini.yaml --output $(OUT)
+	$(BIN)/counterfactory verify $(OUT)
+	@echo "demo output: $(abspath $(OUT))  (shards/, manifest/, stats.json, README.md)"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/stage_throughput.py
+
+clean:
+	rm -rf out .pytest_cache

@@ -1,0 +1,100 @@
+"""Command line: ``counterfactory run|plan|verify|tiny-models`` (same as ``python -m pipeline``)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+# Read at import time by huggingface_hub: set before anything imports it. Unset means offline here;
+# a cluster that may download sets HF_HUB_OFFLINE=0 explicitly.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def _summary_lines(summary) -> list[str]:
+    stats = summary.stats
+    return [
+        "",
+        f"output:     {summary.output}",
+        f"seeds:      {stats['seeds']['total']} listed, {stats['seeds']['ok']} decoded, {stats['seeds']['error']} errors",
+        f"sets:       {', '.join(f'{k} {v}' for k, v in stats['sets'].items())}",
+        f"candidates: {', '.join(f'{k} {v}' for k, v in stats['candidates'].items())}",
+        f"shards:     {stats['shards']} tar(s) holding {stats['samples']} accepted set(s)",
+        f"time:       {summary.seconds:.1f} s",
+        f"check it:   counterfactory verify {summary.output}",
+    ]
+
+
+def cmd_run(args) -> int:
+    from pipeline.config import environment_overrides, load_config
+    from pipeline.run import run_pipeline
+
+    loaded = load_config(args.config, environment_overrides())
+    summary = run_pipeline(loaded, output=args.output, limit=args.limit)
+    print("\n".join(_summary_lines(summary)))
+    return 0
+
+
+def cmd_plan(args) -> int:
+    from pipeline.config import load_config
+    from pipeline.dry_run import describe
+
+    print(describe(load_config(args.config), seeds=args.seeds, limit=args.limit))
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from pipeline.verify import verify_output
+
+    problems, counts = verify_output(args.output)
+    for problem in problems:
+        print(f"FAIL {problem}")
+    if problems:
+        print(f"verify: {len(problems)} problem(s) in {args.output}")
+        return 1
+    print(f"verify: OK {args.output}: {counts['shards']} shards, {counts['samples']} samples, "
+          f"{counts['manifest_rows']} manifest rows")
+    return 0
+
+
+def cmd_tiny_models(args) -> int:
+    from pipeline.tiny_models import main
+
+    return main(args.names)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="counterfactory", description="Counterfactual image sets at scale, on Ray.")
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a config end to end")
+    run.add_argument("config")
+    run.add_argument("--limit", type=int, default=None, help="use only the first N seeds")
+    run.add_argument("--output", default=None, help="output path or URI (overrides run.output)")
+    run.set_defaults(func=cmd_run)
+    plan = sub.add_parser("plan", help="dry run: stage graph, resources and work counts; loads no model")
+    plan.add_argument("config")
+    plan.add_argument("--seeds", type=int, default=None, help="size the run for N seeds instead of listing input")
+    plan.add_argument("--limit", type=int, default=None)
+    plan.set_defaults(func=cmd_plan)
+    verify = sub.add_parser("verify", help="check an output: shards, manifests, sizes.json, keys")
+    verify.add_argument("output")
+    verify.set_defaults(func=cmd_verify)
+    tiny = sub.add_parser("tiny-models", help="build the tiny offline models into the cache")
+    tiny.add_argument("names", nargs="*")
+    tiny.set_defaults(func=cmd_tiny_models)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pipeline.errors import ConfigError
+
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,170 @@
+"""The run config: one YAML file, validated at load time into typed objects.
+
+Relative paths: ``taxonomy`` is resolved against the config file's folder; ``input.path`` and
+``run.output`` against the working directory (the repository root under ``ray job submit``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from pipeline.errors import ConfigError
+from pipeline.taxonomy import load_taxonomy, restrict_values
+from pipeline.typed import build, to_plain
+from schemas.taxonomy import Taxonomy
+from stages.caption import CaptionConfig
+from stages.edit import EditConfig
+from stages.filter import FilterConfig
+from stages.ingest import IngestConfig
+from stages.plan import PlanConfig
+from stages.shard_writer import ShardConfig
+
+
+@dataclass
+class RunSection:
+    seed: int = 0  # every random draw derives from it (with the set id and candidate index)
+    output: str = "out"  # local path or URI (s3://bucket/prefix)
+    name: str = "counterfactory"
+
+
+@dataclass
+class RayConfig:
+    address: str | None = None  # null: RAY_ADDRESS if set, else a local Ray
+    num_cpus: float | None = None  # local Ray only
+    num_gpus: float | None = None  # local Ray only: logical GPUs to declare
+    preserve_order: bool = True
+
+
+@dataclass
+class PipelineConfig:
+    run: RunSection = field(default_factory=RunSection)
+    taxonomy: str = "taxonomy.yaml"
+    restrict_values: dict[str, list[str]] = field(default_factory=dict)  # attribute -> values to use
+    input: IngestConfig = field(default_factory=IngestConfig)
+    caption: CaptionConfig = field(default_factory=CaptionConfig)
+    plan: PlanConfig = field(default_factory=PlanConfig)
+    edit: EditConfig = field(default_factory=EditConfig)
+    filter: FilterConfig = field(default_factory=FilterConfig)
+    shards: ShardConfig = field(default_factory=ShardConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+
+
+@dataclass
+class LoadedConfig:
+    config: PipelineConfig
+    taxonomy: Taxonomy
+    path: str
+
+    @property
+    def config_hash(self) -> str:
+        return config_hash(self.config, self.taxonomy)
+
+
+# Settings that change where and how fast a run goes, never what it makes.
+_NOT_HASHED = {"resources", "threads", "device", "address", "num_cpus", "num_gpus", "output", "name"}
+
+
+def _strip(plain):
+    if isinstance(plain, dict):
+        return {k: _strip(v) for k, v in plain.items() if k not in _NOT_HASHED}
+    if isinstance(plain, (list, tuple)):
+        return [_strip(v) for v in plain]
+    return plain
+
+
+def config_hash(config: PipelineConfig, taxonomy: Taxonomy) -> str:
+    plain = _strip(to_plain(config))
+    plain.pop("ray", None)
+    plain["taxonomy"] = to_plain(taxonomy)
+    blob = json.dumps(plain, sort_keys=True, default=list).encode("utf-8")
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _check_against_taxonomy(config: PipelineConfig, taxonomy: Taxonomy, source: str) -> None:
+    for i, axis in enumerate(config.plan.axes):
+        if axis not in taxonomy.axes:
+            raise ConfigError(source, f"plan.axes[{i}]", f"unknown axis {axis!r}; allowed: {', '.join(taxonomy.axes)}")
+    for i, concept in enumerate(config.plan.concepts):
+        if concept not in taxonomy.concepts:
+            raise ConfigError(
+                source, f"plan.concepts[{i}]", f"unknown concept {concept!r}; allowed: {', '.join(taxonomy.concepts)}"
+            )
+    allowed = config.plan.concepts or list(taxonomy.concepts)
+    if config.plan.default_concept not in allowed:
+        raise ConfigError(
+            source, "plan.default_concept",
+            f"unknown concept {config.plan.default_concept!r}; allowed: {', '.join(allowed)}",
+        )
+
+
+def parse_config(data: dict, source: str = "<config>", base_dir: str | Path = ".") -> LoadedConfig:
+    config = build(PipelineConfig, data, "", source)
+    taxonomy_path = Path(config.taxonomy)
+    if not taxonomy_path.is_absolute():
+        taxonomy_path = Path(base_dir) / taxonomy_path
+    taxonomy = load_taxonomy(taxonomy_path)
+    for attribute, values in config.restrict_values.items():
+        if attribute not in taxonomy.attributes:
+            raise ConfigError(
+                source, f"restrict_values.{attribute}",
+                f"unknown attribute {attribute!r}; allowed: {', '.join(taxonomy.attributes)}",
+            )
+        known = taxonomy.attributes[attribute].values
+        for i, value in enumerate(values):
+            if value not in known:
+                raise ConfigError(
+                    source, f"restrict_values.{attribute}[{i}]",
+                    f"unknown value {value!r} of {attribute}; allowed: {', '.join(known)}",
+                )
+        if len(set(values)) < 2:
+            raise ConfigError(source, f"restrict_values.{attribute}", "keep at least two distinct values")
+    taxonomy = restrict_values(taxonomy, config.restrict_values)
+    _check_against_taxonomy(config, taxonomy, source)
+    return LoadedConfig(config=config, taxonomy=taxonomy, path=source)
+
+
+def load_config(path: str | Path, overrides: dict | None = None) -> LoadedConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(str(path), "", "config file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else "parse error"
+        raise ConfigError(str(path), "", f"not valid YAML ({first})") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(str(path), "", "the top level must be a mapping of sections")
+    for dotted, value in (overrides or {}).items():
+        node = data
+        *parents, last = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return parse_config(data, str(path), path.parent)
+
+
+def with_models_resolved(config: PipelineConfig, resolve) -> PipelineConfig:
+    """A copy with every model reference passed through ``resolve`` (``tiny:`` refs -> local dirs)."""
+    return dataclasses.replace(
+        config,
+        caption=dataclasses.replace(config.caption, model=resolve(config.caption.model)),
+        edit=dataclasses.replace(config.edit, model=resolve(config.edit.model)),
+        filter=dataclasses.replace(config.filter, model=resolve(config.filter.model)),
+    )
+
+
+def environment_overrides() -> dict:
+    """``COUNTERFACTORY_OUTPUT`` redirects the output without editing the config (CI, job submission)."""
+    out = {}
+    if os.environ.get("COUNTERFACTORY_OUTPUT"):
+        out["run.output"] = os.environ["COUNTERFACTORY_OUTPUT"]
+    return out

@@ -1,0 +1,97 @@
+"""The Ray Data graph: stages as actor pools with their declared resources.
+
+The only module that imports ``ray.data``. Each stage class is constructed and ``setup()`` once per
+actor, then called on pyarrow batches; the shard writer runs on the driver, consuming the graph's
+output in seed order.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+import pyarrow as pa
+
+from pipeline.config import PipelineConfig, RayConfig
+from schemas.taxonomy import Taxonomy
+from stages.caption import Captioner
+from stages.edit import make_editor
+from stages.filter import ClipFilter
+from stages.ingest import DecodeSeeds
+from stages.plan import Planner
+from stages.resources import Resources
+
+# Environment the workers need to behave like the driver (offline Hub access above all).
+FORWARDED_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME", "COUNTERFACTORY_CACHE", "COUNTERFACTORY_FAIL_SEEDS")
+
+
+@dataclass
+class StageSpec:
+    name: str
+    factory: Callable[[], object]
+    resources: Resources
+    uses_models: bool
+
+
+def stage_specs(config: PipelineConfig, taxonomy: Taxonomy) -> list[StageSpec]:
+    """The stages of a run, in order, each with how to build it and what it asks for."""
+    return [
+        StageSpec("ingest", functools.partial(DecodeSeeds, config.input), config.input.resources, False),
+        StageSpec("caption", functools.partial(Captioner, config.caption), config.caption.resources, True),
+        StageSpec("plan", functools.partial(Planner, config.plan, taxonomy, config.run.seed), config.plan.resources, False),
+        StageSpec("edit", functools.partial(make_editor, config.edit), config.edit.resources, True),
+        StageSpec("filter", functools.partial(ClipFilter, config.filter), config.filter.resources, True),
+    ]
+
+
+class StageActor:
+    """Ray Data callable class around a stage: build and set up once per actor, then map batches."""
+
+    def __init__(self, factory: Callable[[], object]):
+        self.stage = factory()
+        self.stage.setup()
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return self.stage(batch)
+
+
+def init_ray(config: RayConfig):
+    import ray
+
+    if ray.is_initialized():
+        return ray
+    env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+    address = config.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, runtime_env={"env_vars": env} if env else None, log_to_driver=True)
+    else:
+        ray.init(
+            num_cpus=config.num_cpus, num_gpus=config.num_gpus, include_dashboard=False,
+            runtime_env={"env_vars": env} if env else None,
+        )
+    return ray
+
+
+def build_dataset(seed_refs: pa.Table, config: PipelineConfig, taxonomy: Taxonomy):
+    import ray.data
+    from ray.data import ActorPoolStrategy
+
+    context = ray.data.DataContext.get_current()
+    context.execution_options.preserve_order = config.ray.preserve_order
+    blocks = max(1, min(seed_refs.num_rows, 64))
+    size = -(-seed_refs.num_rows // blocks) if seed_refs.num_rows else 1
+    ds = ray.data.from_arrow([seed_refs.slice(i, size) for i in range(0, max(seed_refs.num_rows, 1), size)])
+    for spec in stage_specs(config, taxonomy):
+        res = spec.resources
+        ds = ds.map_batches(
+            StageActor,
+            fn_constructor_args=(spec.factory,),
+            batch_format="pyarrow",
+            batch_size=res.batch_size,
+            num_cpus=res.num_cpus,
+            num_gpus=res.num_gpus if res.num_gpus > 0 else None,
+            compute=ActorPoolStrategy(size=res.actors),
+        )
+    return ds

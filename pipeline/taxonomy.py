@@ -1,0 +1,139 @@
+"""Load and validate the taxonomy YAML into :class:`schemas.taxonomy.Taxonomy`."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+from schemas.taxonomy import Attribute, AttributeValue, Axis, Concept, Taxonomy
+from pipeline.errors import ConfigError
+
+_ID = re.compile(r"^[a-z0-9_]+$")
+_TOP_KEYS = {"schema_version", "attributes", "axes", "person_nouns", "instruction_template", "concepts", "occupations"}
+
+
+def _require_mapping(value, where: str, source: str) -> dict:
+    if not isinstance(value, dict):
+        raise ConfigError(source, where, f"expected a mapping, got {type(value).__name__}")
+    return value
+
+
+def _check_keys(data: dict, allowed: set[str], required: set[str], where: str, source: str) -> None:
+    for key in data:
+        if key not in allowed:
+            raise ConfigError(source, f"{where}.{key}".lstrip("."), f"unknown key; allowed: {', '.join(sorted(allowed))}")
+    for key in required:
+        if key not in data:
+            raise ConfigError(source, f"{where}.{key}".lstrip("."), "is required")
+
+
+def _check_id(value: str, where: str, source: str) -> str:
+    if not isinstance(value, str) or not _ID.match(value):
+        raise ConfigError(source, where, f"id {value!r} must match [a-z0-9_]+")
+    return value
+
+
+def parse_taxonomy(data: dict, source: str = "<taxonomy>") -> Taxonomy:
+    _require_mapping(data, "", source)
+    _check_keys(data, _TOP_KEYS, {"attributes", "axes", "concepts", "person_nouns", "instruction_template"}, "", source)
+
+    attributes: dict[str, Attribute] = {}
+    for attr_id, attr in _require_mapping(data["attributes"], "attributes", source).items():
+        where = f"attributes.{attr_id}"
+        _check_id(attr_id, where, source)
+        _require_mapping(attr, where, source)
+        _check_keys(attr, {"label", "values"}, {"values"}, where, source)
+        values: dict[str, AttributeValue] = {}
+        for value_id, value in _require_mapping(attr["values"], f"{where}.values", source).items():
+            vwhere = f"{where}.values.{value_id}"
+            _check_id(value_id, vwhere, source)
+            _require_mapping(value, vwhere, source)
+            _check_keys(value, {"label", "adjective", "noun", "forms"}, {"adjective", "forms"}, vwhere, source)
+            forms = _require_mapping(value["forms"], f"{vwhere}.forms", source)
+            if not forms or not all(isinstance(k, str) and isinstance(v, str) and v for k, v in forms.items()):
+                raise ConfigError(source, f"{vwhere}.forms", "must map role names to non-empty words")
+            values[value_id] = AttributeValue(
+                id=value_id,
+                label=str(value.get("label", value_id)),
+                adjective=str(value["adjective"]),
+                forms={k: v.lower() for k, v in forms.items()},
+                noun=value.get("noun"),
+            )
+        if len(values) < 2:
+            raise ConfigError(source, f"{where}.values", "an attribute needs at least two values")
+        attributes[attr_id] = Attribute(id=attr_id, label=str(attr.get("label", attr_id)), values=values)
+
+    axes: dict[str, Axis] = {}
+    for axis_id, axis in _require_mapping(data["axes"], "axes", source).items():
+        where = f"axes.{axis_id}"
+        _check_id(axis_id, where, source)
+        _require_mapping(axis, where, source)
+        _check_keys(axis, {"attributes"}, {"attributes"}, where, source)
+        names = axis["attributes"]
+        if not isinstance(names, list) or not names:
+            raise ConfigError(source, f"{where}.attributes", "must be a non-empty list of attribute ids")
+        for name in names:
+            if name not in attributes:
+                raise ConfigError(
+                    source, f"{where}.attributes", f"unknown attribute {name!r}; allowed: {', '.join(attributes)}"
+                )
+        if len(set(names)) != len(names):
+            raise ConfigError(source, f"{where}.attributes", "lists an attribute twice")
+        axes[axis_id] = Axis(id=axis_id, attributes=tuple(names))
+
+    concepts: dict[str, Concept] = {}
+    for concept_id, concept in _require_mapping(data["concepts"], "concepts", source).items():
+        where = f"concepts.{concept_id}"
+        _check_id(concept_id, where, source)
+        _require_mapping(concept, where, source)
+        _check_keys(concept, {"group", "words", "keywords"}, {"group", "words"}, where, source)
+        concepts[concept_id] = Concept(
+            id=concept_id,
+            group=str(concept["group"]),
+            words=str(concept["words"]),
+            keywords=tuple(str(k).lower() for k in concept.get("keywords", [])),
+        )
+
+    template = data["instruction_template"]
+    if not isinstance(template, str) or "{phrase}" not in template:
+        raise ConfigError(source, "instruction_template", "must be a string containing {phrase}")
+    nouns = data["person_nouns"]
+    if not isinstance(nouns, list) or not nouns:
+        raise ConfigError(source, "person_nouns", "must be a non-empty list of words")
+    return Taxonomy(
+        attributes=attributes,
+        axes=axes,
+        concepts=concepts,
+        person_nouns=tuple(str(n).lower() for n in nouns),
+        instruction_template=template,
+        occupations=tuple(str(o) for o in data.get("occupations", [])),
+    )
+
+
+def load_taxonomy(path: str | Path) -> Taxonomy:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(str(path), "taxonomy", "file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(path), "", f"not valid YAML: {exc}") from None
+    return parse_taxonomy(data, str(path))
+
+
+def restrict_values(taxonomy: Taxonomy, keep: dict[str, list[str]]) -> Taxonomy:
+    """The taxonomy with only the listed values of some attributes (validated by the caller)."""
+    if not keep:
+        return taxonomy
+    attributes = dict(taxonomy.attributes)
+    for attribute_id, values in keep.items():
+        old = attributes[attribute_id]
+        attributes[attribute_id] = Attribute(
+            id=old.id, label=old.label, values={v: old.values[v] for v in old.values if v in set(values)}
+        )
+    return Taxonomy(
+        attributes=attributes, axes=taxonomy.axes, concepts=taxonomy.concepts, person_nouns=taxonomy.person_nouns,
+        instruction_template=taxonomy.instruction_template, occupations=taxonomy.occupations,
+    )

@@ -1,0 +1,221 @@
+"""Tiny random-weight versions of every model backend the configs can name, built offline.
+
+No machine of this project can download weights. Tests and the mini-run build these small models from
+configs (the way diffusers' and transformers' own tests do), save them with ``save_pretrained`` /
+safetensors into a cache directory, and then load them back through the same production loading code a
+real Hub id goes through. They check plumbing, shapes, determinism and speed ratios, not image quality:
+a random captioner writes word salad and a random editor paints noise.
+
+Configs refer to them as ``tiny:NAME`` (``tiny:captioner``, ``tiny:instruct-pix2pix``, ``tiny:clip``);
+:func:`resolve_model_ref` builds them on first use and returns the local directory.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+# Bump when a builder changes so caches of older builds are not reused.
+TINY_MODELS_VERSION = 1
+TINY_PREFIX = "tiny:"
+
+# Words the tiny captioner can emit: enough caption vocabulary, attribute words and concept words that
+# the planner's word swapping is exercised by the random captions.
+CAPTION_WORDS = """a an the photo picture image of man woman person people boy girl chef doctor nurse student
+teacher worker officer scientist artist standing sitting smiling holding cooking working reading in at on
+with and kitchen office classroom laboratory street table desk book tool hammer knife food uniform hat
+young old white black asian indian latino skinny obese tattooed he she his her him male female""".split()
+
+
+def default_cache_dir() -> Path:
+    root = os.environ.get("COUNTERFACTORY_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "counterfactory"
+    )
+    return Path(root) / f"tiny-models-v{TINY_MODELS_VERSION}"
+
+
+def _build_clip_bpe_files(directory: Path) -> tuple[Path, Path]:
+    """vocab.json + merges.txt for a transformers CLIPTokenizer, from the BPE vocabulary open_clip ships."""
+    import open_clip.tokenizer as oc_tokenizer
+
+    bpe_path = oc_tokenizer.default_bpe()
+    merges = gzip.open(bpe_path).read().decode("utf-8").split("\n")
+    merges = merges[1 : 49152 - 256 - 2 + 1]
+    merge_pairs = [tuple(m.split()) for m in merges]
+    byte_vocab = list(oc_tokenizer.bytes_to_unicode().values())
+    vocab = byte_vocab + [v + "</w>" for v in byte_vocab]
+    vocab.extend("".join(pair) for pair in merge_pairs)
+    vocab.extend(["<|startoftext|>", "<|endoftext|>"])
+    vocab_path = directory / "vocab.json"
+    merges_path = directory / "merges.txt"
+    vocab_path.write_text(json.dumps({token: i for i, token in enumerate(vocab)}), encoding="utf-8")
+    merges_path.write_text("#version: 0.2\n" + "\n".join(" ".join(p) for p in merge_pairs) + "\n", encoding="utf-8")
+    return vocab_path, merges_path
+
+
+def build_clip_tokenizer(work: Path):
+    from transformers import CLIPTokenizer
+
+    vocab_path, merges_path = _build_clip_bpe_files(work)
+    return CLIPTokenizer(str(vocab_path), str(merges_path), model_max_length=77)
+
+
+def build_captioner(out: Path) -> None:
+    """A BLIP image-captioning model (the production default family) with a small word vocabulary."""
+    import torch
+    from transformers import (
+        BertTokenizer,
+        BlipConfig,
+        BlipForConditionalGeneration,
+        BlipImageProcessor,
+        BlipProcessor,
+    )
+
+    torch.manual_seed(0)
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]"]
+    vocab_file = out / "vocab.txt"
+    vocab_file.write_text("\n".join(specials + CAPTION_WORDS) + "\n", encoding="utf-8")
+    tokenizer = BertTokenizer(str(vocab_file), do_lower_case=True, bos_token="[DEC]", model_max_length=64)
+    config = BlipConfig(
+        text_config=dict(
+            vocab_size=len(specials) + len(CAPTION_WORDS), hidden_size=32, intermediate_size=64,
+            num_hidden_layers=2, num_attention_heads=2, encoder_hidden_size=32,
+            max_position_embeddings=64, bos_token_id=5, sep_token_id=3, eos_token_id=3, pad_token_id=0,
+        ),
+        vision_config=dict(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+            image_size=32, patch_size=8,
+        ),
+        projection_dim=32,
+    )
+    model = BlipForConditionalGeneration(config).eval()
+    model.generation_config.max_new_tokens = 12
+    model.generation_config.no_repeat_ngram_size = 1
+    image_processor = BlipImageProcessor(size={"height": 32, "width": 32})
+    processor = BlipProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    model.save_pretrained(out, safe_serialization=True)
+    processor.save_pretrained(out)
+
+
+def build_instruct_pix2pix(out: Path) -> None:
+    """A StableDiffusionInstructPix2PixPipeline with a tiny UNet (8 input channels), VAE and text encoder."""
+    import torch
+    from diffusers import (
+        AutoencoderKL,
+        EulerAncestralDiscreteScheduler,
+        StableDiffusionInstructPix2PixPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64), layers_per_block=1, sample_size=32, in_channels=8, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32, attention_head_dim=8,
+    )
+    vae = AutoencoderKL(
+        block_out_channels=[32, 64], in_channels=3, out_channels=3,
+        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
+        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"], latent_channels=4, sample_size=64,
+    )
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            bos_token_id=49406, eos_token_id=49407, pad_token_id=49407, hidden_size=32, intermediate_size=37,
+            num_attention_heads=4, num_hidden_layers=2, vocab_size=49408, max_position_embeddings=77,
+        )
+    )
+    with tempfile.TemporaryDirectory() as work:
+        tokenizer = build_clip_tokenizer(Path(work))
+    scheduler = EulerAncestralDiscreteScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000
+    )
+    pipe = StableDiffusionInstructPix2PixPipeline(
+        unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler,
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.save_pretrained(out, safe_serialization=True)
+
+
+def build_clip(out: Path) -> None:
+    """An open_clip ViT in open_clip's local-dir layout (open_clip_config.json + safetensors weights)."""
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    model_cfg = {
+        "embed_dim": 32,
+        "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "head_width": 16, "patch_size": 8},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
+    }
+    model = open_clip.CLIP(**model_cfg)
+    preprocess_cfg = {"mean": list(open_clip.OPENAI_DATASET_MEAN), "std": list(open_clip.OPENAI_DATASET_STD)}
+    (out / "open_clip_config.json").write_text(
+        json.dumps({"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg}, indent=2), encoding="utf-8"
+    )
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(out / "open_clip_model.safetensors"))
+
+
+BUILDERS: dict[str, Callable[[Path], None]] = {
+    "captioner": build_captioner,
+    "instruct-pix2pix": build_instruct_pix2pix,
+    "clip": build_clip,
+}
+
+
+def build(name: str, cache_dir: Path | None = None) -> Path:
+    """Build tiny model ``name`` into the cache (once) and return its directory."""
+    if name not in BUILDERS:
+        raise ValueError(f"unknown tiny model {name!r}; known: {', '.join(sorted(BUILDERS))}")
+    root = Path(cache_dir) if cache_dir else default_cache_dir()
+    final = root / name
+    if (final / ".complete").exists():
+        return final
+    root.mkdir(parents=True, exist_ok=True)
+    # Build beside the final place and rename: concurrent builders never see a half-written model.
+    work = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
+    try:
+        BUILDERS[name](work)
+        (work / ".complete").write_text("ok\n")
+        try:
+            os.rename(work, final)
+        except OSError:
+            if not (final / ".complete").exists():
+                raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return final
+
+
+def is_tiny_ref(ref: str) -> bool:
+    return isinstance(ref, str) and ref.startswith(TINY_PREFIX)
+
+
+def resolve_model_ref(ref: str, cache_dir: Path | None = None) -> str:
+    """``tiny:NAME`` -> the built local directory; anything else (Hub id, local dir) unchanged."""
+    if is_tiny_ref(ref):
+        return str(build(ref[len(TINY_PREFIX) :], cache_dir))
+    return ref
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Build the tiny offline models into the cache.")
+    parser.add_argument("names", nargs="*", default=sorted(BUILDERS))
+    parser.add_argument("--cache-dir", type=Path, default=None)
+    args = parser.parse_args(argv)
+    for name in args.names:
+        print(build(name, args.cache_dir))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,144 @@
+"""Arrow schemas of the rows that cross each stage boundary, and of the manifest.
+
+Stages take and return ``pyarrow.Table`` batches that conform to these schemas; images travel as raw
+RGB bytes (``image_rgb`` with ``width``/``height``) so no stage pays for an encode it does not need.
+From ``plan`` onward one row is one counterfactual set: its seed, its axis, its members and, after
+``edit``, every member candidate.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+STATUS_OK = "ok"
+STATUS_ERROR = "error"
+STATUS_ACCEPTED = "accepted"
+STATUS_REJECTED = "rejected"
+
+# Listing of inputs, made on the driver: cheap, no image bytes yet.
+SEED_REF = pa.schema(
+    [
+        pa.field("seed_index", pa.int64(), nullable=False),  # position in the sorted input listing
+        pa.field("shard_index", pa.int64(), nullable=False),  # the output shard this seed's sets go to
+        pa.field("source_uri", pa.string(), nullable=False),  # file path / URI, or the tar for webdataset
+        pa.field("source_member", pa.string()),  # the sample key inside a tar; null otherwise
+        pa.field("source_seed_id", pa.string()),  # seed id given by the source (parquet), if any
+        pa.field("concept", pa.string()),  # concept given by the source's metadata, if any
+        pa.field("caption", pa.string()),  # caption given by the source, if any
+    ]
+)
+
+_SEED_IMAGE_FIELDS = [
+    pa.field("seed_id", pa.string(), nullable=False),
+    pa.field("image_rgb", pa.binary()),  # raw RGB bytes, height * width * 3
+    pa.field("width", pa.int32()),
+    pa.field("height", pa.int32()),
+    pa.field("status", pa.string(), nullable=False),  # ok | error
+    pa.field("error", pa.string()),  # why, when status == error
+]
+
+# After ingest (decode + normalise).
+SEED = pa.schema(list(SEED_REF) + _SEED_IMAGE_FIELDS)
+
+# After caption: the caption column is filled for every ok row.
+CAPTIONED = SEED
+
+MEMBER = pa.struct(
+    [
+        pa.field("member_id", pa.string(), nullable=False),
+        pa.field("attributes", pa.list_(pa.struct([("attribute", pa.string()), ("value", pa.string())]))),
+        pa.field("phrase", pa.string()),  # "an Asian woman": zero-shot checks and instructions
+        pa.field("target_caption", pa.string()),
+        pa.field("instruction", pa.string()),
+    ]
+)
+
+CANDIDATE = pa.struct(
+    [
+        pa.field("member_id", pa.string(), nullable=False),
+        pa.field("candidate", pa.int32(), nullable=False),
+        pa.field("noise_seed", pa.int64(), nullable=False),
+        pa.field("image_rgb", pa.binary()),
+        pa.field("width", pa.int32()),
+        pa.field("height", pa.int32()),
+        pa.field("error", pa.string()),  # the editor failed on this candidate
+        # Filled by the filter:
+        pa.field("text_image", pa.float32()),
+        pa.field("directional", pa.float32()),
+        pa.field("image_image", pa.float32()),
+        pa.field("attribute_margin", pa.float32()),
+        pa.field("failed_checks", pa.list_(pa.string())),
+        pa.field("status", pa.string()),  # accepted | rejected | error
+        pa.field("reason", pa.string()),
+    ]
+)
+
+# After plan: one row per (seed, axis).
+SET = pa.schema(
+    list(SEED_REF)
+    + _SEED_IMAGE_FIELDS
+    + [
+        pa.field("set_id", pa.string(), nullable=False),
+        pa.field("axis", pa.string(), nullable=False),
+        pa.field("concept_source", pa.string()),  # source | caption | zero_shot | default
+        pa.field("members", pa.list_(MEMBER)),
+        pa.field("candidate_seeds", pa.list_(pa.int64())),
+        # Filled by edit and filter:
+        pa.field("candidates", pa.list_(CANDIDATE)),
+        pa.field("set_status", pa.string()),  # accepted | rejected | error
+        pa.field("set_reason", pa.string()),
+    ]
+)
+
+# One manifest row per member candidate: accepted, rejected and errored alike.
+MANIFEST = pa.schema(
+    [
+        pa.field("schema_version", pa.int32(), nullable=False),
+        pa.field("set_id", pa.string(), nullable=False),
+        pa.field("seed_id", pa.string(), nullable=False),
+        pa.field("seed_index", pa.int64(), nullable=False),
+        pa.field("source_uri", pa.string(), nullable=False),
+        pa.field("source_member", pa.string()),
+        pa.field("axis", pa.string(), nullable=False),
+        pa.field("concept", pa.string()),
+        pa.field("concept_source", pa.string()),
+        pa.field("member_id", pa.string()),
+        pa.field("attributes", pa.string()),  # JSON object attribute -> value
+        pa.field("candidate", pa.int32()),
+        pa.field("noise_seed", pa.int64()),
+        pa.field("status", pa.string(), nullable=False),  # accepted | rejected | error
+        pa.field("reason", pa.string()),
+        pa.field("set_status", pa.string(), nullable=False),
+        pa.field("caption", pa.string()),
+        pa.field("target_caption", pa.string()),
+        pa.field("instruction", pa.string()),
+        pa.field("text_image", pa.float32()),
+        pa.field("directional", pa.float32()),
+        pa.field("image_image", pa.float32()),
+        pa.field("attribute_margin", pa.float32()),
+        pa.field("shard", pa.string()),  # tar holding the sample; null unless accepted
+        pa.field("sample_key", pa.string()),  # webdataset key (= set_id) when in a tar
+        pa.field("file", pa.string()),  # file name inside the sample, when in a tar
+        pa.field("captioner", pa.string()),
+        pa.field("editor", pa.string()),
+        pa.field("clip_model", pa.string()),
+        pa.field("config_hash", pa.string(), nullable=False),
+    ]
+)
+
+
+def empty_columns(schema: pa.Schema) -> dict[str, list]:
+    return {name: [] for name in schema.names}
+
+
+def rows_to_table(rows: list[dict], schema: pa.Schema) -> pa.Table:
+    """Build a batch from row dicts, filling absent columns with nulls; extra keys are an error."""
+    if rows:
+        unknown = set().union(*(row.keys() for row in rows)) - set(schema.names)
+        if unknown:
+            raise ValueError(f"columns not in the schema: {sorted(unknown)}")
+    return pa.Table.from_pylist([{name: row.get(name) for name in schema.names} for row in rows], schema=schema)
+
+
+def table_to_rows(table: pa.Table) -> list[dict]:
+    return table.to_pylist()

@@ -1,0 +1,175 @@
+"""Filter: score every member candidate with open_clip and decide what the set keeps.
+
+Scores (InstructPix2Pix / SocialCounterfactuals conventions, all cosine similarities):
+  text_image        image of the candidate vs its target caption
+  directional       (candidate - seed) image direction vs (target - source) caption direction
+  image_image       candidate vs seed image
+  attribute_margin  zero-shot among the set's member phrases: P(target) - max P(other member)
+A candidate passes when every enabled threshold holds. Per member the best passing candidate by
+``rank_by`` is kept; a set is accepted when at least ``min_members`` members have one (0 = all).
+Every candidate leaves with ``status`` accepted / rejected / error and a reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+
+from schemas.records import SET, STATUS_ACCEPTED, STATUS_ERROR, STATUS_OK, STATUS_REJECTED, rows_to_table
+from stages.clip_model import ClipEmbedder
+from stages.imaging import from_raw
+from stages.resources import Resources
+
+SCORES = ("text_image", "directional", "image_image", "attribute_margin")
+
+
+@dataclass
+class Thresholds:
+    """Minimum score per check; null turns a check off. Defaults are the published ones."""
+
+    text_image: float | None = 0.2
+    directional: float | None = 0.2
+    image_image: float | None = 0.7
+    attribute_margin: float | None = 0.0
+
+
+@dataclass
+class FilterConfig:
+    model: str = "ViT-L-14"  # open_clip name, hf-hub:ID, local directory, or tiny:NAME
+    pretrained: str | None = "openai"  # open_clip pretrained tag (only with a plain model name)
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    rank_by: Literal["directional", "text_image", "image_image", "attribute_margin"] = "directional"
+    min_members: int = 0  # members a set needs to be accepted; 0 = all of them
+    attribute_prompt: str = "a photo of {phrase}"
+    device: str = "auto"
+    precision: Literal["fp32", "fp16", "bf16"] = "fp16"
+    resources: Resources = field(default_factory=lambda: Resources(num_cpus=1, num_gpus=0.25, batch_size=16))
+
+    def problems(self) -> list[tuple[str, str]]:
+        found = []
+        if self.min_members < 0:
+            found.append(("min_members", "must be >= 0 (0 means every member)"))
+        if "{phrase}" not in self.attribute_prompt:
+            found.append(("attribute_prompt", "must contain {phrase}"))
+        return found
+
+
+def _cos(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.dot(a, b))
+
+
+def directional_similarity(img: np.ndarray, src: np.ndarray, txt: np.ndarray, src_txt: np.ndarray) -> float | None:
+    """None when the caption did not change: there is no direction to agree with."""
+    d_img, d_txt = img - src, txt - src_txt
+    n_img, n_txt = np.linalg.norm(d_img), np.linalg.norm(d_txt)
+    if n_txt < 1e-6 or n_img < 1e-6:
+        return None
+    return float(np.dot(d_img, d_txt) / (n_img * n_txt))
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max())
+    return e / e.sum()
+
+
+class ClipFilter:
+    def __init__(self, config: FilterConfig):
+        self.config = config
+        self.embedder = None
+        self._text_cache: dict[str, np.ndarray] = {}
+
+    def setup(self) -> None:
+        self.embedder = ClipEmbedder(self.config.model, self.config.pretrained, self.config.device, self.config.precision)
+
+    def text_embeddings(self, texts: list[str]) -> dict[str, np.ndarray]:
+        missing = sorted({t for t in texts if t not in self._text_cache})
+        if missing:
+            for text, emb in zip(missing, self.embedder.texts(missing)):
+                self._text_cache[text] = emb
+        if len(self._text_cache) > 50_000:
+            self._text_cache.clear()
+        return self._text_cache
+
+    def score_candidate(self, img, src, text: dict, caption: str, members: list, member_index: int) -> dict:
+        target = members[member_index]
+        scores = {
+            "text_image": _cos(img, text[target["target_caption"]]),
+            "directional": directional_similarity(img, src, text[target["target_caption"]], text[caption]),
+            "image_image": _cos(img, src),
+        }
+        prompts = [self.config.attribute_prompt.format(phrase=m["phrase"]) for m in members]
+        logits = np.array([self.embedder.logit_scale * _cos(img, text[p]) for p in prompts])
+        probs = _softmax(logits)
+        others = np.delete(probs, member_index)
+        scores["attribute_margin"] = float(probs[member_index] - (others.max() if len(others) else 0.0))
+        return scores
+
+    def failed_checks(self, scores: dict) -> list[str]:
+        failed = []
+        for name in SCORES:
+            minimum = getattr(self.config.thresholds, name)
+            value = scores.get(name)
+            if minimum is not None and value is not None and value < minimum:
+                failed.append(name)
+        return failed
+
+    def _rank(self, cand: dict) -> float:
+        value = cand.get(self.config.rank_by)
+        return -np.inf if value is None else value
+
+    def judge_set(self, row: dict) -> None:
+        members = row["members"]
+        index_of = {m["member_id"]: i for i, m in enumerate(members)}
+        texts = [row["caption"]] + [m["target_caption"] for m in members]
+        texts += [self.config.attribute_prompt.format(phrase=m["phrase"]) for m in members]
+        text = self.text_embeddings(texts)
+        live = [c for c in row["candidates"] if c["status"] != STATUS_ERROR and c["image_rgb"] is not None]
+        images = [from_raw(row["image_rgb"], row["width"], row["height"])]
+        images += [from_raw(c["image_rgb"], c["width"], c["height"]) for c in live]
+        embeddings = self.embedder.images(images)
+        src = embeddings[0]
+        for cand, img in zip(live, embeddings[1:]):
+            scores = self.score_candidate(img, src, text, row["caption"], members, index_of[cand["member_id"]])
+            cand.update({k: (None if v is None else float(v)) for k, v in scores.items()})
+            cand["failed_checks"] = self.failed_checks(scores)
+            if cand["failed_checks"]:
+                cand["status"] = STATUS_REJECTED
+                cand["reason"] = "failed: " + "; ".join(
+                    f"{n} {scores[n]:.3f} < {getattr(self.config.thresholds, n):.3f}" for n in cand["failed_checks"]
+                )
+
+        best: dict[str, dict] = {}
+        for cand in live:  # candidates arrive in candidate order: ties keep the earlier one
+            if cand["failed_checks"]:
+                continue
+            current = best.get(cand["member_id"])
+            if current is None or self._rank(cand) > self._rank(current):
+                best[cand["member_id"]] = cand
+        needed = self.config.min_members or len(members)
+        accepted = len(best) >= min(needed, len(members))
+        for cand in live:
+            if cand["failed_checks"]:
+                continue
+            if best.get(cand["member_id"]) is not cand:
+                cand["status"] = STATUS_REJECTED
+                cand["reason"] = f"passed, but not the best candidate by {self.config.rank_by}"
+            elif accepted:
+                cand["status"] = STATUS_ACCEPTED
+                cand["reason"] = None
+            else:
+                cand["status"] = STATUS_REJECTED
+                cand["reason"] = f"set rejected: {len(best)} of {len(members)} members passed (needs {needed})"
+        row["set_status"] = STATUS_ACCEPTED if accepted else STATUS_REJECTED
+        row["set_reason"] = None if accepted else f"{len(best)} of {len(members)} members passed (needs {needed})"
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        if self.embedder is None:
+            self.setup()
+        rows = batch.to_pylist()
+        for row in rows:
+            if row["status"] == STATUS_OK and row["candidates"] is not None:
+                self.judge_set(row)
+        return rows_to_table(rows, SET)

@@ -1,0 +1,225 @@
+"""Ingest: list seed images from a folder, WebDataset tars or a parquet list, then decode them.
+
+Listing runs once on the driver and reads no image bytes (only tar headers and the small metadata
+files beside images in tars). Decoding runs in the stage: every listed input comes out as one row,
+either a normalised RGB seed or ``status=error`` with the reason, so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import posixpath
+import tarfile
+from dataclasses import dataclass, field
+from typing import Literal
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from schemas import keys
+from schemas.records import SEED, SEED_REF, STATUS_ERROR, STATUS_OK, rows_to_table
+from stages.imaging import SeedImageError, decode_seed_image, to_raw
+from stages.resources import Resources
+
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")
+
+
+@dataclass
+class IngestConfig:
+    kind: Literal["folder", "webdataset", "parquet"] = "folder"
+    path: str = ""  # folder, tar file, folder of tars, brace pattern of tars, or parquet file
+    max_pixels: int = 40_000_000  # larger images are refused (decompression bombs)
+    min_side: int = 16
+    max_side: int = 1024  # longer side is scaled down to this
+    concept_from_folder: bool = True  # folder input: a sub-folder named after a concept labels its images
+    resources: Resources = field(default_factory=lambda: Resources(num_cpus=0.5, batch_size=16))
+
+    def problems(self) -> list[tuple[str, str]]:
+        found = []
+        if not self.path:
+            found.append(("path", "is required"))
+        if self.min_side < 1 or self.max_side < self.min_side:
+            found.append(("max_side", "must be >= min_side >= 1"))
+        if self.max_pixels < self.min_side * self.min_side:
+            found.append(("max_pixels", "must allow at least a min_side x min_side image"))
+        return found
+
+
+def _ref(source_uri: str, member: str | None = None, **extra) -> dict:
+    return {"source_uri": source_uri, "source_member": member, **extra}
+
+
+def _full_uri(fs, path: str) -> str:
+    """Local files keep plain paths; remote ones get their protocol back."""
+    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
+    return path if "file" in protocols or "local" in protocols else fs.unstrip_protocol(path)
+
+
+def _list_folder(config: IngestConfig) -> list[dict]:
+    fs, root = fsspec.core.url_to_fs(config.path)
+    if not fs.isdir(root):
+        raise FileNotFoundError(f"input.path {config.path!r} is not a folder")
+    refs = []
+    for path in sorted(fs.find(root, withdirs=False)):
+        rel = posixpath.relpath(path, root)
+        name = posixpath.basename(rel)
+        if any(part.startswith(".") for part in rel.split("/")):
+            continue
+        if "." not in name or name.rsplit(".", 1)[1].lower() not in IMAGE_EXTENSIONS:
+            continue
+        uri = _full_uri(fs, path)
+        folder = posixpath.dirname(rel)
+        concept = folder.split("/")[0] if (config.concept_from_folder and folder) else None
+        refs.append(_ref(uri, concept=concept))
+    return refs
+
+
+def _tar_paths(path: str) -> list[str]:
+    if "{" in path:
+        import braceexpand
+
+        return list(braceexpand.braceexpand(path))
+    fs, root = fsspec.core.url_to_fs(path)
+    if fs.isdir(root):
+        return [_full_uri(fs, p) for p in sorted(fs.glob(posixpath.join(root, "*.tar")))]
+    return [path]
+
+
+def _list_webdataset(config: IngestConfig) -> list[dict]:
+    refs = []
+    for tar_path in _tar_paths(config.path):
+        samples: dict[str, dict] = {}
+        order: list[str] = []
+        with fsspec.open(tar_path, "rb") as handle, tarfile.open(fileobj=handle, mode="r|*") as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                base = posixpath.basename(member.name)
+                if "." not in base:
+                    continue
+                key = posixpath.join(posixpath.dirname(member.name), base.split(".", 1)[0])
+                ext = base.split(".", 1)[1].lower()
+                if key not in samples:
+                    samples[key] = {"image": None}
+                    order.append(key)
+                sample = samples[key]
+                if ext in IMAGE_EXTENSIONS and sample["image"] is None:
+                    sample["image"] = member.name
+                elif ext in ("txt", "caption", "json") and member.size < 1_000_000:
+                    text = tar.extractfile(member).read().decode("utf-8", errors="replace")
+                    if ext == "json":
+                        try:
+                            meta = json.loads(text)
+                        except ValueError:
+                            meta = {}
+                        if isinstance(meta, dict):
+                            sample.setdefault("concept", meta.get("concept"))
+                            sample.setdefault("caption", meta.get("caption"))
+                    else:
+                        sample["caption"] = text.strip()
+        for key in order:
+            sample = samples[key]
+            # A sample without an image is still listed: decode turns it into an error row.
+            refs.append(
+                _ref(tar_path, sample["image"] or f"{key}.<no image>", concept=sample.get("concept"),
+                     caption=sample.get("caption"))
+            )
+    return refs
+
+
+def _list_parquet(config: IngestConfig) -> list[dict]:
+    table = pq.read_table(config.path)
+    columns = set(table.column_names)
+    path_column = "path" if "path" in columns else "uri" if "uri" in columns else None
+    if path_column is None:
+        raise ValueError(f"input.path {config.path!r}: the parquet list needs a 'path' or 'uri' column")
+    base = posixpath.dirname(config.path)
+    refs = []
+    for row in table.to_pylist():
+        path = row.get(path_column)
+        if isinstance(path, str) and path and "://" not in path and not posixpath.isabs(path):
+            path = posixpath.join(base, path)
+        refs.append(
+            _ref(path if isinstance(path, str) else "", None, source_seed_id=row.get("seed_id"),
+                 concept=row.get("concept"), caption=row.get("caption"))
+        )
+    return refs
+
+
+def list_seeds(config: IngestConfig, seeds_per_shard: int, limit: int | None = None) -> pa.Table:
+    """Every input as a SEED_REF row, in a stable order, each assigned to its output shard."""
+    lister = {"folder": _list_folder, "webdataset": _list_webdataset, "parquet": _list_parquet}[config.kind]
+    refs = lister(config)
+    if limit is not None:
+        refs = refs[:limit]
+    for index, ref in enumerate(refs):
+        ref["seed_index"] = index
+        ref["shard_index"] = index // seeds_per_shard
+    return rows_to_table(refs, SEED_REF)
+
+
+def _error_seed_id(row: dict) -> str:
+    """Inputs that never decoded still need a key: a hash of where they came from."""
+    where = f"{row['source_uri']}\0{row.get('source_member') or ''}\0{row['seed_index']}"
+    return "e" + hashlib.sha256(where.encode("utf-8", errors="surrogateescape")).hexdigest()[:20]
+
+
+def read_source_bytes(row: dict) -> bytes:
+    uri = row["source_uri"]
+    if not uri:
+        raise SeedImageError("no path given for this input")
+    member = row.get("source_member")
+    try:
+        if member is None:
+            with fsspec.open(uri, "rb") as handle:
+                return handle.read()
+        if member.endswith(".<no image>"):
+            raise SeedImageError("webdataset sample has no image file")
+        with fsspec.open(uri, "rb") as handle, tarfile.open(fileobj=handle, mode="r:*") as tar:
+            extracted = tar.extractfile(member)
+            if extracted is None:
+                raise SeedImageError(f"tar member {member!r} is not a file")
+            return extracted.read()
+    except SeedImageError:
+        raise
+    except (FileNotFoundError, IsADirectoryError, PermissionError, KeyError, tarfile.TarError, OSError) as exc:
+        raise SeedImageError(f"cannot read input ({type(exc).__name__}: {exc})") from None
+
+
+class DecodeSeeds:
+    """SEED_REF batch -> SEED batch: read bytes, decode, normalise, assign ``seed_id``."""
+
+    def __init__(self, config: IngestConfig):
+        self.config = config
+
+    def setup(self) -> None:
+        pass
+
+    def decode_row(self, row: dict) -> dict:
+        out = dict(row)
+        try:
+            data = read_source_bytes(row)
+            image = decode_seed_image(
+                data, max_pixels=self.config.max_pixels, min_side=self.config.min_side,
+                max_side=self.config.max_side,
+            )
+            given = row.get("source_seed_id")
+            if given is not None:
+                try:
+                    seed_id = keys.validate_key(str(given), "seed_id")
+                except keys.KeyError_ as exc:
+                    raise SeedImageError(str(exc)) from None
+            else:
+                seed_id = keys.content_seed_id(data)
+            raw, width, height = to_raw(image)
+            out.update(seed_id=seed_id, image_rgb=raw, width=width, height=height, status=STATUS_OK, error=None)
+        except SeedImageError as exc:
+            out.update(seed_id=_error_seed_id(row), image_rgb=None, width=None, height=None,
+                       status=STATUS_ERROR, error=f"ingest: {exc}")
+        return out
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return rows_to_table([self.decode_row(row) for row in batch.to_pylist()], SEED)

@@ -1,0 +1,184 @@
+"""Shard writer: WebDataset tars of accepted sets plus a parquet manifest of every member candidate.
+
+One call writes one shard: ``shards/{prefix}-NNNNNN.tar`` holds a sample per accepted set
+(``{set_id}.src.jpg``, ``{set_id}.{member_id}.jpg`` ..., ``{set_id}.json``), and
+``manifest/{prefix}-NNNNNN.parquet`` holds a row per member candidate, accepted, rejected or errored.
+Tars are byte-for-byte reproducible (fixed mtimes, owners and order); the tar is renamed into place
+first and the manifest last, so a shard counts as done only when its manifest exists.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from schemas import SCHEMA_VERSION, keys
+from schemas.records import MANIFEST, STATUS_ACCEPTED, STATUS_ERROR, rows_to_table
+from stages.imaging import encode_jpeg, from_raw
+from stages.storage import Storage
+
+SHARDS_DIR = "shards"
+MANIFEST_DIR = "manifest"
+
+
+@dataclass
+class ShardConfig:
+    prefix: str = "cf"
+    seeds_per_shard: int = 100  # every shard covers a fixed range of seeds: resumable, contiguous names
+    jpeg_quality: int = 95
+
+    def problems(self) -> list[tuple[str, str]]:
+        found = []
+        try:
+            keys.validate_key(self.prefix, "prefix")
+        except keys.KeyError_ as exc:
+            found.append(("prefix", str(exc)))
+        if self.seeds_per_shard < 1:
+            found.append(("seeds_per_shard", "must be >= 1"))
+        if not 1 <= self.jpeg_quality <= 100:
+            found.append(("jpeg_quality", "must be between 1 and 100"))
+        return found
+
+
+@dataclass
+class ShardResult:
+    index: int
+    tar_name: str
+    manifest_name: str
+    samples: int
+    manifest_rows: int
+
+
+def _add_file(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = 0
+    info.mode = 0o644
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _attributes(member: dict) -> dict:
+    return {a["attribute"]: a["value"] for a in member["attributes"]}
+
+
+class ShardWriter:
+    """Writes shards; ``provenance`` says which models and settings made them (recorded per sample)."""
+
+    def __init__(self, config: ShardConfig, storage: Storage, provenance: dict):
+        self.config = config
+        self.storage = storage
+        self.provenance = provenance
+
+    def setup(self) -> None:
+        self.storage.makedirs(SHARDS_DIR)
+        self.storage.makedirs(MANIFEST_DIR)
+
+    def names(self, index: int) -> tuple[str, str]:
+        return keys.shard_name(self.config.prefix, index, "tar"), keys.shard_name(self.config.prefix, index, "parquet")
+
+    def sample_json(self, row: dict, chosen: dict[str, dict]) -> dict:
+        prov = self.provenance
+        members = []
+        for member in row["members"]:
+            cand = chosen[member["member_id"]]
+            members.append(
+                {
+                    "member_id": member["member_id"],
+                    "attributes": _attributes(member),
+                    "phrase": member["phrase"],
+                    "target_caption": member["target_caption"],
+                    "instruction": member["instruction"],
+                    "candidate": cand["candidate"],
+                    "noise_seed": cand["noise_seed"],
+                    "file": f"{member['member_id']}.jpg",
+                    "scores": {k: cand.get(k) for k in ("text_image", "directional", "image_image", "attribute_margin")},
+                }
+            )
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "synthetic": True,
+            "set_id": row["set_id"],
+            "seed_id": row["seed_id"],
+            "axis": row["axis"],
+            "axis_attributes": [a["attribute"] for a in row["members"][0]["attributes"]],
+            "concept": row["concept"],
+            "concept_group": prov["concept_groups"].get(row["concept"]),
+            "concept_source": row["concept_source"],
+            "source": {"uri": row["source_uri"], "member": row.get("source_member"), "caption": row["caption"], "file": "src.jpg"},
+            "members": members,
+            "models": prov["models"],
+            "generation": prov["generation"],
+            "run": {"seed": prov["run_seed"], "config_hash": prov["config_hash"]},
+        }
+
+    def manifest_rows(self, row: dict, shard: str | None) -> list[dict]:
+        prov = self.provenance
+        base = {
+            "schema_version": SCHEMA_VERSION, "set_id": row["set_id"], "seed_id": row["seed_id"],
+            "seed_index": row["seed_index"], "source_uri": row["source_uri"], "source_member": row.get("source_member"),
+            "axis": row["axis"], "concept": row.get("concept"), "concept_source": row.get("concept_source"),
+            "set_status": row.get("set_status") or STATUS_ERROR, "caption": row.get("caption"),
+            "captioner": prov["models"]["captioner"], "editor": prov["models"]["editor"],
+            "clip_model": prov["models"]["clip"], "config_hash": prov["config_hash"],
+        }
+        members = {m["member_id"]: m for m in row["members"]}
+        candidates = row.get("candidates")
+        if candidates is None:  # the seed never reached the editor: every planned candidate errored
+            candidates = [
+                {"member_id": m["member_id"], "candidate": c, "noise_seed": seed, "status": STATUS_ERROR,
+                 "reason": row.get("set_reason") or row.get("error") or "not processed"}
+                for c, seed in enumerate(row["candidate_seeds"]) for m in row["members"]
+            ]
+        out = []
+        for cand in candidates:
+            member = members[cand["member_id"]]
+            accepted = cand.get("status") == STATUS_ACCEPTED
+            out.append(
+                {
+                    **base,
+                    "member_id": cand["member_id"], "attributes": json.dumps(_attributes(member), sort_keys=True),
+                    "candidate": cand["candidate"], "noise_seed": cand["noise_seed"],
+                    "status": cand.get("status") or STATUS_ERROR, "reason": cand.get("reason"),
+                    "target_caption": member["target_caption"], "instruction": member["instruction"],
+                    **{k: cand.get(k) for k in ("text_image", "directional", "image_image", "attribute_margin")},
+                    "shard": shard if accepted else None,
+                    "sample_key": row["set_id"] if accepted else None,
+                    "file": f"{cand['member_id']}.jpg" if accepted else None,
+                }
+            )
+        return out
+
+    def write_shard(self, index: int, rows: list[dict]) -> ShardResult:
+        tar_name, manifest_name = self.names(index)
+        rows = sorted(rows, key=lambda r: (r["seed_index"], r["set_id"]))
+        tar_bytes = io.BytesIO()
+        manifest: list[dict] = []
+        samples = 0
+        with tarfile.open(fileobj=tar_bytes, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            for row in rows:
+                in_tar = row.get("set_status") == STATUS_ACCEPTED
+                manifest.extend(self.manifest_rows(row, tar_name if in_tar else None))
+                if not in_tar:
+                    continue
+                chosen = {c["member_id"]: c for c in row["candidates"] if c["status"] == STATUS_ACCEPTED}
+                quality = self.config.jpeg_quality
+                _add_file(tar, f"{row['set_id']}.src.jpg", encode_jpeg(from_raw(row["image_rgb"], row["width"], row["height"]), quality))
+                for member in row["members"]:
+                    cand = chosen[member["member_id"]]
+                    image = from_raw(cand["image_rgb"], cand["width"], cand["height"])
+                    _add_file(tar, f"{row['set_id']}.{member['member_id']}.jpg", encode_jpeg(image, quality))
+                sample = json.dumps(self.sample_json(row, chosen), sort_keys=True, indent=1).encode("utf-8")
+                _add_file(tar, f"{row['set_id']}.json", sample)
+                samples += 1
+        self.storage.write_atomic(tar_bytes.getvalue(), SHARDS_DIR, tar_name)
+        buffer = pa.BufferOutputStream()
+        pq.write_table(rows_to_table(manifest, MANIFEST), buffer, compression="zstd")
+        self.storage.write_atomic(buffer.getvalue().to_pybytes(), MANIFEST_DIR, manifest_name)
+        return ShardResult(index, tar_name, manifest_name, samples, len(manifest))

@@ -1,0 +1,53 @@
+"""Output storage through pyarrow filesystems: a local path or any URI pyarrow knows (``s3://...``).
+
+Files are written under a temporary name and renamed when complete, so a crash never leaves a
+half-written file under a final name.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import uuid
+
+import pyarrow.fs as pafs
+
+
+class Storage:
+    def __init__(self, uri: str, filesystem: pafs.FileSystem | None = None):
+        if filesystem is not None:
+            self.fs, self.root = filesystem, uri.rstrip("/")
+        elif "://" in uri:
+            self.fs, self.root = pafs.FileSystem.from_uri(uri)
+            self.root = self.root.rstrip("/")
+        else:
+            self.fs, self.root = pafs.LocalFileSystem(), os.path.abspath(uri)
+        self.uri = uri
+
+    def path(self, *parts: str) -> str:
+        return posixpath.join(self.root, *parts)
+
+    def makedirs(self, *parts: str) -> None:
+        self.fs.create_dir(self.path(*parts), recursive=True)
+
+    def exists(self, *parts: str) -> bool:
+        return self.fs.get_file_info(self.path(*parts)).type != pafs.FileType.NotFound
+
+    def list(self, *parts: str) -> list[str]:
+        """Names of the files directly inside a folder (empty when the folder does not exist)."""
+        info = self.fs.get_file_info(pafs.FileSelector(self.path(*parts), allow_not_found=True))
+        return sorted(posixpath.basename(i.path) for i in info if i.type == pafs.FileType.File)
+
+    def read_bytes(self, *parts: str) -> bytes:
+        with self.fs.open_input_stream(self.path(*parts)) as handle:
+            return handle.read()
+
+    def open_input(self, *parts: str):
+        return self.fs.open_input_file(self.path(*parts))
+
+    def write_atomic(self, data: bytes, *parts: str) -> None:
+        final = self.path(*parts)
+        temporary = posixpath.join(posixpath.dirname(final), f".tmp-{uuid.uuid4().hex}-{posixpath.basename(final)}")
+        with self.fs.open_output_stream(temporary) as handle:
+            handle.write(data)
+        self.fs.move(temporary, final)

@@ -52,8 +52,8 @@ def convert(value: Any, tp, field: str, source: str):
                 return convert(value, option, field, source)
             except ConfigError as exc:
                 errors.append(exc)
-        if len(errors) == 1:
-            raise errors[0]
+        if len(errors) == 1 and errors[0].field != field:
+            raise errors[0]  # a deeper field is wrong: its own message says more
         raise ConfigError(source, field, f"expected {_type_name(tp)}, got {_describe(value)}")
     if origin is Literal:
         allowed = get_args(tp)

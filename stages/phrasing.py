@@ -61,7 +61,7 @@ def _swap_one(caption: str, taxonomy: Taxonomy, attribute_id: str, target: Attri
             continue
         found = True
         if value_id != target.id:
-            word = target.forms.get(role) or target.adjective
+            word = target.adjective if role in ADJECTIVE_ROLES else (target.forms.get(role) or target.adjective)
             replacements.append((token.start(), token.end(), _match_case(word, token.group(0))))
     if found:
         for start, end, word in reversed(replacements):

@@ -1,0 +1,85 @@
+"""Test set-up: offline Hugging Face, no network beyond this machine, tiny models, one local Ray."""
+
+from __future__ import annotations
+
+import os
+
+# Read by huggingface_hub at import time: before any test module imports it.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import ipaddress
+import socket
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _local_addresses() -> set[str]:
+    found = {"127.0.0.1", "::1", "localhost", socket.gethostname()}
+    try:
+        for info in socket.getaddrinfo(socket.gethostname(), None):
+            found.add(info[4][0])
+    except OSError:
+        pass
+    return found
+
+
+_LOCAL = _local_addresses()
+_real_connect = socket.socket.connect
+
+
+def _guarded_connect(sock, address):
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        host = address[0]
+        try:
+            local = ipaddress.ip_address(host).is_loopback or host in _LOCAL
+        except ValueError:
+            local = host in _LOCAL
+        if not local:
+            raise OSError(f"tests may not reach the network (tried {host}:{address[1]})")
+    return _real_connect(sock, address)
+
+
+socket.socket.connect = _guarded_connect
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(tmp_path_factory) -> Path:
+    """The tiny models, built once per test session into a private cache."""
+    from pipeline import tiny_models
+
+    cache = Path(os.environ.get("COUNTERFACTORY_TEST_CACHE") or tmp_path_factory.mktemp("tiny-models"))
+    os.environ["COUNTERFACTORY_CACHE"] = str(cache)
+    for name in tiny_models.BUILDERS:
+        tiny_models.build(name, tiny_models.default_cache_dir())
+    return tiny_models.default_cache_dir()
+
+
+@pytest.fixture(scope="session")
+def tiny(tiny_cache) -> dict[str, str]:
+    return {name: str(tiny_cache / name) for name in ("captioner", "instruct-pix2pix", "clip")}
+
+
+@pytest.fixture(scope="session")
+def taxonomy():
+    from pipeline.taxonomy import load_taxonomy
+
+    return load_taxonomy(REPO / "configs" / "taxonomy.yaml")
+
+
+@pytest.fixture(scope="session")
+def local_ray(tiny_cache):
+    """One local Ray for the session; stages get fractional CPUs so 2 cores never deadlock."""
+    import ray
+
+    from pipeline.config import RayConfig
+    from pipeline.graph import init_ray
+
+    init_ray(RayConfig(num_cpus=2))
+    yield ray
+    ray.shutdown()

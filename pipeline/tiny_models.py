@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 # Bump when a builder changes so caches of older builds are not reused.
-TINY_MODELS_VERSION = 1
+TINY_MODELS_VERSION = 2
 TINY_PREFIX = "tiny:"
 
 # Words the tiny captioner can emit: enough caption vocabulary, attribute words and concept words that
@@ -115,14 +115,15 @@ def build_instruct_pix2pix(out: Path) -> None:
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
-        block_out_channels=(32, 64), layers_per_block=1, sample_size=32, in_channels=8, out_channels=4,
+        block_out_channels=(32, 64), layers_per_block=1, sample_size=16, in_channels=8, out_channels=4,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32, attention_head_dim=8,
     )
+    # Three VAE levels: 4x downsampling keeps the UNet's latents small at the mini-run's 64 px.
     vae = AutoencoderKL(
-        block_out_channels=[32, 64], in_channels=3, out_channels=3,
-        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
-        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"], latent_channels=4, sample_size=64,
+        block_out_channels=[16, 32, 32], in_channels=3, out_channels=3, norm_num_groups=16,
+        down_block_types=["DownEncoderBlock2D"] * 3, up_block_types=["UpDecoderBlock2D"] * 3,
+        latent_channels=4, sample_size=64,
     )
     text_encoder = CLIPTextModel(
         CLIPTextConfig(

@@ -31,6 +31,9 @@ class CaptionConfig:
     dtype: Literal["float32", "float16", "bfloat16"] = "float16"
     threads: int = 0  # torch CPU threads per actor; 0 leaves the default
     trust_remote_code: bool = False
+    # true: several seeds per generate() call (faster on a GPU), but then a caption can change in a
+    # rare token with how Ray happened to batch the seeds; false keeps runs reproducible.
+    batch_across_seeds: bool = False
     resources: Resources = field(default_factory=lambda: Resources(num_cpus=1, num_gpus=0.25, batch_size=16))
 
     def problems(self) -> list[tuple[str, str]]:
@@ -93,6 +96,10 @@ class Captioner:
         ]
         if todo:
             images = [from_raw(rows[i]["image_rgb"], rows[i]["width"], rows[i]["height"]) for i in todo]
-            for i, caption in zip(todo, self.caption_images(images)):
+            if self.config.batch_across_seeds:
+                captions = self.caption_images(images)
+            else:
+                captions = [caption for image in images for caption in self.caption_images([image])]
+            for i, caption in zip(todo, captions):
                 rows[i]["caption"] = caption
         return rows_to_table(rows, CAPTIONED)

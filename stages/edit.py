@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from schemas.records import SET, STATUS_ERROR, STATUS_OK, rows_to_table
-from stages.imaging import from_raw, square_crop
+from stages.imaging import describe_error, from_raw, square_crop
 from stages.resources import Resources
 from stages.torch_runtime import resolve_device, resolve_dtype, set_threads
 
@@ -96,7 +96,7 @@ class InstructPix2PixEditor:
                 errors = [None] * len(chunk)
             except Exception as exc:  # one failed chunk must not take the other candidates down
                 images = [None] * len(chunk)
-                errors = [f"edit: {type(exc).__name__}: {exc}"] * len(chunk)
+                errors = [f"edit: {describe_error(exc)}"] * len(chunk)
             for job, image, error in zip(chunk, images, errors):
                 candidates.append(
                     {

@@ -79,19 +79,18 @@ class ClipFilter:
     def __init__(self, config: FilterConfig):
         self.config = config
         self.embedder = None
-        self._text_cache: dict[str, np.ndarray] = {}
 
     def setup(self) -> None:
         self.embedder = ClipEmbedder(self.config.model, self.config.pretrained, self.config.device, self.config.precision)
 
     def text_embeddings(self, texts: list[str]) -> dict[str, np.ndarray]:
-        missing = sorted({t for t in texts if t not in self._text_cache})
-        if missing:
-            for text, emb in zip(missing, self.embedder.texts(missing)):
-                self._text_cache[text] = emb
-        if len(self._text_cache) > 50_000:
-            self._text_cache.clear()
-        return self._text_cache
+        """Embed one set's texts in one call of fixed composition.
+
+        No cache across sets: which texts a call holds would then depend on how Ray batched the sets
+        before, and batch composition moves float32 results in the last bits, which moves scores.
+        """
+        unique = list(dict.fromkeys(texts))
+        return dict(zip(unique, self.embedder.texts(unique)))
 
     def score_candidate(self, img, src, text: dict, caption: str, members: list, member_index: int) -> dict:
         target = members[member_index]
@@ -138,7 +137,7 @@ class ClipFilter:
             if cand["failed_checks"]:
                 cand["status"] = STATUS_REJECTED
                 cand["reason"] = "failed: " + "; ".join(
-                    f"{n} {scores[n]:.3f} < {getattr(self.config.thresholds, n):.3f}" for n in cand["failed_checks"]
+                    f"{n} {scores[n]:.4f} < {getattr(self.config.thresholds, n):.4f}" for n in cand["failed_checks"]
                 )
 
         best: dict[str, dict] = {}

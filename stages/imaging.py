@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -13,6 +14,12 @@ Image.MAX_IMAGE_PIXELS = None
 
 class SeedImageError(ValueError):
     """An input that cannot become a seed image; the message is the manifest's reason."""
+
+
+def describe_error(exc: Exception) -> str:
+    """``Type: message`` without object reprs and memory addresses, so reasons are reproducible."""
+    text = re.sub(r"<[^<>]*? at 0x[0-9a-fA-F]+>", "input", str(exc))
+    return f"{type(exc).__name__}: {text}"
 
 
 def to_raw(image: Image.Image) -> tuple[bytes, int, int]:
@@ -55,7 +62,7 @@ def decode_seed_image(data: bytes, *, max_pixels: int, min_side: int, max_side: 
     try:
         image = Image.open(io.BytesIO(data))
     except Exception as exc:  # PIL raises several types for junk input
-        raise SeedImageError(f"not a decodable image ({type(exc).__name__}: {exc})") from None
+        raise SeedImageError(f"not a decodable image ({describe_error(exc)})") from None
     width, height = image.size
     if width * height > max_pixels:
         raise SeedImageError(f"image is {width}x{height} = {width * height} pixels, over max_pixels={max_pixels}")
@@ -64,7 +71,7 @@ def decode_seed_image(data: bytes, *, max_pixels: int, min_side: int, max_side: 
         image = ImageOps.exif_transpose(image)
         image = _flatten_to_rgb(image)
     except Exception as exc:
-        raise SeedImageError(f"image data is corrupt ({type(exc).__name__}: {exc})") from None
+        raise SeedImageError(f"image data is corrupt ({describe_error(exc)})") from None
     if min(image.size) < min_side:
         raise SeedImageError(f"image is {image.width}x{image.height}, smaller than min_side={min_side}")
     longer = max(image.size)

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from schemas import keys
 from schemas.records import SEED, SEED_REF, STATUS_ERROR, STATUS_OK, rows_to_table
-from stages.imaging import SeedImageError, decode_seed_image, to_raw
+from stages.imaging import SeedImageError, decode_seed_image, describe_error, to_raw
 from stages.resources import Resources
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")
@@ -186,7 +186,7 @@ def read_source_bytes(row: dict) -> bytes:
     except SeedImageError:
         raise
     except (FileNotFoundError, IsADirectoryError, PermissionError, KeyError, tarfile.TarError, OSError) as exc:
-        raise SeedImageError(f"cannot read input ({type(exc).__name__}: {exc})") from None
+        raise SeedImageError(f"cannot read input ({describe_error(exc)})") from None
 
 
 class DecodeSeeds:

@@ -46,7 +46,7 @@ def test_a_failing_check_rejects_with_the_score_and_threshold_named(tiny, edited
         assert s["set_status"] == "rejected" and "0 of 2 members passed" in s["set_reason"]
         for c in s["candidates"]:
             assert c["status"] == "rejected" and c["failed_checks"] == ["image_image"]
-            assert c["reason"].startswith("failed: image_image ") and "< 1.010" in c["reason"]
+            assert c["reason"].startswith("failed: image_image ") and "< 1.0100" in c["reason"]
 
 
 def test_min_members_accepts_a_set_with_some_members_failing(tiny, edited):

@@ -1,0 +1,35 @@
+import os
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+
+def test_plan_prints_graph_and_counts_without_loading_a_model(tmp_path):
+    cache = tmp_path / "cache"
+    env = {**os.environ, "COUNTERFACTORY_CACHE": str(cache)}
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline", "plan", "configs/mini.yaml"], capture_output=True, text=True, cwd=REPO, env=env
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    for stage in ("ingest", "caption", "plan", "edit", "filter", "write"):
+        assert f"  {stage} " in out
+    assert "seeds: 7" in out and "sets: 14" in out
+    assert "diffusion: 112 edited images" in out  # 7 seeds x (2 + 6 members) x 2 candidates
+    assert not cache.exists()  # no tiny model was built, so none was loaded
+
+
+def test_plan_accepts_the_production_config_without_its_input(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline", "plan", "configs/production.yaml", "--seeds", "1000"],
+        capture_output=True, text=True, cwd=REPO,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "timbrooks/instruct-pix2pix" in result.stdout and "sets: 7000" in result.stdout
+
+
+def test_console_script_is_the_same_cli():
+    script = os.path.join(os.path.dirname(sys.executable), "counterfactory")
+    result = subprocess.run([script, "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "run" in result.stdout and "verify" in result.stdout

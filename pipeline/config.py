@@ -20,6 +20,7 @@ from pipeline.taxonomy import load_taxonomy, restrict_values
 from pipeline.typed import build, to_plain
 from schemas.taxonomy import Taxonomy
 from stages.caption import CaptionConfig
+from stages.concept import ConceptConfig
 from stages.edit import EditConfig
 from stages.filter import FilterConfig
 from stages.ingest import IngestConfig
@@ -49,6 +50,7 @@ class PipelineConfig:
     restrict_values: dict[str, list[str]] = field(default_factory=dict)  # attribute -> values to use
     input: IngestConfig = field(default_factory=IngestConfig)
     caption: CaptionConfig = field(default_factory=CaptionConfig)
+    concept: ConceptConfig = field(default_factory=ConceptConfig)
     plan: PlanConfig = field(default_factory=PlanConfig)
     edit: EditConfig = field(default_factory=EditConfig)
     filter: FilterConfig = field(default_factory=FilterConfig)
@@ -159,6 +161,7 @@ def with_models_resolved(config: PipelineConfig, resolve) -> PipelineConfig:
         caption=dataclasses.replace(config.caption, model=resolve(config.caption.model)),
         edit=dataclasses.replace(config.edit, model=resolve(config.edit.model)),
         filter=dataclasses.replace(config.filter, model=resolve(config.filter.model)),
+        concept=dataclasses.replace(config.concept, model=resolve(config.concept.model) if config.concept.model else None),
     )
 
 

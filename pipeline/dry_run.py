@@ -46,7 +46,7 @@ def describe(loaded: LoadedConfig, seeds: int | None = None, limit: int | None =
     lines.append("stage graph (Ray Data actor pools, in order):")
     lines.append(f"  {'stage':<8} {'model':<44} {'actors':>6} {'cpus':>5} {'gpus':>5} {'batch':>5}")
     models = {"caption": config.caption.model, "edit": f"{config.edit.model} [{config.edit.backend}]",
-              "filter": config.filter.model}
+              "filter": config.filter.model, "concept": config.concept.model}
     for spec in stage_specs(config, loaded.taxonomy):
         r = spec.resources
         lines.append(

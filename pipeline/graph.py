@@ -17,6 +17,7 @@ import pyarrow as pa
 from pipeline.config import PipelineConfig, RayConfig
 from schemas.taxonomy import Taxonomy
 from stages.caption import Captioner
+from stages.concept import ZeroShotConcept
 from stages.edit import make_editor
 from stages.filter import ClipFilter
 from stages.ingest import DecodeSeeds
@@ -37,9 +38,17 @@ class StageSpec:
 
 def stage_specs(config: PipelineConfig, taxonomy: Taxonomy) -> list[StageSpec]:
     """The stages of a run, in order, each with how to build it and what it asks for."""
-    return [
+    allowed = config.plan.concepts or list(taxonomy.concepts)
+    concepts = [taxonomy.concepts[c] for c in allowed]
+    specs = [
         StageSpec("ingest", functools.partial(DecodeSeeds, config.input), config.input.resources, False),
         StageSpec("caption", functools.partial(Captioner, config.caption), config.caption.resources, True),
+    ]
+    if config.concept.model:
+        specs.append(
+            StageSpec("concept", functools.partial(ZeroShotConcept, config.concept, concepts), config.concept.resources, True)
+        )
+    return specs + [
         StageSpec("plan", functools.partial(Planner, config.plan, taxonomy, config.run.seed), config.plan.resources, False),
         StageSpec("edit", functools.partial(make_editor, config.edit), config.edit.resources, True),
         StageSpec("filter", functools.partial(ClipFilter, config.filter), config.filter.resources, True),

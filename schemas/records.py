@@ -24,6 +24,7 @@ SEED_REF = pa.schema(
         pa.field("source_member", pa.string()),  # the sample key inside a tar; null otherwise
         pa.field("source_seed_id", pa.string()),  # seed id given by the source (parquet), if any
         pa.field("concept", pa.string()),  # concept given by the source's metadata, if any
+        pa.field("concept_source", pa.string()),  # source | zero_shot | caption | default
         pa.field("caption", pa.string()),  # caption given by the source, if any
     ]
 )
@@ -80,7 +81,6 @@ SET = pa.schema(
     + [
         pa.field("set_id", pa.string(), nullable=False),
         pa.field("axis", pa.string(), nullable=False),
-        pa.field("concept_source", pa.string()),  # source | caption | zero_shot | default
         pa.field("members", pa.list_(MEMBER)),
         pa.field("candidate_seeds", pa.list_(pa.int64())),
         # Filled by edit and filter:

@@ -49,13 +49,20 @@ class IngestConfig:
 
 
 def _ref(source_uri: str, member: str | None = None, **extra) -> dict:
-    return {"source_uri": source_uri, "source_member": member, **extra}
+    ref = {"source_uri": source_uri, "source_member": member, **extra}
+    if ref.get("concept"):
+        ref["concept_source"] = "source"
+    return ref
+
+
+def _is_local(fs) -> bool:
+    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
+    return "file" in protocols or "local" in protocols
 
 
 def _full_uri(fs, path: str) -> str:
     """Local files keep plain paths; remote ones get their protocol back."""
-    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
-    return path if "file" in protocols or "local" in protocols else fs.unstrip_protocol(path)
+    return path if _is_local(fs) else fs.unstrip_protocol(path)
 
 
 def _list_folder(config: IngestConfig) -> list[dict]:
@@ -70,7 +77,9 @@ def _list_folder(config: IngestConfig) -> list[dict]:
             continue
         if "." not in name or name.rsplit(".", 1)[1].lower() not in IMAGE_EXTENSIONS:
             continue
-        uri = _full_uri(fs, path)
+        # Local paths keep the form the config gave (relative stays relative): outputs then do not
+        # depend on where the checkout lives.
+        uri = posixpath.join(config.path, rel) if _is_local(fs) else fs.unstrip_protocol(path)
         folder = posixpath.dirname(rel)
         concept = folder.split("/")[0] if (config.concept_from_folder and folder) else None
         refs.append(_ref(uri, concept=concept))

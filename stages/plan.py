@@ -75,7 +75,7 @@ class Planner:
     def resolve_concept(self, row: dict) -> tuple[str, str]:
         given = row.get("concept")
         if given and given in self.allowed_concepts:
-            return given, "source"
+            return given, row.get("concept_source") or "source"
         caption = row.get("caption") or ""
         if self.config.concept_from_caption and caption:
             for concept_id, pattern in self.concept_keywords:

@@ -25,11 +25,24 @@ def _summary_lines(summary) -> list[str]:
     ]
 
 
+def parse_overrides(pairs: list[str]) -> dict:
+    """``--set edit.steps=10`` -> ``{"edit.steps": 10}``; values are read as YAML."""
+    import yaml
+
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set expects FIELD=VALUE, got {pair!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
 def cmd_run(args) -> int:
     from pipeline.config import environment_overrides, load_config
     from pipeline.run import run_pipeline
 
-    loaded = load_config(args.config, environment_overrides())
+    loaded = load_config(args.config, {**environment_overrides(), **parse_overrides(args.set)})
     summary = run_pipeline(loaded, output=args.output, limit=args.limit)
     print("\n".join(_summary_lines(summary)))
     return 0
@@ -39,7 +52,7 @@ def cmd_plan(args) -> int:
     from pipeline.config import load_config
     from pipeline.dry_run import describe
 
-    print(describe(load_config(args.config), seeds=args.seeds, limit=args.limit))
+    print(describe(load_config(args.config, parse_overrides(args.set)), seeds=args.seeds, limit=args.limit))
     return 0
 
 
@@ -70,11 +83,13 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("config")
     run.add_argument("--limit", type=int, default=None, help="use only the first N seeds")
     run.add_argument("--output", default=None, help="output path or URI (overrides run.output)")
+    run.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a config field (repeatable)")
     run.set_defaults(func=cmd_run)
     plan = sub.add_parser("plan", help="dry run: stage graph, resources and work counts; loads no model")
     plan.add_argument("config")
     plan.add_argument("--seeds", type=int, default=None, help="size the run for N seeds instead of listing input")
     plan.add_argument("--limit", type=int, default=None)
+    plan.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a config field (repeatable)")
     plan.set_defaults(func=cmd_plan)
     verify = sub.add_parser("verify", help="check an output: shards, manifests, sizes.json, keys")
     verify.add_argument("output")

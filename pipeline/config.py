@@ -13,9 +13,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, read_yaml_mapping
 from pipeline.taxonomy import load_taxonomy, restrict_values
 from pipeline.typed import build, to_plain
 from schemas.taxonomy import Taxonomy
@@ -134,17 +132,7 @@ def parse_config(data: dict, source: str = "<config>", base_dir: str | Path = ".
 
 def load_config(path: str | Path, overrides: dict | None = None) -> LoadedConfig:
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(str(path), "", "config file not found")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else "parse error"
-        raise ConfigError(str(path), "", f"not valid YAML ({first})") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(str(path), "", "the top level must be a mapping of sections")
+    data = read_yaml_mapping(path, "config")
     for dotted, value in (overrides or {}).items():
         node = data
         *parents, last = dotted.split(".")

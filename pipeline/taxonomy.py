@@ -5,10 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import yaml
-
 from schemas.taxonomy import Attribute, AttributeValue, Axis, Concept, Taxonomy
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, read_yaml_mapping
 
 _ID = re.compile(r"^[a-z0-9_]+$")
 _TOP_KEYS = {"schema_version", "attributes", "axes", "person_nouns", "instruction_template", "concepts", "occupations"}
@@ -113,13 +111,7 @@ def parse_taxonomy(data: dict, source: str = "<taxonomy>") -> Taxonomy:
 
 
 def load_taxonomy(path: str | Path) -> Taxonomy:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(str(path), "taxonomy", "file not found")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(str(path), "", f"not valid YAML: {exc}") from None
+    data = read_yaml_mapping(path, "taxonomy")
     return parse_taxonomy(data, str(path))
 
 

@@ -21,7 +21,9 @@ SEED_REF = pa.schema(
         pa.field("seed_index", pa.int64(), nullable=False),  # position in the sorted input listing
         pa.field("shard_index", pa.int64(), nullable=False),  # the output shard this seed's sets go to
         pa.field("source_uri", pa.string(), nullable=False),  # file path / URI, or the tar for webdataset
-        pa.field("source_member", pa.string()),  # the sample key inside a tar; null otherwise
+        pa.field("source_member", pa.string()),  # the file inside a tar; null otherwise
+        pa.field("source_offset", pa.int64()),  # where that file's bytes start in the tar
+        pa.field("source_size", pa.int64()),
         pa.field("source_seed_id", pa.string()),  # seed id given by the source (parquet), if any
         pa.field("concept", pa.string()),  # concept given by the source's metadata, if any
         pa.field("concept_source", pa.string()),  # source | zero_shot | caption | default

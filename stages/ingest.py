@@ -102,7 +102,11 @@ def _list_webdataset(config: IngestConfig) -> list[dict]:
     for tar_path in _tar_paths(config.path):
         samples: dict[str, dict] = {}
         order: list[str] = []
-        with fsspec.open(tar_path, "rb") as handle, tarfile.open(fileobj=handle, mode="r|*") as tar:
+        with fsspec.open(tar_path, "rb") as handle:
+            try:
+                tar = tarfile.open(fileobj=handle, mode="r|")  # plain tar only: seeds are read by offset
+            except tarfile.ReadError as exc:
+                raise ValueError(f"input.path: {tar_path} is not an uncompressed tar ({exc})") from None
             for member in tar:
                 if not member.isfile():
                     continue
@@ -117,6 +121,7 @@ def _list_webdataset(config: IngestConfig) -> list[dict]:
                 sample = samples[key]
                 if ext in IMAGE_EXTENSIONS and sample["image"] is None:
                     sample["image"] = member.name
+                    sample["offset"], sample["size"] = member.offset_data, member.size
                 elif ext in ("txt", "caption", "json") and member.size < 1_000_000:
                     text = tar.extractfile(member).read().decode("utf-8", errors="replace")
                     if ext == "json":
@@ -134,7 +139,8 @@ def _list_webdataset(config: IngestConfig) -> list[dict]:
             # A sample without an image is still listed: decode turns it into an error row.
             refs.append(
                 _ref(tar_path, sample["image"] or f"{key}.<no image>", concept=sample.get("concept"),
-                     caption=sample.get("caption"))
+                     caption=sample.get("caption"), source_offset=sample.get("offset"),
+                     source_size=sample.get("size"))
             )
     return refs
 
@@ -187,11 +193,15 @@ def read_source_bytes(row: dict) -> bytes:
                 return handle.read()
         if member.endswith(".<no image>"):
             raise SeedImageError("webdataset sample has no image file")
-        with fsspec.open(uri, "rb") as handle, tarfile.open(fileobj=handle, mode="r:*") as tar:
-            extracted = tar.extractfile(member)
-            if extracted is None:
-                raise SeedImageError(f"tar member {member!r} is not a file")
-            return extracted.read()
+        if row.get("source_offset") is None:
+            raise SeedImageError(f"tar member {member!r} has no recorded offset")
+        # A ranged read at the offset found while listing: no re-scan of the tar per seed.
+        with fsspec.open(uri, "rb") as handle:
+            handle.seek(row["source_offset"])
+            data = handle.read(row["source_size"])
+        if len(data) != row["source_size"]:
+            raise SeedImageError(f"tar member {member!r} is cut short ({len(data)} of {row['source_size']} bytes)")
+        return data
     except SeedImageError:
         raise
     except (FileNotFoundError, IsADirectoryError, PermissionError, KeyError, tarfile.TarError, OSError) as exc:

@@ -74,12 +74,16 @@ def taxonomy():
 
 @pytest.fixture(scope="session")
 def local_ray(tiny_cache):
-    """One local Ray for the session; stages get fractional CPUs so 2 cores never deadlock."""
+    """One local Ray for the session; stages get fractional CPUs so 2 cores never deadlock.
+
+    It declares one logical GPU (this machine has none) so that GPU stages are scheduled as on a
+    cluster; their models still run on the CPU because torch finds no CUDA device.
+    """
     import ray
 
     from pipeline.config import RayConfig
     from pipeline.graph import init_ray
 
-    init_ray(RayConfig(num_cpus=2))
+    init_ray(RayConfig(num_cpus=2, num_gpus=1))
     yield ray
     ray.shutdown()

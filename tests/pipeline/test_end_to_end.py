@@ -27,7 +27,9 @@ def seeds(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def runs(local_ray, seeds, tmp_path_factory):
-    loaded = load_config(REPO / "configs" / "mini.yaml", {"input.path": str(seeds)})
+    # The model stages ask for fractions of the session's logical GPU, as they would on a cluster.
+    gpus = {"edit.resources.num_gpus": 0.5, "filter.resources.num_gpus": 0.25, "caption.resources.num_gpus": 0.25}
+    loaded = load_config(REPO / "configs" / "mini.yaml", {"input.path": str(seeds), **gpus})
     outputs = []
     for name in ("first", "second"):
         out = tmp_path_factory.mktemp(name) / "out"

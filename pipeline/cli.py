@@ -19,7 +19,8 @@ def _summary_lines(summary) -> list[str]:
         f"seeds:      {stats['seeds']['total']} listed, {stats['seeds']['ok']} decoded, {stats['seeds']['error']} errors",
         f"sets:       {', '.join(f'{k} {v}' for k, v in stats['sets'].items())}",
         f"candidates: {', '.join(f'{k} {v}' for k, v in stats['candidates'].items())}",
-        f"shards:     {stats['shards']} tar(s) holding {stats['samples']} accepted set(s)",
+        f"shards:     {stats['shards']} tar(s) holding {stats['samples']} accepted set(s)"
+        + (f"; {len(summary.skipped_shards)} were already complete" if summary.skipped_shards else ""),
         f"time:       {summary.seconds:.1f} s",
         f"check it:   counterfactory verify {summary.output}",
     ]
@@ -102,6 +103,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from pipeline.errors import ConfigError
+    from pipeline.output_state import OutputRefused
 
     args = parser().parse_args(argv)
     try:
@@ -109,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
+    except OutputRefused as exc:
+        print(f"output refused: {exc}", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

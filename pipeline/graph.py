@@ -22,10 +22,11 @@ from stages.edit import make_editor
 from stages.filter import ClipFilter
 from stages.ingest import DecodeSeeds
 from stages.plan import Planner
+from stages import faults
 from stages.resources import Resources
 
 # Environment the workers need to behave like the driver (offline Hub access above all).
-FORWARDED_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME", "COUNTERFACTORY_CACHE", "COUNTERFACTORY_FAIL_SEEDS")
+FORWARDED_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME", "COUNTERFACTORY_CACHE")
 
 
 @dataclass
@@ -58,11 +59,14 @@ def stage_specs(config: PipelineConfig, taxonomy: Taxonomy) -> list[StageSpec]:
 class StageActor:
     """Ray Data callable class around a stage: build and set up once per actor, then map batches."""
 
-    def __init__(self, factory: Callable[[], object]):
+    def __init__(self, name: str, factory: Callable[[], object], fault_spec: str | None = None):
+        faults.install(fault_spec)
+        self.name = name
         self.stage = factory()
         self.stage.setup()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        faults.check_crash(self.name)
         return self.stage(batch)
 
 
@@ -92,15 +96,20 @@ def build_dataset(seed_refs: pa.Table, config: PipelineConfig, taxonomy: Taxonom
     blocks = max(1, min(seed_refs.num_rows, 64))
     size = -(-seed_refs.num_rows // blocks) if seed_refs.num_rows else 1
     ds = ray.data.from_arrow([seed_refs.slice(i, size) for i in range(0, max(seed_refs.num_rows, 1), size)])
+    fault_spec = os.environ.get(faults.ENV)
     for spec in stage_specs(config, taxonomy):
         res = spec.resources
         ds = ds.map_batches(
             StageActor,
-            fn_constructor_args=(spec.factory,),
+            fn_constructor_args=(spec.name, spec.factory, fault_spec),
             batch_format="pyarrow",
             batch_size=res.batch_size,
             num_cpus=res.num_cpus,
             num_gpus=res.num_gpus if res.num_gpus > 0 else None,
             compute=ActorPoolStrategy(size=res.actors),
+            # A dead actor is restarted and its batch retried, a bounded number of times; rows reach
+            # the writer once either way, since the driver writes only what the graph yields.
+            max_restarts=res.max_restarts,
+            max_task_retries=res.max_restarts,
         )
     return ds

@@ -1,4 +1,5 @@
-"""Run a config end to end: list seeds, run the Ray Data graph, write shards and run files."""
+"""Run a config end to end: list seeds, skip completed shards, run the Ray Data graph, write shards,
+then the run files (sizes, stats, run record, data card) from what the output holds."""
 
 from __future__ import annotations
 
@@ -7,17 +8,26 @@ import platform
 import subprocess
 import sys
 import time
-from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import pyarrow.compute as pc
+
 from pipeline.config import LoadedConfig, with_models_resolved
 from pipeline.graph import build_dataset, init_ray
+from pipeline.output_state import (
+    RUN_FILE,
+    OutputLock,
+    check_config_hash,
+    completed_shards,
+    remove_temporaries,
+)
+from pipeline.stats import collect, seen_seed_ids
 from pipeline.tiny_models import resolve_model_ref
 from pipeline.typed import to_plain
 from schemas import SCHEMA_VERSION
-from schemas.records import STATUS_ACCEPTED, STATUS_ERROR
+from schemas.records import STATUS_ERROR
 from stages.ingest import list_seeds
 from stages.shard_writer import ShardResult, ShardWriter
 from stages.storage import Storage
@@ -26,7 +36,8 @@ from stages.storage import Storage
 @dataclass
 class RunSummary:
     output: str
-    shards: list[ShardResult] = field(default_factory=list)
+    shards: list[ShardResult] = field(default_factory=list)  # written by this run
+    skipped_shards: list[int] = field(default_factory=list)  # already complete, left untouched
     stats: dict = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -55,40 +66,6 @@ def mark_duplicate(row: dict, first_index: int) -> None:
         cand["status"], cand["reason"] = STATUS_ERROR, reason
 
 
-class Stats:
-    def __init__(self):
-        self.manifest_status = Counter()
-        self.sets = Counter()
-        self.by_concept_axis = defaultdict(Counter)
-        self.seed_status = {}
-        self.reasons = Counter()
-
-    def add(self, rows: list[dict]) -> None:
-        for row in rows:
-            self.sets[row["set_status"] or STATUS_ERROR] += 1
-            self.by_concept_axis[f"{row.get('concept')}/{row['axis']}"][row["set_status"] or STATUS_ERROR] += 1
-            self.seed_status.setdefault(row["seed_index"], row["status"])
-            if row["set_status"] == STATUS_ERROR and row.get("set_reason"):
-                self.reasons[row["set_reason"].split(":")[0]] += 1
-            for cand in row.get("candidates") or []:
-                self.manifest_status[cand.get("status") or STATUS_ERROR] += 1
-            if row.get("candidates") is None:
-                self.manifest_status[STATUS_ERROR] += len(row["members"]) * len(row["candidate_seeds"])
-
-    def as_dict(self, shards: list[ShardResult]) -> dict:
-        seeds = Counter(self.seed_status.values())
-        return {
-            "schema_version": SCHEMA_VERSION,
-            "seeds": {"total": len(self.seed_status), "ok": seeds.get("ok", 0), "error": seeds.get("error", 0)},
-            "sets": dict(sorted(self.sets.items())),
-            "candidates": dict(sorted(self.manifest_status.items())),
-            "samples": sum(s.samples for s in shards),
-            "shards": len(shards),
-            "sets_by_concept_axis": {k: dict(sorted(v.items())) for k, v in sorted(self.by_concept_axis.items())},
-            "set_error_kinds": dict(sorted(self.reasons.items())),
-        }
-
-
 def _versions() -> dict:
     from importlib import metadata
 
@@ -115,27 +92,24 @@ def _json(data) -> bytes:
     return (json.dumps(data, indent=2, sort_keys=True, default=str) + "\n").encode("utf-8")
 
 
-def write_run_files(storage: Storage, loaded: LoadedConfig, shards: list[ShardResult], stats: dict, timing: dict) -> None:
-    storage.write_atomic(_json({s.tar_name: s.samples for s in shards}), "sizes.json")
-    storage.write_atomic(_json({**stats, "timing": timing}), "stats.json")
-    run = {
+def run_record(loaded: LoadedConfig, status: str, **extra) -> dict:
+    return {
         "schema_version": SCHEMA_VERSION,
+        "status": status,
         "config_path": loaded.path,
         "config_hash": loaded.config_hash,
         "config": to_plain(loaded.config),
         "versions": _versions(),
         "git_sha": _git_sha(),
         "command": sys.argv,
-        "timing": timing,
+        **extra,
     }
-    storage.write_atomic(_json(run), "run.json")
-    storage.write_atomic(data_card(loaded, stats, shards).encode("utf-8"), "README.md")
 
 
-def data_card(loaded: LoadedConfig, stats: dict, shards: list[ShardResult]) -> str:
+def data_card(loaded: LoadedConfig, stats: dict) -> str:
     config = loaded.config
     prefix = config.shards.prefix
-    last = len(shards) - 1
+    last = max(stats["shards"] - 1, 0)
     lines = [
         f"# {config.run.name}: counterfactual image sets",
         "",
@@ -158,52 +132,80 @@ def data_card(loaded: LoadedConfig, stats: dict, shards: list[ShardResult]) -> s
     return "\n".join(lines)
 
 
+def _process(dataset, writer: ShardWriter, first_seen: dict, summary: RunSummary, lock: OutputLock, log) -> None:
+    """Consume the graph's rows in seed order and write each shard as soon as its last seed is in."""
+    pending: list[dict] = []
+    pending_index = None
+
+    def flush():
+        result = writer.write_shard(pending_index, pending)
+        summary.shards.append(result)
+        lock.heartbeat()
+        log(f"counterfactory: wrote {result.tar_name} ({result.samples} sets) and {result.manifest_name} "
+            f"({result.manifest_rows} rows)")
+
+    for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
+        for row in batch.to_pylist():
+            if pending_index is not None and row["shard_index"] != pending_index:
+                flush()
+                pending = []
+            pending_index = row["shard_index"]
+            if row["status"] == "ok":
+                first = first_seen.setdefault(row["seed_id"], row["seed_index"])
+                if first != row["seed_index"]:
+                    mark_duplicate(row, first)
+            pending.append(row)
+    if pending_index is not None:
+        flush()
+
+
 def run_pipeline(
     loaded: LoadedConfig,
     output: str | None = None,
     limit: int | None = None,
     log: Callable[[str], None] = print,
 ) -> RunSummary:
+    """Run, or resume into an output made with the same config; refuse another config's output."""
     started = time.time()
     config = loaded.config
     storage = Storage(output or config.run.output)
-    seed_refs = list_seeds(config.input, config.shards.seeds_per_shard, limit)
-    log(f"counterfactory: {seed_refs.num_rows} seeds listed from {config.input.path}; output {storage.uri}")
-    resolved = with_models_resolved(config, resolve_model_ref)
-    writer = ShardWriter(config.shards, storage, provenance(loaded))
-    writer.setup()
     summary = RunSummary(output=storage.uri)
-    stats = Stats()
-    if seed_refs.num_rows == 0:
-        log("counterfactory: no seeds found; nothing to do")
-    else:
-        init_ray(config.ray)
-        dataset = build_dataset(seed_refs, resolved, loaded.taxonomy)
-        first_seen: dict[str, int] = {}
-        pending: list[dict] = []
-        pending_index = None
-
-        def flush():
-            result = writer.write_shard(pending_index, pending)
-            stats.add(pending)
-            summary.shards.append(result)
-            log(f"counterfactory: wrote {result.tar_name} ({result.samples} sets) and {result.manifest_name} "
-                f"({result.manifest_rows} rows)")
-
-        for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
-            for row in batch.to_pylist():
-                if pending_index is not None and row["shard_index"] != pending_index:
-                    flush()
-                    pending = []
-                pending_index = row["shard_index"]
-                if row["status"] == "ok":
-                    first = first_seen.setdefault(row["seed_id"], row["seed_index"])
-                    if first != row["seed_index"]:
-                        mark_duplicate(row, first)
-                pending.append(row)
-        if pending_index is not None:
-            flush()
-    summary.seconds = time.time() - started
-    summary.stats = stats.as_dict(summary.shards)
-    write_run_files(storage, loaded, summary.shards, summary.stats, {"seconds": round(summary.seconds, 3)})
+    lock = OutputLock(storage)
+    lock.acquire()
+    try:
+        resuming = check_config_hash(storage, loaded.config_hash)
+        storage.makedirs()
+        storage.write_atomic(_json(run_record(loaded, "running", started=started)), RUN_FILE)
+        remove_temporaries(storage)
+        seed_refs = list_seeds(config.input, config.shards.seeds_per_shard, limit)
+        done = completed_shards(storage, seed_refs, config.shards.prefix) if resuming else set()
+        summary.skipped_shards = sorted(done)
+        todo = seed_refs.filter(pc.invert(pc.is_in(seed_refs.column("shard_index"), value_set=_int_array(done))))
+        log(f"counterfactory: {seed_refs.num_rows} seeds listed from {config.input.path}; output {storage.uri}")
+        if done:
+            log(f"counterfactory: resuming: {len(done)} shard(s) already complete, {todo.num_rows} seeds to go")
+        writer = ShardWriter(config.shards, storage, provenance(loaded))
+        writer.setup()
+        if todo.num_rows:
+            init_ray(config.ray)
+            resolved = with_models_resolved(config, resolve_model_ref)
+            dataset = build_dataset(todo, resolved, loaded.taxonomy)
+            first_seen = seen_seed_ids(storage, done, config.shards.prefix)
+            _process(dataset, writer, first_seen, summary, lock, log)
+        summary.seconds = time.time() - started
+        summary.stats, sizes = collect(storage)
+        timing = {"seconds": round(summary.seconds, 3), "shards_written": len(summary.shards),
+                  "shards_skipped": len(done)}
+        storage.write_atomic(_json(sizes), "sizes.json")
+        storage.write_atomic(_json({**summary.stats, "timing": timing}), "stats.json")
+        storage.write_atomic(data_card(loaded, summary.stats).encode("utf-8"), "README.md")
+        storage.write_atomic(_json(run_record(loaded, "complete", started=started, timing=timing)), RUN_FILE)
+    finally:
+        lock.release()
     return summary
+
+
+def _int_array(values: set[int]):
+    import pyarrow as pa
+
+    return pa.array(sorted(values), type=pa.int64())

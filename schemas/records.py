@@ -111,6 +111,7 @@ MANIFEST = pa.schema(
         pa.field("status", pa.string(), nullable=False),  # accepted | rejected | error
         pa.field("reason", pa.string()),
         pa.field("set_status", pa.string(), nullable=False),
+        pa.field("seed_status", pa.string(), nullable=False),  # ok | error (the seed never decoded)
         pa.field("caption", pa.string()),
         pa.field("target_caption", pa.string()),
         pa.field("instruction", pa.string()),

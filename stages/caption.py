@@ -12,7 +12,9 @@ from typing import Literal
 import pyarrow as pa
 
 from schemas.records import CAPTIONED, STATUS_OK, rows_to_table
+from stages import faults
 from stages.imaging import from_raw
+from stages.row_errors import fail_seed
 from stages.resources import Resources
 from stages.torch_runtime import resolve_device, resolve_dtype, set_threads
 
@@ -95,11 +97,19 @@ class Captioner:
             if row["status"] == STATUS_OK and (self.config.overwrite or not (row.get("caption") or "").strip())
         ]
         if todo:
-            images = [from_raw(rows[i]["image_rgb"], rows[i]["width"], rows[i]["height"]) for i in todo]
             if self.config.batch_across_seeds:
-                captions = self.caption_images(images)
-            else:
-                captions = [caption for image in images for caption in self.caption_images([image])]
-            for i, caption in zip(todo, captions):
-                rows[i]["caption"] = caption
+                try:
+                    images = [from_raw(rows[i]["image_rgb"], rows[i]["width"], rows[i]["height"]) for i in todo]
+                    for i, caption in zip(todo, self.caption_images(images)):
+                        rows[i]["caption"] = caption
+                    todo = []
+                except Exception:  # fall back to one seed at a time to find the culprit
+                    pass
+            for i in todo:
+                try:
+                    faults.check_row("caption", rows[i])
+                    image = from_raw(rows[i]["image_rgb"], rows[i]["width"], rows[i]["height"])
+                    (rows[i]["caption"],) = self.caption_images([image])
+                except Exception as exc:
+                    fail_seed(rows[i], "caption", exc)
         return rows_to_table(rows, CAPTIONED)

@@ -17,7 +17,9 @@ import pyarrow as pa
 from schemas.records import SEED, STATUS_OK, rows_to_table
 from schemas.taxonomy import Concept
 from stages.clip_model import ClipEmbedder
+from stages import faults
 from stages.imaging import from_raw
+from stages.row_errors import fail_seed
 from stages.resources import Resources
 
 
@@ -66,7 +68,12 @@ class ZeroShotConcept:
         for row in rows:
             if row["status"] != STATUS_OK or row.get("concept") in allowed:
                 continue
-            concept, probability = self.classify(from_raw(row["image_rgb"], row["width"], row["height"]))
+            try:
+                faults.check_row("concept", row)
+                concept, probability = self.classify(from_raw(row["image_rgb"], row["width"], row["height"]))
+            except Exception as exc:
+                fail_seed(row, "concept", exc)
+                continue
             if probability >= self.config.min_probability:
                 row["concept"], row["concept_source"] = concept, "zero_shot"
         return rows_to_table(rows, SEED)

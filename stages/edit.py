@@ -15,7 +15,9 @@ import numpy as np
 import pyarrow as pa
 
 from schemas.records import SET, STATUS_ERROR, STATUS_OK, rows_to_table
+from stages import faults
 from stages.imaging import describe_error, from_raw, square_crop
+from stages.row_errors import fail_set
 from stages.resources import Resources
 from stages.torch_runtime import resolve_device, resolve_dtype, set_threads
 
@@ -52,6 +54,7 @@ class InstructPix2PixEditor:
     def __init__(self, config: EditConfig):
         self.config = config
         self.pipe = None
+        self.oom_splits = 0  # how often a chunk was split after running out of GPU memory
 
     def setup(self) -> None:
         from diffusers import StableDiffusionInstructPix2PixPipeline
@@ -81,7 +84,24 @@ class InstructPix2PixEditor:
         )
         return [np.clip(np.round(img * 255.0), 0, 255).astype(np.uint8) for img in result.images]
 
+    def render_chunk(self, source, chunk: list[dict]) -> list[np.ndarray]:
+        """Render a chunk; on CUDA out-of-memory, split it in halves and render those (down to 1)."""
+        import torch
+
+        try:
+            faults.check_oom("edit", len(chunk))
+            return self.render(source, [j["prompt"] for j in chunk], [j["noise_seed"] for j in chunk])
+        except torch.cuda.OutOfMemoryError:
+            if len(chunk) == 1:
+                raise
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            self.oom_splits += 1
+            half = len(chunk) // 2
+            return self.render_chunk(source, chunk[:half]) + self.render_chunk(source, chunk[half:])
+
     def edit_set(self, row: dict) -> list[dict]:
+        faults.check_row("edit", row)
         source = square_crop(from_raw(row["image_rgb"], row["width"], row["height"]), self.config.resolution)
         jobs = [
             {"member_id": member["member_id"], "candidate": c, "noise_seed": seed, "prompt": member["instruction"]}
@@ -92,7 +112,7 @@ class InstructPix2PixEditor:
         for start in range(0, len(jobs), self.config.max_batch):
             chunk = jobs[start : start + self.config.max_batch]
             try:
-                images = self.render(source, [j["prompt"] for j in chunk], [j["noise_seed"] for j in chunk])
+                images = self.render_chunk(source, chunk)
                 errors = [None] * len(chunk)
             except Exception as exc:  # one failed chunk must not take the other candidates down
                 images = [None] * len(chunk)
@@ -114,8 +134,11 @@ class InstructPix2PixEditor:
             self.setup()
         rows = batch.to_pylist()
         for row in rows:
-            if row["status"] == STATUS_OK:
-                row["candidates"] = self.edit_set(row)
+            if row["status"] == STATUS_OK and row["set_status"] is None:
+                try:
+                    row["candidates"] = self.edit_set(row)
+                except Exception as exc:
+                    fail_set(row, "edit", exc)
         return rows_to_table(rows, SET)
 
 

@@ -20,7 +20,9 @@ import pyarrow as pa
 
 from schemas.records import SET, STATUS_ACCEPTED, STATUS_ERROR, STATUS_OK, STATUS_REJECTED, rows_to_table
 from stages.clip_model import ClipEmbedder
+from stages import faults
 from stages.imaging import from_raw
+from stages.row_errors import fail_set
 from stages.resources import Resources
 
 SCORES = ("text_image", "directional", "image_image", "attribute_margin")
@@ -169,6 +171,10 @@ class ClipFilter:
             self.setup()
         rows = batch.to_pylist()
         for row in rows:
-            if row["status"] == STATUS_OK and row["candidates"] is not None:
-                self.judge_set(row)
+            if row["status"] == STATUS_OK and row["candidates"] is not None and row["set_status"] is None:
+                try:
+                    faults.check_row("filter", row)
+                    self.judge_set(row)
+                except Exception as exc:
+                    fail_set(row, "filter", exc)
         return rows_to_table(rows, SET)

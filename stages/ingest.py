@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 
 from schemas import keys
 from schemas.records import SEED, SEED_REF, STATUS_ERROR, STATUS_OK, rows_to_table
+from stages import faults
 from stages.imaging import SeedImageError, decode_seed_image, describe_error, to_raw
 from stages.resources import Resources
 
@@ -220,6 +221,7 @@ class DecodeSeeds:
     def decode_row(self, row: dict) -> dict:
         out = dict(row)
         try:
+            faults.check_row("ingest", row)
             data = read_source_bytes(row)
             image = decode_seed_image(
                 data, max_pixels=self.config.max_pixels, min_side=self.config.min_side,
@@ -235,9 +237,10 @@ class DecodeSeeds:
                 seed_id = keys.content_seed_id(data)
             raw, width, height = to_raw(image)
             out.update(seed_id=seed_id, image_rgb=raw, width=width, height=height, status=STATUS_OK, error=None)
-        except SeedImageError as exc:
+        except Exception as exc:  # a bad input must not take its batch down
+            reason = str(exc) if isinstance(exc, SeedImageError) else describe_error(exc)
             out.update(seed_id=_error_seed_id(row), image_rgb=None, width=None, height=None,
-                       status=STATUS_ERROR, error=f"ingest: {exc}")
+                       status=STATUS_ERROR, error=f"ingest: {reason}")
         return out
 
     def __call__(self, batch: pa.Table) -> pa.Table:

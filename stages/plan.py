@@ -14,7 +14,9 @@ import pyarrow as pa
 from schemas import keys
 from schemas.records import SET, STATUS_ERROR, STATUS_OK, rows_to_table
 from schemas.taxonomy import Taxonomy
+from stages import faults
 from stages.phrasing import instruction, person_phrase, swap_caption
+from stages.row_errors import fail_seed
 from stages.resources import Resources
 
 
@@ -116,6 +118,15 @@ class Planner:
             sets.append(out)
         return sets
 
+    def plan_or_fail(self, row: dict) -> list[dict]:
+        try:
+            faults.check_row("plan", row)
+            return self.plan_seed(row)
+        except Exception as exc:  # the seed's sets become error sets; the batch goes on
+            failed = dict(row, caption=None)
+            fail_seed(failed, "plan", exc)
+            return self.plan_seed(failed)
+
     def __call__(self, batch: pa.Table) -> pa.Table:
-        rows = [s for row in batch.to_pylist() for s in self.plan_seed(row)]
+        rows = [s for row in batch.to_pylist() for s in self.plan_or_fail(row)]
         return rows_to_table(rows, SET)

@@ -124,7 +124,8 @@ class ShardWriter:
             "schema_version": SCHEMA_VERSION, "set_id": row["set_id"], "seed_id": row["seed_id"],
             "seed_index": row["seed_index"], "source_uri": row["source_uri"], "source_member": row.get("source_member"),
             "axis": row["axis"], "concept": row.get("concept"), "concept_source": row.get("concept_source"),
-            "set_status": row.get("set_status") or STATUS_ERROR, "caption": row.get("caption"),
+            "set_status": row.get("set_status") or STATUS_ERROR, "seed_status": row["status"],
+            "caption": row.get("caption"),
             "captioner": prov["models"]["captioner"], "editor": prov["models"]["editor"],
             "clip_model": prov["models"]["clip"], "config_hash": prov["config_hash"],
         }

@@ -47,6 +47,7 @@ class Storage:
 
     def write_atomic(self, data: bytes, *parts: str) -> None:
         final = self.path(*parts)
+        self.fs.create_dir(posixpath.dirname(final), recursive=True)
         temporary = posixpath.join(posixpath.dirname(final), f".tmp-{uuid.uuid4().hex}-{posixpath.basename(final)}")
         with self.fs.open_output_stream(temporary) as handle:
             handle.write(data)

@@ -55,3 +55,43 @@ def test_candidates_differ_and_members_of_a_candidate_share_noise(editor, taxono
 def test_errored_sets_pass_through_untouched(editor, taxonomy):
     out = editor(planned(taxonomy, [error_seed_row(0)])).to_pylist()
     assert all(s["candidates"] is None and s["set_status"] == "error" for s in out)
+
+
+def test_out_of_memory_splits_the_chunk_and_still_renders_every_candidate(tiny, taxonomy):
+    from stages import faults
+
+    editor = InstructPix2PixEditor(EditConfig(model=tiny["instruct-pix2pix"], steps=2, resolution=32, dtype="float32", max_batch=8))
+    editor.setup()
+    faults.install("oom:edit:2")
+    try:
+        (gender, race) = editor(planned(taxonomy, [seed_row(noise_image(5))])).to_pylist()
+    finally:
+        faults.install(None)
+    assert editor.oom_splits > 0
+    assert all(c["error"] is None and c["image_rgb"] for c in gender["candidates"] + race["candidates"])
+
+
+def test_a_failing_set_becomes_an_error_set_and_the_batch_goes_on(editor, taxonomy):
+    from stages import faults
+
+    faults.install("edit:1")
+    try:
+        first, _, second, _ = editor(planned(taxonomy, [seed_row(noise_image(1), 0, seed_id="a"),
+                                                         seed_row(noise_image(2), 1, seed_id="b")])).to_pylist()
+    finally:
+        faults.install(None)
+    assert first["candidates"] and first["set_status"] is None
+    assert second["set_status"] == "error" and "injected fault in edit" in second["set_reason"]
+
+
+def test_oom_on_a_single_image_is_an_error_on_those_candidates(tiny, taxonomy):
+    from stages import faults
+
+    editor = InstructPix2PixEditor(EditConfig(model=tiny["instruct-pix2pix"], steps=1, resolution=32, dtype="float32"))
+    editor.setup()
+    faults.install("oom:edit:0")
+    try:
+        (gender, _) = editor(planned(taxonomy, [seed_row(noise_image(5))])).to_pylist()
+    finally:
+        faults.install(None)
+    assert all(c["status"] == "error" and "OutOfMemoryError" in c["reason"] for c in gender["candidates"])

@@ -78,7 +78,9 @@ def init_ray(config: RayConfig):
     env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
     address = config.address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, runtime_env={"env_vars": env} if env else None, log_to_driver=True)
+        # On a cluster the job's runtime env (configs/runtime_env.yaml) sets the workers' environment;
+        # a second runtime env from the driver would conflict with it.
+        ray.init(address=address, log_to_driver=True)
     else:
         ray.init(
             num_cpus=config.num_cpus, num_gpus=config.num_gpus, include_dashboard=False,

@@ -44,7 +44,7 @@ def cmd_run(args) -> int:
     from pipeline.run import run_pipeline
 
     loaded = load_config(args.config, {**environment_overrides(), **parse_overrides(args.set)})
-    summary = run_pipeline(loaded, output=args.output, limit=args.limit)
+    summary = run_pipeline(loaded, output=args.output, limit=args.limit, report=False if args.no_report else None)
     print("\n".join(_summary_lines(summary)))
     return 0
 
@@ -53,7 +53,26 @@ def cmd_plan(args) -> int:
     from pipeline.config import load_config
     from pipeline.dry_run import describe
 
-    print(describe(load_config(args.config, parse_overrides(args.set)), seeds=args.seeds, limit=args.limit))
+    from pipeline.cost import describe_cost, estimate, load_throughput
+
+    loaded = load_config(args.config, parse_overrides(args.set))
+    text, seeds = describe(loaded, seeds=args.seeds, limit=args.limit)
+    print(text)
+    measured = load_throughput(args.throughput) if args.throughput else None
+    try:
+        print(describe_cost(estimate(loaded, seeds, args.gpus, args.gpu_type, measured), args.gpu_type))
+    except ValueError as exc:
+        print(f"plan: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_report(args) -> int:
+    from pipeline.report import write_report
+    from stages.storage import Storage
+
+    written = write_report(Storage(args.output), max_sets=args.max_sets)
+    print(f"report: wrote {', '.join(written)} into {args.output}")
     return 0
 
 
@@ -85,12 +104,20 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--limit", type=int, default=None, help="use only the first N seeds")
     run.add_argument("--output", default=None, help="output path or URI (overrides run.output)")
     run.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a config field (repeatable)")
+    run.add_argument("--no-report", action="store_true", help="skip preview.html and plots at the end")
     run.set_defaults(func=cmd_run)
     plan = sub.add_parser("plan", help="dry run: stage graph, resources and work counts; loads no model")
     plan.add_argument("config")
     plan.add_argument("--seeds", type=int, default=None, help="size the run for N seeds instead of listing input")
     plan.add_argument("--limit", type=int, default=None)
     plan.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a config field (repeatable)")
+    plan.add_argument("--gpus", type=int, default=8, help="GPUs the run gets (for wall time)")
+    plan.add_argument("--gpu-type", default="h100", help="h100, h200, a100, l40s, a10g, l4")
+    plan.add_argument("--throughput", default=None, help="JSON of measured images/s: {backend: {gpu_type: rate}}")
+    report = sub.add_parser("report", help="write preview.html, plots, README.md and croissant.json into OUT")
+    report.add_argument("output")
+    report.add_argument("--max-sets", type=int, default=500)
+    report.set_defaults(func=cmd_report)
     plan.set_defaults(func=cmd_plan)
     verify = sub.add_parser("verify", help="check an output: shards, manifests, sizes.json, keys")
     verify.add_argument("output")

@@ -42,6 +42,31 @@ class RayConfig:
 
 
 @dataclass
+class CardConfig:
+    """What the data card says about the dataset beyond what the run records."""
+
+    description: str | None = None
+    license: str | None = None
+    creators: list[str] = field(default_factory=list)
+    citation: str | None = None
+
+
+@dataclass
+class ReportConfig:
+    enabled: bool = True  # write preview.html and plots at the end of run
+    max_sets: int = 500  # sets shown in preview.html (first ones by seed order)
+    progress_interval: float = 10.0  # seconds between progress lines when output is not a terminal
+
+    def problems(self) -> list[tuple[str, str]]:
+        found = []
+        if self.max_sets < 1:
+            found.append(("max_sets", "must be >= 1"))
+        if self.progress_interval <= 0:
+            found.append(("progress_interval", "must be > 0"))
+        return found
+
+
+@dataclass
 class PipelineConfig:
     run: RunSection = field(default_factory=RunSection)
     taxonomy: str = "taxonomy.yaml"
@@ -54,6 +79,8 @@ class PipelineConfig:
     filter: FilterConfig = field(default_factory=FilterConfig)
     shards: ShardConfig = field(default_factory=ShardConfig)
     ray: RayConfig = field(default_factory=RayConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+    card: CardConfig = field(default_factory=CardConfig)
 
 
 @dataclass
@@ -68,7 +95,7 @@ class LoadedConfig:
 
 
 # Settings that change where and how fast a run goes, never what it makes.
-_NOT_HASHED = {"resources", "threads", "device", "address", "num_cpus", "num_gpus", "output", "name"}
+_NOT_HASHED = {"resources", "threads", "device", "address", "num_cpus", "num_gpus", "output", "name", "report", "card"}
 
 
 def _strip(plain):

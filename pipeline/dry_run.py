@@ -32,7 +32,7 @@ def plan_counts(loaded: LoadedConfig, seeds: int) -> dict:
     }
 
 
-def describe(loaded: LoadedConfig, seeds: int | None = None, limit: int | None = None) -> str:
+def describe(loaded: LoadedConfig, seeds: int | None = None, limit: int | None = None) -> tuple[str, int]:
     config = loaded.config
     lines = [f"config {loaded.path} (hash {loaded.config_hash})", ""]
     if seeds is None:
@@ -65,4 +65,4 @@ def describe(loaded: LoadedConfig, seeds: int | None = None, limit: int | None =
         f"shards: {counts['shards']} of up to {config.shards.seeds_per_shard} seeds each",
         "no model was loaded",
     ]
-    return "\n".join(lines)
+    return "\n".join(lines), seeds

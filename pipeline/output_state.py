@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from schemas.keys import parse_shard_name
-from stages.shard_writer import MANIFEST_DIR, SHARDS_DIR
+from stages.shard_writer import MANIFEST_DIR, SHARDS_DIR, THUMBS_DIR
 from stages.storage import Storage
 
 LOCK_FILE = "run.lock"
@@ -112,7 +112,7 @@ def check_config_hash(storage: Storage, config_hash: str) -> bool:
 
 def remove_temporaries(storage: Storage) -> int:
     removed = 0
-    for folder in (SHARDS_DIR, MANIFEST_DIR, ""):
+    for folder in (SHARDS_DIR, THUMBS_DIR, MANIFEST_DIR, ""):
         for name in storage.list(folder) if folder else storage.list():
             if name.startswith(".tmp-"):
                 storage.fs.delete_file(storage.path(folder, name) if folder else storage.path(name))

@@ -24,6 +24,17 @@ from stages.storage import Storage
 
 SHARDS_DIR = "shards"
 MANIFEST_DIR = "manifest"
+THUMBS_DIR = "thumbs"
+
+THUMBS = pa.schema(
+    [
+        pa.field("set_id", pa.string(), nullable=False),
+        pa.field("seed_index", pa.int64(), nullable=False),
+        pa.field("member_id", pa.string(), nullable=False),  # "src" for the seed itself
+        pa.field("candidate", pa.int32()),
+        pa.field("jpeg", pa.binary(), nullable=False),
+    ]
+)
 
 
 @dataclass
@@ -31,6 +42,7 @@ class ShardConfig:
     prefix: str = "cf"
     seeds_per_shard: int = 100  # every shard covers a fixed range of seeds: resumable, contiguous names
     jpeg_quality: int = 95
+    thumbnail_size: int = 96  # thumbs/ keeps a small JPEG of every candidate, rejected ones too; 0 = none
 
     def problems(self) -> list[tuple[str, str]]:
         found = []
@@ -40,6 +52,8 @@ class ShardConfig:
             found.append(("prefix", str(exc)))
         if self.seeds_per_shard < 1:
             found.append(("seeds_per_shard", "must be >= 1"))
+        if self.thumbnail_size < 0:
+            found.append(("thumbnail_size", "must be >= 0 (0 turns thumbnails off)"))
         if not 1 <= self.jpeg_quality <= 100:
             found.append(("jpeg_quality", "must be between 1 and 100"))
         return found
@@ -79,6 +93,8 @@ class ShardWriter:
     def setup(self) -> None:
         self.storage.makedirs(SHARDS_DIR)
         self.storage.makedirs(MANIFEST_DIR)
+        if self.config.thumbnail_size:
+            self.storage.makedirs(THUMBS_DIR)
 
     def names(self, index: int) -> tuple[str, str]:
         return keys.shard_name(self.config.prefix, index, "tar"), keys.shard_name(self.config.prefix, index, "parquet")
@@ -156,6 +172,27 @@ class ShardWriter:
             )
         return out
 
+    def thumbnails(self, rows: list[dict]) -> list[dict]:
+        """Small JPEGs of every seed and candidate, for reports: rejected ones have no other copy."""
+        size, out = self.config.thumbnail_size, []
+
+        def thumb(raw, width, height) -> bytes:
+            image = from_raw(raw, width, height)
+            image.thumbnail((size, size))
+            return encode_jpeg(image, 85)
+
+        for row in rows:
+            if row.get("image_rgb") is None:
+                continue
+            base = {"set_id": row["set_id"], "seed_index": row["seed_index"]}
+            out.append({**base, "member_id": "src", "candidate": None,
+                        "jpeg": thumb(row["image_rgb"], row["width"], row["height"])})
+            for cand in row.get("candidates") or []:
+                if cand.get("image_rgb") is not None:
+                    out.append({**base, "member_id": cand["member_id"], "candidate": cand["candidate"],
+                                "jpeg": thumb(cand["image_rgb"], cand["width"], cand["height"])})
+        return out
+
     def write_shard(self, index: int, rows: list[dict]) -> ShardResult:
         tar_name, manifest_name = self.names(index)
         rows = sorted(rows, key=lambda r: (r["seed_index"], r["set_id"]))
@@ -179,6 +216,10 @@ class ShardWriter:
                 _add_file(tar, f"{row['set_id']}.json", sample)
                 samples += 1
         self.storage.write_atomic(tar_bytes.getvalue(), SHARDS_DIR, tar_name)
+        if self.config.thumbnail_size:
+            thumbs = pa.BufferOutputStream()
+            pq.write_table(rows_to_table(self.thumbnails(rows), THUMBS), thumbs, compression="none")
+            self.storage.write_atomic(thumbs.getvalue().to_pybytes(), THUMBS_DIR, manifest_name)
         buffer = pa.BufferOutputStream()
         pq.write_table(rows_to_table(manifest, MANIFEST), buffer, compression="zstd")
         self.storage.write_atomic(buffer.getvalue().to_pybytes(), MANIFEST_DIR, manifest_name)

@@ -49,16 +49,25 @@ class LocalCluster:
     def ray(self, *args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
         return subprocess.run(["ray", *args], env=env or self.env, capture_output=True, text=True, timeout=timeout)
 
+    @staticmethod
+    def node_ports() -> list[str]:
+        """Fresh ports for a node's agents: their defaults (52365, 10001, ...) may be taken by another Ray
+        on this machine, and an agent that cannot bind leaves the job API with no agent to run jobs."""
+        flags = ("dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
+                 "runtime-env-agent-port", "node-manager-port", "object-manager-port")
+        return [f"--{flag}={free_port()}" for flag in flags]
+
     def start(self, worker_cpus: float, worker_gpus: float) -> "LocalCluster":
         head = self.ray(
             "start", "--head", f"--port={self.gcs_port}", "--num-cpus=1", "--num-gpus=0",
             "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}", "--include-dashboard=true",
-            f"--temp-dir={self.temp_dir}", "--disable-usage-stats",
+            f"--ray-client-server-port={free_port()}", f"--temp-dir={self.temp_dir}", "--disable-usage-stats",
+            *self.node_ports(),
         )
         assert head.returncode == 0, head.stdout + head.stderr
         worker = self.ray(
             "start", f"--address=127.0.0.1:{self.gcs_port}", f"--num-cpus={worker_cpus}",
-            f"--num-gpus={worker_gpus}", "--disable-usage-stats",
+            f"--num-gpus={worker_gpus}", "--disable-usage-stats", *self.node_ports(),
         )
         assert worker.returncode == 0, worker.stdout + worker.stderr
         deadline = time.time() + 90

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from html.parser import HTMLParser
 import subprocess
 import sys
 
@@ -48,13 +49,15 @@ def test_output_passes_verify_from_the_command_line(runs):
     result = subprocess.run([sys.executable, "-m", "pipeline", "verify", str(out)], capture_output=True, text=True)
     assert result.returncode == 0 and "verify: OK" in result.stdout
     assert summary.stats["samples"] > 0 and summary.stats["sets"].get("rejected", 0) > 0
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "manifest", "run.json", "shards", "sizes.json", "stats.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "README.md", "croissant.json", "manifest", "plots", "preview.html", "run.json", "shards", "sizes.json",
+        "stats.json", "thumbs"]
 
 
 def test_two_runs_give_identical_shards_and_manifests(runs):
     (a, _), (b, _) = runs
     files = sorted(p.relative_to(a) for p in a.rglob("*") if p.suffix in (".tar", ".parquet"))
-    assert len(files) == 4  # 8 seeds, 4 per shard: 2 tars + 2 manifests
+    assert len(files) == 6  # 8 seeds, 4 per shard: 2 tars + 2 manifests + 2 thumbnail files
     for rel in files:
         assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
     assert (a / "sizes.json").read_text() == (b / "sizes.json").read_text()
@@ -121,3 +124,95 @@ def test_run_json_records_config_versions_and_hash(runs):
     assert run["config"]["edit"]["model"] == "tiny:instruct-pix2pix"
     assert run["versions"]["diffusers"] and run["versions"]["ray"]
     assert {r["config_hash"] for r in manifest(out)} == {run["config_hash"]}
+
+
+class PreviewParser(HTMLParser):
+    """Collects the preview's sets, figures, filters and every URL it refers to."""
+
+    def __init__(self):
+        super().__init__()
+        self.sets, self.selects, self.urls = [], {}, []
+        self._select = None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        for key in ("src", "href"):
+            if key in attrs:
+                self.urls.append(attrs[key])
+        if tag == "section" and "set" in attrs.get("class", ""):
+            self.sets.append({"attrs": attrs, "figures": []})
+        elif tag == "figure" and self.sets:
+            self.sets[-1]["figures"].append(attrs)
+        elif tag == "select":
+            self._select = attrs["id"]
+            self.selects[self._select] = []
+        elif tag == "option" and self._select:
+            self.selects[self._select].append(attrs["value"])
+
+    def handle_endtag(self, tag):
+        if tag == "select":
+            self._select = None
+
+
+def test_preview_shows_every_set_with_every_candidate_and_no_external_assets(runs):
+    out, _ = runs[0]
+    page = PreviewParser()
+    page.feed((out / "preview.html").read_text())
+    rows = manifest(out)
+    sets = {(r["seed_index"], r["set_id"]) for r in rows}
+    assert len(page.sets) == len(sets)
+    for section in page.sets:
+        seed_index = int(section["attrs"]["id"].rsplit("-", 1)[1])
+        set_id = section["attrs"]["id"].rsplit("-", 1)[0]
+        candidates = [r for r in rows if r["seed_index"] == seed_index and r["set_id"] == set_id]
+        assert section["attrs"]["data-status"] == candidates[0]["set_status"]
+        figures = section["figures"]
+        assert figures[0]["class"] == "src" and len(figures) == len(candidates) + 1
+        assert sorted(f["class"] for f in figures[1:]) == sorted(r["status"] for r in candidates)
+        assert all(f["title"] for f in figures[1:] if f["class"] != "accepted")  # the reason, on hover
+    assert set(page.selects["f-status"]) == {"", "accepted", "rejected", "error"}
+    assert set(page.selects["f-axis"]) == {"", "gender", "race_gender"}
+    assert all(url.startswith("data:image/jpeg;base64,") for url in page.urls)
+
+
+@pytest.mark.skipif(not shutil.which("chromium"), reason="Debian's chromium is not installed here")
+def test_preview_renders_in_headless_chromium(runs, tmp_path):
+    out, _ = runs[0]
+    shot = tmp_path / "preview.png"
+    subprocess.run(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
+         f"--screenshot={shot}", "--window-size=1200,900", (out / "preview.html").as_uri()],
+        capture_output=True, timeout=120,
+    )
+    assert shot.exists() and shot.stat().st_size > 10_000
+
+
+def test_data_card_numbers_equal_the_manifests(runs):
+    out, _ = runs[0]
+    card = (out / "README.md").read_text()
+    table = [line for line in card.splitlines() if line.startswith("| ")]
+    header = [c.strip() for c in table[0].strip("|").split("|")]
+    expected = {}
+    for r in manifest(out):
+        if r["status"] == "accepted":
+            for attribute, value in json.loads(r["attributes"]).items():
+                key = (r["concept"], f"{attribute}={value}")
+                expected[key] = expected.get(key, 0) + 1
+    found = {}
+    for line in table[1:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if set(cells[0]) <= {"-"}:
+            continue
+        for column, cell in zip(header[1:-1], cells[1:-1]):
+            if int(cell):
+                found[(cells[0], column)] = int(cell)
+    assert found == expected
+    stats = json.loads((out / "stats.json").read_text())
+    assert f"{stats['samples']} accepted sets" in card
+    assert f"sets by status: " + ", ".join(f"{k} {v}" for k, v in sorted(stats["sets"].items())) in card
+    croissant = json.loads((out / "croissant.json").read_text())
+    fields = {f["name"] for f in croissant["recordSet"][0]["field"]}
+    assert fields <= set(pq.read_schema(next((out / "manifest").glob("*.parquet"))).names)
+    for plot in ("acceptance", "scores", "members_per_value"):
+        assert (out / "plots" / f"{plot}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,33 @@
+"""Write the report into an output: README.md, croissant.json, and (unless cheap) preview + plots."""
+
+from __future__ import annotations
+
+import json
+
+from pipeline.report.card import render_card, render_croissant
+from pipeline.report.contents import OutputContents
+from pipeline.report.plots import acceptance_plot, members_per_value, score_histograms
+from pipeline.report.preview import render_preview
+from pipeline.stats import collect
+from stages.storage import Storage
+
+PLOTS = ("plots/acceptance.png", "plots/scores.png", "plots/members_per_value.png")
+
+
+def write_report(storage: Storage, max_sets: int = 500, pictures: bool = True) -> list[str]:
+    """Files written, relative to the output. ``pictures=False`` writes only the card and metadata."""
+    contents = OutputContents.load(storage)
+    stats, _ = collect(storage)
+    written = []
+    storage.write_atomic(render_card(contents, stats).encode("utf-8"), "README.md")
+    storage.write_atomic((json.dumps(render_croissant(contents), indent=2) + "\n").encode("utf-8"), "croissant.json")
+    written += ["README.md", "croissant.json"]
+    if pictures:
+        storage.write_atomic(render_preview(contents, max_sets).encode("utf-8"), "preview.html")
+        thresholds = contents.run.get("config", {}).get("filter", {}).get("thresholds", {})
+        sets = contents.sets()
+        for name, data in zip(PLOTS, (acceptance_plot(sets), score_histograms(contents.manifest, thresholds),
+                                      members_per_value(contents.manifest))):
+            storage.write_atomic(data, *name.split("/"))
+        written += ["preview.html", *PLOTS]
+    return written

@@ -1,0 +1,41 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from pipeline.config import load_config
+from pipeline.cost import estimate, images_per_second, tflop_per_image
+from tests.conftest import REPO
+
+
+def test_flops_per_edit_follow_the_reference_costs():
+    # 20 steps x 3 UNet evaluations x 0.85 TFLOP + 2.5 VAE decode + 2 x 0.16 CLIP
+    assert tflop_per_image("instruct_pix2pix", 20, 512) == pytest.approx(53.82)
+    assert tflop_per_image("instruct_pix2pix", 20, 1024) == pytest.approx(4 * 53.5 + 0.32)
+    rate, source = images_per_second("instruct_pix2pix", "h100", 20, 512)
+    assert rate == pytest.approx(800 * 0.3 / 53.82) and "estimated" in source
+
+
+def test_production_cost_by_hand():
+    loaded = load_config(REPO / "configs" / "production.yaml")
+    cost = estimate(loaded, seeds=1000, gpus=8, gpu_type="h100")
+    images = 1000 * (2 + 6 + 3 + 5 + 12 + 10 + 30) * 4
+    assert cost.images == images
+    assert cost.gpu_hours == pytest.approx(images / (240 / 53.82) / 3600)
+    measured = estimate(loaded, seeds=1000, gpus=8, gpu_type="h100", measured={"instruct_pix2pix": {"h100": 10.0}})
+    assert measured.gpu_hours == pytest.approx(images / 10 / 3600)
+    assert measured.wall_hours == pytest.approx(measured.gpu_hours / 8)
+
+
+def test_plan_prints_the_cost_with_a_throughput_file(tmp_path):
+    throughput = tmp_path / "throughput.json"
+    throughput.write_text(json.dumps({"instruct_pix2pix": {"a100": 2.0}}))
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline", "plan", "configs/production.yaml", "--seeds", "100", "--gpus", "4",
+         "--gpu-type", "a100", "--throughput", str(throughput)],
+        capture_output=True, text=True, cwd=REPO,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "27200 edited images at 2.00 images/s per GPU (measured (throughput file))" in result.stdout
+    assert "GPU-hours: 3.78   wall time: 0.94 h" in result.stdout

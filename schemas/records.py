@@ -24,6 +24,8 @@ SEED_REF = pa.schema(
         pa.field("source_member", pa.string()),  # the file inside a tar; null otherwise
         pa.field("source_offset", pa.int64()),  # where that file's bytes start in the tar
         pa.field("source_size", pa.int64()),
+        pa.field("source_path", pa.binary()),  # exact local path bytes when the name is not UTF-8
+        pa.field("source_error", pa.string()),  # a problem found while listing (decode reports it)
         pa.field("source_seed_id", pa.string()),  # seed id given by the source (parquet), if any
         pa.field("concept", pa.string()),  # concept given by the source's metadata, if any
         pa.field("concept_source", pa.string()),  # source | zero_shot | caption | default

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import posixpath
 import tarfile
 from dataclasses import dataclass, field
@@ -66,24 +67,77 @@ def _full_uri(fs, path: str) -> str:
     return path if _is_local(fs) else fs.unstrip_protocol(path)
 
 
+def _is_image_name(name: str) -> bool:
+    return "." in name and name.rsplit(".", 1)[1].lower() in IMAGE_EXTENSIONS
+
+
+def _display(path: str) -> tuple[str, bytes | None]:
+    """A path as valid UTF-8 text for manifests, plus its exact bytes when the text had to escape them."""
+    try:
+        path.encode("utf-8")
+        return path, None
+    except UnicodeEncodeError:
+        raw = os.fsencode(path)
+        return raw.decode("utf-8", errors="backslashreplace"), raw
+
+
+def _list_local_folder(config: IngestConfig) -> list[dict]:
+    """Every image-named entry under the root, and every entry that only looks like one.
+
+    Symlinks that lead outside the root, and folders named like images, are listed with the problem
+    so that they end as error rows instead of vanishing; hidden files and folders are skipped.
+    """
+    root = config.path
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"input.path {config.path!r} is not a folder")
+    real_root = os.path.realpath(root)
+    entries: list[tuple[str, str | None]] = []  # (relative path, listing problem)
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel_dir = os.path.relpath(dirpath, root)
+        rel_dir = "" if rel_dir == "." else rel_dir
+        dirnames[:] = [d for d in sorted(dirnames) if not d.startswith(".")]
+        for name in dirnames:
+            full = os.path.join(dirpath, name)
+            if os.path.islink(full) and not _inside(os.path.realpath(full), real_root):
+                entries.append((os.path.join(rel_dir, name), "symlink points outside the input folder"))
+            elif _is_image_name(name):
+                entries.append((os.path.join(rel_dir, name), "a folder, not an image file"))
+        for name in filenames:
+            if name.startswith(".") or not _is_image_name(name):
+                continue
+            full = os.path.join(dirpath, name)
+            problem = None
+            if os.path.islink(full) and not _inside(os.path.realpath(full), real_root):
+                problem = "symlink points outside the input folder"
+            entries.append((os.path.join(rel_dir, name), problem))
+    refs = []
+    for rel, problem in sorted(entries, key=lambda e: os.fsencode(e[0])):
+        text, raw = _display(os.path.join(root, rel))
+        parts = rel.split(os.sep)
+        concept = parts[0] if (config.concept_from_folder and len(parts) > 1) else None
+        refs.append(_ref(text, concept=_display(concept)[0] if concept else None,
+                         source_path=raw, source_error=problem))
+    return refs
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
 def _list_folder(config: IngestConfig) -> list[dict]:
     fs, root = fsspec.core.url_to_fs(config.path)
+    if _is_local(fs):
+        return _list_local_folder(config)
     if not fs.isdir(root):
         raise FileNotFoundError(f"input.path {config.path!r} is not a folder")
     refs = []
     for path in sorted(fs.find(root, withdirs=False)):
         rel = posixpath.relpath(path, root)
-        name = posixpath.basename(rel)
-        if any(part.startswith(".") for part in rel.split("/")):
+        if any(part.startswith(".") for part in rel.split("/")) or not _is_image_name(posixpath.basename(rel)):
             continue
-        if "." not in name or name.rsplit(".", 1)[1].lower() not in IMAGE_EXTENSIONS:
-            continue
-        # Local paths keep the form the config gave (relative stays relative): outputs then do not
-        # depend on where the checkout lives.
-        uri = posixpath.join(config.path, rel) if _is_local(fs) else fs.unstrip_protocol(path)
         folder = posixpath.dirname(rel)
         concept = folder.split("/")[0] if (config.concept_from_folder and folder) else None
-        refs.append(_ref(uri, concept=concept))
+        refs.append(_ref(fs.unstrip_protocol(path), concept=concept))
     return refs
 
 
@@ -185,10 +239,15 @@ def _error_seed_id(row: dict) -> str:
 
 def read_source_bytes(row: dict) -> bytes:
     uri = row["source_uri"]
+    if row.get("source_error"):
+        raise SeedImageError(row["source_error"])
     if not uri:
         raise SeedImageError("no path given for this input")
     member = row.get("source_member")
     try:
+        if row.get("source_path") is not None:  # a local name that is not valid UTF-8
+            with open(os.fsdecode(row["source_path"]), "rb") as handle:
+                return handle.read()
         if member is None:
             with fsspec.open(uri, "rb") as handle:
                 return handle.read()

@@ -101,6 +101,10 @@ def test_shards_read_back_with_webdataset_and_ray_data(runs):
     keys = sorted(row["__key__"] for row in ds.iter_rows())
     assert keys == sorted(accepted)
 
+    from pipeline.readers import ray_dataset
+
+    assert sorted(row["__key__"] for row in ray_dataset(str(out)).iter_rows()) == keys
+
 
 def test_verify_catches_a_tampered_output(runs, tmp_path):
     out, _ = runs[0]
@@ -216,3 +220,28 @@ def test_data_card_numbers_equal_the_manifests(runs):
     assert fields <= set(pq.read_schema(next((out / "manifest").glob("*.parquet"))).names)
     for plot in ("acceptance", "scores", "members_per_value"):
         assert (out / "plots" / f"{plot}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_readers_select_from_manifests_and_split_shards_over_workers(runs):
+    import torch.utils.data
+
+    from pipeline.readers import MemberDataset, accepted_members, iter_members, iter_sets
+
+    out, _ = runs[0]
+    rows = manifest(out)
+    accepted = [r for r in rows if r["status"] == "accepted"]
+    assert accepted_members(str(out)).num_rows == len(accepted)
+    females = [r for r in accepted if json.loads(r["attributes"]).get("gender") == "female"]
+    members = list(iter_members(str(out), values={"gender": "female"}))
+    assert sorted(m["key"] for m in members) == sorted(f"{r['sample_key']}-{r['member_id']}" for r in females)
+    assert all(m["attributes"]["gender"] == "female" and m["image"].size == (64, 64) for m in members)
+    concept = accepted[0]["concept"]
+    sets = list(iter_sets(str(out), concept=concept, axis="gender"))
+    assert sets and all(s["meta"]["concept"] == concept and set(s["members"]) == {"male", "female"} for s in sets)
+
+    loader = torch.utils.data.DataLoader(MemberDataset(str(out)), num_workers=2, batch_size=None,
+                                         collate_fn=lambda item: item["key"])
+    keys = list(loader)
+    assert sorted(keys) == sorted(f"{r['sample_key']}-{r['member_id']}" for r in accepted)  # each once
+    split = [MemberDataset(str(out), rank=r, world_size=2).my_shards() for r in (0, 1)]
+    assert sorted(split[0] + split[1]) == MemberDataset(str(out)).shards and not set(split[0]) & set(split[1])

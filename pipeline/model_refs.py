@@ -33,7 +33,24 @@ def _in_hub_cache(repo_id: str, filename: str, revision: str | None) -> bool:
     return isinstance(found, str)
 
 
-def check_reference(field: str, ref: str, revision: str | None, source: str) -> None:
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def pickle_checkpoint(directory: str) -> str | None:
+    """A pickle weights file in a model folder (or its component sub-folders) with no safetensors beside it."""
+    for folder in [directory] + sorted(os.path.join(directory, d) for d in os.listdir(directory)):
+        if not os.path.isdir(folder):
+            continue
+        names = sorted(os.listdir(folder))
+        if any(n.endswith(".safetensors") for n in names):
+            continue
+        for name in names:
+            if name.endswith(PICKLE_SUFFIXES):
+                return os.path.join(folder, name)
+    return None
+
+
+def check_reference(field: str, ref: str, revision: str | None, source: str, allow_pickle: bool = False) -> None:
     if is_tiny_ref(ref):
         name = ref[len(TINY_PREFIX):]
         if name not in BUILDERS:
@@ -45,6 +62,14 @@ def check_reference(field: str, ref: str, revision: str | None, source: str) -> 
                 source, field,
                 f"local model directory {ref!r} not found; give an existing directory, a Hub id, or tiny:NAME "
                 "(`counterfactory tiny-models` builds the offline test models)",
+            )
+        unsafe = None if allow_pickle else pickle_checkpoint(os.path.expanduser(ref))
+        if unsafe:
+            stage = field.split(".")[0]
+            raise ConfigError(
+                source, field,
+                f"{unsafe} is a pickle checkpoint, which can run code when loaded; convert it to safetensors, "
+                f"or set {stage}.allow_pickle: true if you trust its source",
             )
         return
     if field in ("filter.model", "concept.model"):
@@ -70,11 +95,11 @@ def check_reference(field: str, ref: str, revision: str | None, source: str) -> 
 
 def check_model_refs(config: PipelineConfig, source: str) -> None:
     refs = [
-        ("caption.model", config.caption.model, config.caption.revision),
-        ("edit.model", config.edit.model, config.edit.revision),
-        ("filter.model", config.filter.model, None),
+        ("caption.model", config.caption.model, config.caption.revision, config.caption.allow_pickle),
+        ("edit.model", config.edit.model, config.edit.revision, config.edit.allow_pickle),
+        ("filter.model", config.filter.model, None, config.filter.allow_pickle),
     ]
     if config.concept.model:
-        refs.append(("concept.model", config.concept.model, None))
-    for field, ref, revision in refs:
-        check_reference(field, ref, revision, source)
+        refs.append(("concept.model", config.concept.model, None, config.concept.allow_pickle))
+    for field, ref, revision, allow_pickle in refs:
+        check_reference(field, ref, revision, source, allow_pickle)

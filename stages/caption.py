@@ -33,6 +33,8 @@ class CaptionConfig:
     dtype: Literal["float32", "float16", "bfloat16"] = "float16"
     threads: int = 0  # torch CPU threads per actor; 0 leaves the default
     trust_remote_code: bool = False
+    # Pickle checkpoints (.bin/.pt/.ckpt) can run code when loaded: refused unless you trust them.
+    allow_pickle: bool = False
     # true: several seeds per generate() call (faster on a GPU), but then a caption can change in a
     # rare token with how Ray happened to batch the seeds; false keeps runs reproducible.
     batch_across_seeds: bool = False
@@ -68,7 +70,7 @@ class Captioner:
         common = dict(revision=self.config.revision, trust_remote_code=self.config.trust_remote_code)
         self.processor = AutoProcessor.from_pretrained(self.config.model, **common)
         self.model = AutoModelForImageTextToText.from_pretrained(
-            self.config.model, dtype=dtype, use_safetensors=True, **common
+            self.config.model, dtype=dtype, use_safetensors=None if self.config.allow_pickle else True, **common
         ).to(self.device).eval()
         self.dtype = dtype
 

@@ -35,6 +35,8 @@ class EditConfig:
     device: str = "auto"
     dtype: Literal["float32", "float16", "bfloat16"] = "float16"
     threads: int = 0
+    # Pickle checkpoints (.bin/.pt/.ckpt) can run code when loaded: refused unless you trust them.
+    allow_pickle: bool = False
     resources: Resources = field(default_factory=lambda: Resources(num_cpus=1, num_gpus=1, batch_size=4))
 
     def problems(self) -> list[tuple[str, str]]:
@@ -63,7 +65,8 @@ class InstructPix2PixEditor:
         self.device = resolve_device(self.config.device)
         self.dtype = resolve_dtype(self.config.dtype, self.device)
         self.pipe = StableDiffusionInstructPix2PixPipeline.from_pretrained(
-            self.config.model, revision=self.config.revision, torch_dtype=self.dtype, use_safetensors=True,
+            self.config.model, revision=self.config.revision, torch_dtype=self.dtype,
+            use_safetensors=None if self.config.allow_pickle else True,
             safety_checker=None, requires_safety_checker=False,
         ).to(self.device)
         self.pipe.set_progress_bar_config(disable=True)

@@ -48,6 +48,8 @@ class FilterConfig:
     attribute_prompt: str = "a photo of {phrase}"
     device: str = "auto"
     precision: Literal["fp32", "fp16", "bf16"] = "fp16"
+    # Pickle checkpoints (.bin/.pt/.ckpt) can run code when loaded: refused unless you trust them.
+    allow_pickle: bool = False
     resources: Resources = field(default_factory=lambda: Resources(num_cpus=1, num_gpus=0.25, batch_size=16))
 
     def problems(self) -> list[tuple[str, str]]:

@@ -21,6 +21,7 @@ from stages.concept import ZeroShotConcept
 from stages.edit import make_editor
 from stages.filter import ClipFilter
 from stages.ingest import DecodeSeeds
+from stages.ingest import content_ids as ingest_content_ids
 from stages.plan import Planner
 from stages import faults
 from stages.resources import Resources
@@ -89,15 +90,35 @@ def init_ray(config: RayConfig):
     return ray
 
 
+def _blocks(seed_refs: pa.Table) -> list[pa.Table]:
+    blocks = max(1, min(seed_refs.num_rows, 64))
+    size = -(-seed_refs.num_rows // blocks) if seed_refs.num_rows else 1
+    return [seed_refs.slice(i, size) for i in range(0, max(seed_refs.num_rows, 1), size)]
+
+
+def content_ids(seed_refs: pa.Table, config: PipelineConfig) -> dict[int, str]:
+    """The dedupe pre-pass: every input's content id, read in parallel as Ray tasks."""
+    import ray.data
+
+    ds = ray.data.from_arrow(_blocks(seed_refs)).map_batches(
+        ingest_content_ids, batch_format="pyarrow", batch_size=config.input.resources.batch_size,
+        num_cpus=config.input.resources.num_cpus,
+    )
+    out: dict[int, str] = {}
+    for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+        for index, cid in zip(batch.column("seed_index").to_pylist(), batch.column("content_id").to_pylist()):
+            if cid is not None:
+                out[index] = cid
+    return out
+
+
 def build_dataset(seed_refs: pa.Table, config: PipelineConfig, taxonomy: Taxonomy):
     import ray.data
     from ray.data import ActorPoolStrategy
 
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = config.ray.preserve_order
-    blocks = max(1, min(seed_refs.num_rows, 64))
-    size = -(-seed_refs.num_rows // blocks) if seed_refs.num_rows else 1
-    ds = ray.data.from_arrow([seed_refs.slice(i, size) for i in range(0, max(seed_refs.num_rows, 1), size)])
+    ds = ray.data.from_arrow(_blocks(seed_refs))
     fault_spec = os.environ.get(faults.ENV)
     for spec in stage_specs(config, taxonomy):
         res = spec.resources

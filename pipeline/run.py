@@ -15,7 +15,7 @@ from typing import Callable
 import pyarrow.compute as pc
 
 from pipeline.config import LoadedConfig, with_models_resolved
-from pipeline.graph import build_dataset, init_ray
+from pipeline.graph import build_dataset, content_ids, init_ray
 from pipeline.output_state import (
     RUN_FILE,
     OutputLock,
@@ -31,7 +31,7 @@ from pipeline.tiny_models import resolve_model_ref
 from pipeline.typed import to_plain
 from schemas import SCHEMA_VERSION
 from schemas.records import STATUS_ERROR
-from stages.ingest import list_seeds
+from stages.ingest import list_seeds, mark_duplicates
 from stages.shard_writer import ShardResult, ShardWriter
 from stages.storage import Storage
 
@@ -171,9 +171,11 @@ def run_pipeline(
         writer.setup()
         if todo.num_rows:
             init_ray(config.ray)
+            first_seen = seen_seed_ids(storage, done, config.shards.prefix)
+            if config.input.dedupe:
+                todo = mark_duplicates(todo, content_ids(todo, config), first_seen)
             resolved = with_models_resolved(config, resolve_model_ref)
             dataset = build_dataset(todo, resolved, loaded.taxonomy)
-            first_seen = seen_seed_ids(storage, done, config.shards.prefix)
             already = seed_refs.num_rows - todo.num_rows
             progress = Progress(seed_refs.num_rows, already, stream=progress_stream,
                                 interval=config.report.progress_interval)

@@ -37,6 +37,7 @@ class IngestConfig:
     min_side: int = 16
     max_side: int = 1024  # longer side is scaled down to this
     concept_from_folder: bool = True  # folder input: a sub-folder named after a concept labels its images
+    dedupe: bool = True  # hash every input first so a repeated image is edited once, not once per copy
     resources: Resources = field(default_factory=lambda: Resources(num_cpus=0.5, batch_size=16))
 
     def problems(self) -> list[tuple[str, str]]:
@@ -268,6 +269,33 @@ def read_source_bytes(row: dict) -> bytes:
         raise SeedImageError(f"cannot read input ({describe_error(exc)})") from None
 
 
+def content_ids(batch: pa.Table) -> pa.Table:
+    """SEED_REF batch -> (seed_index, content_id): the dedupe pre-pass; unreadable inputs get null."""
+    ids = []
+    for row in batch.to_pylist():
+        try:
+            ids.append(None if row.get("source_error") else keys.content_seed_id(read_source_bytes(row)))
+        except Exception:  # decode will report it
+            ids.append(None)
+    return pa.table({"seed_index": batch.column("seed_index"), "content_id": pa.array(ids, pa.string())})
+
+
+def mark_duplicates(refs: pa.Table, content: dict[int, str], seen: dict[str, int]) -> pa.Table:
+    """Listing rows whose bytes repeat an earlier seed get a listing error naming it; the copy keeps
+    the original's content id as its seed id, so both are found under one key."""
+    rows = refs.to_pylist()
+    first = dict(seen)
+    for row in rows:
+        cid = content.get(row["seed_index"])
+        if cid is None:
+            continue
+        earlier = first.setdefault(cid, row["seed_index"])
+        if earlier != row["seed_index"]:
+            row["source_error"] = f"duplicate: same image as seed_index {earlier}"
+            row["source_seed_id"] = cid
+    return rows_to_table(rows, SEED_REF)
+
+
 class DecodeSeeds:
     """SEED_REF batch -> SEED batch: read bytes, decode, normalise, assign ``seed_id``."""
 
@@ -298,7 +326,9 @@ class DecodeSeeds:
             out.update(seed_id=seed_id, image_rgb=raw, width=width, height=height, status=STATUS_OK, error=None)
         except Exception as exc:  # a bad input must not take its batch down
             reason = str(exc) if isinstance(exc, SeedImageError) else describe_error(exc)
-            out.update(seed_id=_error_seed_id(row), image_rgb=None, width=None, height=None,
+            duplicate = (row.get("source_error") or "").startswith("duplicate")
+            seed_id = row["source_seed_id"] if duplicate else _error_seed_id(row)
+            out.update(seed_id=seed_id, image_rgb=None, width=None, height=None,
                        status=STATUS_ERROR, error=f"ingest: {reason}")
         return out
 

@@ -70,7 +70,7 @@ def test_every_input_is_accounted_for_and_the_bad_seed_is_an_error_row(runs, see
     assert {r["seed_index"] for r in rows} == set(range(len(inputs)))
     broken = [r for r in rows if r["source_uri"].endswith("broken.jpg")]
     assert broken and all(r["status"] == "error" and "not a decodable image" in r["reason"] for r in broken)
-    assert summary.stats["seeds"] == {"total": 8, "ok": 7, "error": 1}
+    assert summary.stats["seeds"] == {"total": 8, "ok": 6, "error": 2}  # broken.jpg and the duplicate
 
 
 def test_a_duplicate_image_is_generated_once(runs):
@@ -79,7 +79,8 @@ def test_a_duplicate_image_is_generated_once(runs):
     copy = [r for r in rows if r["source_uri"].endswith("seed9_copy.png")]
     original = [r for r in rows if r["source_uri"].endswith("chef/seed0.png")]
     assert copy and copy[0]["seed_id"] == original[0]["seed_id"]
-    assert all(r["status"] == "error" and r["reason"].startswith("duplicate") and r["shard"] is None for r in copy)
+    assert all(r["status"] == "error" and r["reason"].startswith("ingest: duplicate: same image as seed_index")
+               and r["shard"] is None and r["text_image"] is None for r in copy)  # never edited nor scored
 
 
 def test_shards_read_back_with_webdataset_and_ray_data(runs):

@@ -40,29 +40,35 @@ def _person_noun_positions(tokens: list[re.Match], person_nouns: set[str]) -> li
     return [i for i, t in enumerate(tokens) if t.group(0).lower() in person_nouns]
 
 
-def _swap_one(caption: str, taxonomy: Taxonomy, attribute_id: str, target: AttributeValue) -> str:
-    attribute = taxonomy.attributes[attribute_id]
+def _lexicon(taxonomy: Taxonomy, attribute_id: str) -> tuple[dict[str, tuple[str, str]], re.Pattern]:
+    """Caption words (some of several words, "middle eastern") of an attribute's values, and a pattern
+    finding them, longest first, with spaces and hyphens inside a phrase treated alike."""
     lexicon: dict[str, tuple[str, str]] = {}
-    for value in attribute.values.values():
-        for role, word in value.forms.items():
-            lexicon.setdefault(word.lower(), (value.id, role))
+    for value in taxonomy.attributes[attribute_id].values.values():
+        for role, word in [*value.forms.items(), ("adjective", value.adjective)]:
+            lexicon.setdefault(re.sub(r"[\s-]+", " ", word.lower()), (value.id, role))
+    phrases = sorted(lexicon, key=len, reverse=True)
+    pattern = r"\b(?:" + "|".join(r"[\s-]+".join(map(re.escape, p.split(" "))) for p in phrases) + r")\b"
+    return lexicon, re.compile(pattern, re.IGNORECASE)
+
+
+def _swap_one(caption: str, taxonomy: Taxonomy, attribute_id: str, target: AttributeValue) -> str:
+    lexicon, pattern = _lexicon(taxonomy, attribute_id)
     person_nouns = set(taxonomy.person_nouns)
     tokens = list(WORD.finditer(caption))
     nouns = _person_noun_positions(tokens, person_nouns)
 
     replacements: list[tuple[int, int, str]] = []
     found = False
-    for i, token in enumerate(tokens):
-        hit = lexicon.get(token.group(0).lower())
-        if hit is None:
-            continue
-        value_id, role = hit
-        if role in ADJECTIVE_ROLES and not any(i < n <= i + ADJECTIVE_REACH for n in nouns):
+    for match in pattern.finditer(caption):
+        value_id, role = lexicon[re.sub(r"[\s-]+", " ", match.group(0).lower())]
+        after = next((i for i, t in enumerate(tokens) if t.start() >= match.end()), len(tokens))
+        if role in ADJECTIVE_ROLES and not any(after <= n < after + ADJECTIVE_REACH for n in nouns):
             continue
         found = True
         if value_id != target.id:
             word = target.adjective if role in ADJECTIVE_ROLES else (target.forms.get(role) or target.adjective)
-            replacements.append((token.start(), token.end(), _match_case(word, token.group(0))))
+            replacements.append((match.start(), match.end(), _match_case(word, match.group(0))))
     if found:
         for start, end, word in reversed(replacements):
             caption = caption[:start] + word + caption[end:]

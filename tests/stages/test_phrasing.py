@@ -48,3 +48,9 @@ def test_person_phrase_and_instruction(taxonomy):
 @pytest.mark.parametrize("text, fixed", [("a apple", "an apple"), ("an university", "a university"), ("An man", "A man")])
 def test_articles(text, fixed):
     assert fix_articles(text) == fixed
+
+
+def test_multi_word_values_are_found_and_replaced_whole(taxonomy):
+    assert swap(taxonomy, "a Middle Eastern man cooking", ("race", "asian")) == "an Asian man cooking"
+    once = swap(taxonomy, "a chef", ("race", "middle_eastern"))
+    assert once == "a Middle Eastern chef" and swap(taxonomy, once, ("race", "middle_eastern")) == once

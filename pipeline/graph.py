@@ -71,6 +71,13 @@ class StageActor:
         return self.stage(batch)
 
 
+def named_actor_class(stage: str) -> type:
+    """A StageActor subclass named after the stage, so Ray's progress and dashboard say
+    ``MapBatches(EditStage)`` rather than the same name for every stage (pickled by value)."""
+    name = f"{stage.title()}Stage"
+    return type(name, (StageActor,), {"__qualname__": f"named_actor_class.<locals>.{name}"})
+
+
 def init_ray(config: RayConfig):
     import ray
 
@@ -123,7 +130,7 @@ def build_dataset(seed_refs: pa.Table, config: PipelineConfig, taxonomy: Taxonom
     for spec in stage_specs(config, taxonomy):
         res = spec.resources
         ds = ds.map_batches(
-            StageActor,
+            named_actor_class(spec.name),
             fn_constructor_args=(spec.name, spec.factory, fault_spec),
             batch_format="pyarrow",
             batch_size=res.batch_size,

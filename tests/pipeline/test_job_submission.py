@@ -47,8 +47,11 @@ def test_the_mini_job_runs_on_the_cluster_with_gpu_stages_on_the_gpu_node(cluste
     listed = cluster.ray("list", "actors", "--address", cluster.dashboard, "--detail", "--format", "json", "--limit", "1000")
     actors = [a for a in json.loads(listed.stdout) if a["class_name"].startswith("MapWorker")]
     on_gpus = [a for a in actors if float((a.get("required_resources") or {}).get("GPU", 0)) > 0]
-    assert len(on_gpus) >= 3  # caption, edit, filter
+    stages_on_gpus = {name for a in on_gpus for name in ("CaptionStage", "EditStage", "FilterStage") if name in a["class_name"]}
+    assert stages_on_gpus == {"CaptionStage", "EditStage", "FilterStage"}
     assert {a["node_id"] for a in on_gpus} <= gpu_nodes
+    cpu_only = [a for a in actors if "IngestStage" in a["class_name"] or "PlanStage" in a["class_name"]]
+    assert cpu_only and not any(a in on_gpus for a in cpu_only)
 
 
 def test_the_job_api_refuses_a_client_without_the_cluster_token(cluster, tmp_path):

@@ -13,7 +13,7 @@ from pipeline.config import PipelineConfig
 from pipeline.errors import ConfigError
 from pipeline.tiny_models import BUILDERS, TINY_PREFIX, is_tiny_ref
 
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+HUB_ID = re.compile(r"\A[A-Za-z0-9][\w.-]*/[\w.-]+\Z")
 # The file whose presence in the Hugging Face cache means a model is there, per loader.
 MARKER_FILE = {"caption.model": "config.json", "edit.model": "model_index.json"}
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from schemas.taxonomy import Attribute, AttributeValue, Axis, Concept, Taxonomy
 from pipeline.errors import ConfigError, read_yaml_mapping
 
-_ID = re.compile(r"^[a-z0-9_]+$")
+_ID = re.compile(r"\A[a-z0-9_]+\Z")
 _TOP_KEYS = {"schema_version", "attributes", "axes", "person_nouns", "instruction_template", "concepts", "occupations"}
 
 

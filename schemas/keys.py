@@ -9,8 +9,9 @@ from __future__ import annotations
 import hashlib
 import re
 
-KEY_PATTERN = re.compile(r"^[a-z0-9_-]+$")
-VALUE_ID_PATTERN = re.compile(r"^[a-z0-9_]+$")
+# \Z, not $: "$" also matches before a trailing newline, which would let "key\n" through.
+KEY_PATTERN = re.compile(r"\A[a-z0-9_-]+\Z")
+VALUE_ID_PATTERN = re.compile(r"\A[a-z0-9_]+\Z")
 MAX_KEY_LENGTH = 200
 
 
@@ -59,7 +60,7 @@ def shard_name(prefix: str, index: int, extension: str) -> str:
     return f"{prefix}-{index:06d}.{extension}"
 
 
-SHARD_NAME_PATTERN = re.compile(r"^(?P<prefix>[a-z0-9_-]+)-(?P<index>\d{6})\.(?P<ext>tar|parquet)$")
+SHARD_NAME_PATTERN = re.compile(r"\A(?P<prefix>[a-z0-9_-]+)-(?P<index>\d{6})\.(?P<ext>tar|parquet)\Z")
 
 
 def parse_shard_name(name: str) -> tuple[str, int, str]:

@@ -15,6 +15,13 @@ import socket
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# Property tests draw the same examples on every run (a red CI must be reproducible); the "thorough"
+# profile (HYPOTHESIS_PROFILE=thorough) searches far wider when changing the code they cover.
+settings.register_profile("default", derandomize=True, deadline=None)
+settings.register_profile("thorough", max_examples=3000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -49,7 +49,7 @@ WORDS = st.sampled_from("a an the man woman person chef kitchen in at white shir
                         "black dog photo of with".split())
 
 
-@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=150)
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(caption=st.lists(WORDS, min_size=1, max_size=12).map(" ".join), data=st.data())
 def test_swapped_captions_name_the_target_and_are_idempotent(taxonomy, caption, data):
     axis = data.draw(st.sampled_from(["gender", "race", "race_gender", "physical_gender"]))
@@ -67,7 +67,6 @@ SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-5, 5), st.floats(allo
                     st.text(max_size=8), st.lists(st.integers(), max_size=2))
 
 
-@settings(max_examples=150)
 @given(section=st.sampled_from(["edit", "plan", "filter", "caption", "shards", "input"]),
        key=st.sampled_from(["steps", "axes", "thresholds", "model", "prefix", "path", "max_batch", "bogus"]),
        value=SCALARS)

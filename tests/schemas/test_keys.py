@@ -37,3 +37,9 @@ def test_shard_names_round_trip_and_brace_expand():
     assert keys.parse_shard_name(name) == ("cf", 12, "tar")
     with pytest.raises(ValueError):
         keys.parse_shard_name("cf-12.tar")
+
+
+@pytest.mark.parametrize("bad", ["key\n", "cf-000001.tar\n"])
+def test_a_trailing_newline_is_not_a_valid_key_or_shard_name(bad):
+    with pytest.raises(ValueError):
+        keys.validate_key(bad) if bad.startswith("key") else keys.parse_shard_name(bad)

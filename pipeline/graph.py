@@ -35,7 +35,6 @@ class StageSpec:
     name: str
     factory: Callable[[], object]
     resources: Resources
-    uses_models: bool
 
 
 def stage_specs(config: PipelineConfig, taxonomy: Taxonomy) -> list[StageSpec]:
@@ -43,17 +42,17 @@ def stage_specs(config: PipelineConfig, taxonomy: Taxonomy) -> list[StageSpec]:
     allowed = config.plan.concepts or list(taxonomy.concepts)
     concepts = [taxonomy.concepts[c] for c in allowed]
     specs = [
-        StageSpec("ingest", functools.partial(DecodeSeeds, config.input), config.input.resources, False),
-        StageSpec("caption", functools.partial(Captioner, config.caption), config.caption.resources, True),
+        StageSpec("ingest", functools.partial(DecodeSeeds, config.input), config.input.resources),
+        StageSpec("caption", functools.partial(Captioner, config.caption), config.caption.resources),
     ]
     if config.concept.model:
         specs.append(
-            StageSpec("concept", functools.partial(ZeroShotConcept, config.concept, concepts), config.concept.resources, True)
+            StageSpec("concept", functools.partial(ZeroShotConcept, config.concept, concepts), config.concept.resources)
         )
     return specs + [
-        StageSpec("plan", functools.partial(Planner, config.plan, taxonomy, config.run.seed), config.plan.resources, False),
-        StageSpec("edit", functools.partial(make_editor, config.edit), config.edit.resources, True),
-        StageSpec("filter", functools.partial(ClipFilter, config.filter), config.filter.resources, True),
+        StageSpec("plan", functools.partial(Planner, config.plan, taxonomy, config.run.seed), config.plan.resources),
+        StageSpec("edit", functools.partial(make_editor, config.edit), config.edit.resources),
+        StageSpec("filter", functools.partial(ClipFilter, config.filter), config.filter.resources),
     ]
 
 

@@ -132,10 +132,6 @@ MANIFEST = pa.schema(
 )
 
 
-def empty_columns(schema: pa.Schema) -> dict[str, list]:
-    return {name: [] for name in schema.names}
-
-
 def rows_to_table(rows: list[dict], schema: pa.Schema) -> pa.Table:
     """Build a batch from row dicts, filling absent columns with nulls; extra keys are an error."""
     if rows:
@@ -144,6 +140,3 @@ def rows_to_table(rows: list[dict], schema: pa.Schema) -> pa.Table:
             raise ValueError(f"columns not in the schema: {sorted(unknown)}")
     return pa.Table.from_pylist([{name: row.get(name) for name in schema.names} for row in rows], schema=schema)
 
-
-def table_to_rows(table: pa.Table) -> list[dict]:
-    return table.to_pylist()

@@ -48,6 +48,13 @@ class ClipEmbedder:
             dtype = next(self.model.parameters()).dtype
             return self._normalise(self.model.encode_image(pixels.to(dtype)))
 
+    def zero_shot(self, image_embeddings: np.ndarray, text_embeddings: np.ndarray) -> np.ndarray:
+        """Softmax over the texts of CLIP's scaled similarities: (images x texts) probabilities."""
+        logits = self.logit_scale * (image_embeddings.astype(np.float64) @ text_embeddings.astype(np.float64).T)
+        logits -= logits.max(axis=1, keepdims=True)
+        probs = np.exp(logits)
+        return probs / probs.sum(axis=1, keepdims=True)
+
     def texts(self, texts: list[str]) -> np.ndarray:
         torch = self._torch
         if not texts:

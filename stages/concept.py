@@ -55,10 +55,8 @@ class ZeroShotConcept:
         self.text = self.embedder.texts([self.config.prompt.format(words=c.words) for c in self.concepts])
 
     def classify(self, image) -> tuple[str, float]:
-        (embedding,) = self.embedder.images([image])  # one image per call: results independent of batching
-        logits = self.embedder.logit_scale * (self.text @ embedding)
-        probs = np.exp(logits - logits.max())
-        probs /= probs.sum()
+        embedding = self.embedder.images([image])  # one image per call: results independent of batching
+        (probs,) = self.embedder.zero_shot(embedding, self.text)
         best = int(np.argmax(probs))
         return self.concepts[best].id, float(probs[best])
 

@@ -74,11 +74,6 @@ def directional_similarity(img: np.ndarray, src: np.ndarray, txt: np.ndarray, sr
     return float(np.dot(d_img, d_txt) / (n_img * n_txt))
 
 
-def _softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max())
-    return e / e.sum()
-
-
 class ClipFilter:
     def __init__(self, config: FilterConfig):
         self.config = config
@@ -96,19 +91,15 @@ class ClipFilter:
         unique = list(dict.fromkeys(texts))
         return dict(zip(unique, self.embedder.texts(unique)))
 
-    def score_candidate(self, img, src, text: dict, caption: str, members: list, member_index: int) -> dict:
-        target = members[member_index]
-        scores = {
+    def score_candidate(self, img, src, text: dict, caption: str, target: dict, probs: np.ndarray, index: int) -> dict:
+        """Scores of one candidate; ``probs`` are its zero-shot probabilities over the set's members."""
+        others = np.delete(probs, index)
+        return {
             "text_image": _cos(img, text[target["target_caption"]]),
             "directional": directional_similarity(img, src, text[target["target_caption"]], text[caption]),
             "image_image": _cos(img, src),
+            "attribute_margin": float(probs[index] - (others.max() if len(others) else 0.0)),
         }
-        prompts = [self.config.attribute_prompt.format(phrase=m["phrase"]) for m in members]
-        logits = np.array([self.embedder.logit_scale * _cos(img, text[p]) for p in prompts])
-        probs = _softmax(logits)
-        others = np.delete(probs, member_index)
-        scores["attribute_margin"] = float(probs[member_index] - (others.max() if len(others) else 0.0))
-        return scores
 
     def failed_checks(self, scores: dict) -> list[str]:
         failed = []
@@ -126,16 +117,18 @@ class ClipFilter:
     def judge_set(self, row: dict) -> None:
         members = row["members"]
         index_of = {m["member_id"]: i for i, m in enumerate(members)}
-        texts = [row["caption"]] + [m["target_caption"] for m in members]
-        texts += [self.config.attribute_prompt.format(phrase=m["phrase"]) for m in members]
-        text = self.text_embeddings(texts)
+        prompts = [self.config.attribute_prompt.format(phrase=m["phrase"]) for m in members]
+        text = self.text_embeddings([row["caption"]] + [m["target_caption"] for m in members] + prompts)
         live = [c for c in row["candidates"] if c["status"] != STATUS_ERROR and c["image_rgb"] is not None]
         images = [from_raw(row["image_rgb"], row["width"], row["height"])]
         images += [from_raw(c["image_rgb"], c["width"], c["height"]) for c in live]
         embeddings = self.embedder.images(images)
         src = embeddings[0]
-        for cand, img in zip(live, embeddings[1:]):
-            scores = self.score_candidate(img, src, text, row["caption"], members, index_of[cand["member_id"]])
+        # Zero-shot over the members, for every candidate of the set in one product.
+        probs = self.embedder.zero_shot(embeddings[1:], np.stack([text[p] for p in prompts])) if live else []
+        for cand, img, cand_probs in zip(live, embeddings[1:], probs):
+            index = index_of[cand["member_id"]]
+            scores = self.score_candidate(img, src, text, row["caption"], members[index], cand_probs, index)
             cand.update({k: (None if v is None else float(v)) for k, v in scores.items()})
             cand["failed_checks"] = self.failed_checks(scores)
             if cand["failed_checks"]:

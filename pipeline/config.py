@@ -131,6 +131,17 @@ def _check_against_taxonomy(config: PipelineConfig, taxonomy: Taxonomy, source: 
         )
 
 
+def _check_cross_fields(config: PipelineConfig, source: str) -> None:
+    from stages.provenance import WATERMARK_MIN_SIDE
+
+    if config.shards.provenance.watermark and config.edit.resolution < WATERMARK_MIN_SIDE:
+        raise ConfigError(
+            source, "shards.provenance.watermark",
+            f"needs edit.resolution >= {WATERMARK_MIN_SIDE} (got {config.edit.resolution}): "
+            "the invisible watermark does not survive in smaller images",
+        )
+
+
 def parse_config(data: dict, source: str = "<config>", base_dir: str | Path = ".") -> LoadedConfig:
     config = build(PipelineConfig, data, "", source)
     taxonomy_path = Path(config.taxonomy)
@@ -154,6 +165,7 @@ def parse_config(data: dict, source: str = "<config>", base_dir: str | Path = ".
             raise ConfigError(source, f"restrict_values.{attribute}", "keep at least two distinct values")
     taxonomy = restrict_values(taxonomy, config.restrict_values)
     _check_against_taxonomy(config, taxonomy, source)
+    _check_cross_fields(config, source)
     return LoadedConfig(config=config, taxonomy=taxonomy, path=source)
 
 

@@ -95,6 +95,7 @@ def _flatten(s: dict) -> Iterator[dict]:
                 "concept": meta["concept"],
                 "axis": meta["axis"],
                 "target_caption": member["target_caption"],
+                "conversations": member.get("conversations", []),
                 "scores": member["scores"],
             }
 

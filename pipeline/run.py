@@ -49,11 +49,13 @@ def provenance(loaded: LoadedConfig) -> dict:
     config = loaded.config
     return {
         "models": {"captioner": config.caption.model, "editor": config.edit.model, "clip": config.filter.model},
+        "revisions": {"captioner": config.caption.revision, "editor": config.edit.revision, "clip": config.filter.pretrained},
         "generation": {
             "backend": config.edit.backend, "steps": config.edit.steps, "guidance_scale": config.edit.guidance_scale,
             "image_guidance_scale": config.edit.image_guidance_scale, "resolution": config.edit.resolution,
             "candidates_per_set": config.plan.candidates_per_set,
             "thresholds": to_plain(config.filter.thresholds), "rank_by": config.filter.rank_by,
+            "safety": {"enabled": config.filter.safety.enabled, "threshold": config.filter.safety.threshold},
         },
         "run_seed": config.run.seed,
         "config_hash": loaded.config_hash,
@@ -102,6 +104,7 @@ def run_record(loaded: LoadedConfig, status: str, **extra) -> dict:
         "config_path": loaded.path,
         "config_hash": loaded.config_hash,
         "config": to_plain(loaded.config),
+        "concept_words": {c.id: c.words for c in loaded.taxonomy.concepts.values()},  # for evaluate's prompts
         "versions": _versions(),
         "git_sha": _git_sha(),
         "command": sys.argv,

@@ -9,7 +9,10 @@ from schemas.taxonomy import Attribute, AttributeValue, Axis, Concept, Taxonomy
 from pipeline.errors import ConfigError, read_yaml_mapping
 
 _ID = re.compile(r"\A[a-z0-9_]+\Z")
-_TOP_KEYS = {"schema_version", "attributes", "axes", "person_nouns", "instruction_template", "concepts", "occupations"}
+_TOP_KEYS = {"schema_version", "attributes", "axes", "person_nouns", "instruction_template", "concepts", "occupations",
+             "conversations"}
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+_CONVERSATION_FIELDS = {"concept", "a_concept"}
 
 
 def _require_mapping(value, where: str, source: str) -> dict:
@@ -100,14 +103,57 @@ def parse_taxonomy(data: dict, source: str = "<taxonomy>") -> Taxonomy:
     nouns = data["person_nouns"]
     if not isinstance(nouns, list) or not nouns:
         raise ConfigError(source, "person_nouns", "must be a non-empty list of words")
-    return Taxonomy(
+    taxonomy = Taxonomy(
         attributes=attributes,
         axes=axes,
         concepts=concepts,
         person_nouns=tuple(str(n).lower() for n in nouns),
         instruction_template=template,
         occupations=tuple(str(o) for o in data.get("occupations", [])),
+        conversations=_parse_conversations(data.get("conversations", {}), concepts, source),
     )
+    _check_conversations_name_no_attribute(taxonomy, source)
+    return taxonomy
+
+
+def _parse_conversations(data, concepts: dict[str, Concept], source: str) -> dict[str, tuple[tuple[str, str], ...]]:
+    groups = {c.group for c in concepts.values()}
+    allowed = ["default", *sorted(groups), *concepts]
+    out = {}
+    for key, turns in _require_mapping(data, "conversations", source).items():
+        where = f"conversations.{key}"
+        if key not in allowed:
+            raise ConfigError(source, where, f"unknown concept or group {key!r}; allowed: {', '.join(allowed)}")
+        if not isinstance(turns, list) or not turns:
+            raise ConfigError(source, where, "must be a non-empty list of {question, answer}")
+        pairs = []
+        for i, turn in enumerate(turns):
+            twhere = f"{where}[{i}]"
+            _require_mapping(turn, twhere, source)
+            _check_keys(turn, {"question", "answer"}, {"question", "answer"}, twhere, source)
+            for part in ("question", "answer"):
+                text = turn[part]
+                if not isinstance(text, str) or not text.strip():
+                    raise ConfigError(source, f"{twhere}.{part}", "must be a non-empty string")
+                for name in _PLACEHOLDER.findall(text):
+                    if name not in _CONVERSATION_FIELDS:
+                        raise ConfigError(source, f"{twhere}.{part}",
+                                          f"unknown placeholder {{{name}}}; allowed: {{concept}}, {{a_concept}}")
+            pairs.append((turn["question"], turn["answer"]))
+        out[key] = tuple(pairs)
+    return out
+
+
+def _check_conversations_name_no_attribute(taxonomy: Taxonomy, source: str) -> None:
+    """Instruction answers that name the attribute would teach the model the stereotype we remove."""
+    for concept_id in taxonomy.concepts:
+        for turn in taxonomy.conversation(concept_id):
+            leaked = taxonomy.attribute_words_in(turn["value"])
+            if leaked:
+                key = next(k for k in (concept_id, taxonomy.concepts[concept_id].group, "default") if k in taxonomy.conversations)
+                raise ConfigError(source, f"conversations.{key}",
+                                  f"for concept {concept_id!r} the turn {turn['value']!r} names attribute word(s) "
+                                  f"{', '.join(leaked)}; conversations must not mention the protected attributes")
 
 
 def load_taxonomy(path: str | Path) -> Taxonomy:
@@ -128,4 +174,5 @@ def restrict_values(taxonomy: Taxonomy, keep: dict[str, list[str]]) -> Taxonomy:
     return Taxonomy(
         attributes=attributes, axes=taxonomy.axes, concepts=taxonomy.concepts, person_nouns=taxonomy.person_nouns,
         instruction_template=taxonomy.instruction_template, occupations=taxonomy.occupations,
+        conversations=taxonomy.conversations,
     )

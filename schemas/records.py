@@ -55,6 +55,8 @@ MEMBER = pa.struct(
         pa.field("phrase", pa.string()),  # "an Asian woman": zero-shot checks and instructions
         pa.field("target_caption", pa.string()),
         pa.field("instruction", pa.string()),
+        # LLaVA-format turns about the set's concept, never naming the attribute (taxonomy.conversations)
+        pa.field("conversations", pa.list_(pa.struct([("from", pa.string()), ("value", pa.string())]))),
     ]
 )
 
@@ -72,6 +74,7 @@ CANDIDATE = pa.struct(
         pa.field("directional", pa.float32()),
         pa.field("image_image", pa.float32()),
         pa.field("attribute_margin", pa.float32()),
+        pa.field("nsfw", pa.float32()),  # P(unsafe) from the safety check; null when it is off
         pa.field("failed_checks", pa.list_(pa.string())),
         pa.field("status", pa.string()),  # accepted | rejected | error
         pa.field("reason", pa.string()),
@@ -121,6 +124,7 @@ MANIFEST = pa.schema(
         pa.field("directional", pa.float32()),
         pa.field("image_image", pa.float32()),
         pa.field("attribute_margin", pa.float32()),
+        pa.field("nsfw", pa.float32()),  # safety check score, P(unsafe); null when the check is off
         pa.field("shard", pa.string()),  # tar holding the sample; null unless accepted
         pa.field("sample_key", pa.string()),  # webdataset key (= set_id) when in a tar
         pa.field("file", pa.string()),  # file name inside the sample, when in a tar

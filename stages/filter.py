@@ -5,7 +5,8 @@ Scores (InstructPix2Pix / SocialCounterfactuals conventions, all cosine similari
   directional       (candidate - seed) image direction vs (target - source) caption direction
   image_image       candidate vs seed image
   attribute_margin  zero-shot among the set's member phrases: P(target) - max P(other member)
-A candidate passes when every enabled threshold holds. Per member the best passing candidate by
+A candidate passes when every enabled threshold holds and, with ``safety.enabled``, its NSFW score
+(stages/safety.py, on the same embeddings) is at most the safety threshold. Per member the best passing candidate by
 ``rank_by`` is kept; a set is accepted when at least ``min_members`` members have one (0 = all).
 Every candidate leaves with ``status`` accepted / rejected / error and a reason.
 """
@@ -24,6 +25,7 @@ from stages import faults
 from stages.imaging import from_raw
 from stages.row_errors import fail_set
 from stages.resources import Resources
+from stages.safety import SafetyConfig, SafetyScorer
 
 SCORES = ("text_image", "directional", "image_image", "attribute_margin")
 
@@ -50,6 +52,7 @@ class FilterConfig:
     precision: Literal["fp32", "fp16", "bf16"] = "fp16"
     # Pickle checkpoints (.bin/.pt/.ckpt) can run code when loaded: refused unless you trust them.
     allow_pickle: bool = False
+    safety: SafetyConfig = field(default_factory=SafetyConfig)
     resources: Resources = field(default_factory=lambda: Resources(num_cpus=1, num_gpus=0.25, batch_size=16))
 
     def problems(self) -> list[tuple[str, str]]:
@@ -78,9 +81,12 @@ class ClipFilter:
     def __init__(self, config: FilterConfig):
         self.config = config
         self.embedder = None
+        self.safety = None
 
     def setup(self) -> None:
         self.embedder = ClipEmbedder(self.config.model, self.config.pretrained, self.config.device, self.config.precision)
+        if self.config.safety.enabled:
+            self.safety = SafetyScorer(self.config.safety, self.embedder)
 
     def text_embeddings(self, texts: list[str]) -> dict[str, np.ndarray]:
         """Embed one set's texts in one call of fixed composition.
@@ -124,18 +130,26 @@ class ClipFilter:
         images += [from_raw(c["image_rgb"], c["width"], c["height"]) for c in live]
         embeddings = self.embedder.images(images)
         src = embeddings[0]
+        nsfw = self.safety.scores(embeddings) if self.safety else [None] * len(embeddings)
+        if self.safety and self.config.safety.check_source and self.safety.is_unsafe(nsfw[0]):
+            self._reject_unsafe_source(row, live, nsfw)
+            return
         # Zero-shot over the members, for every candidate of the set in one product.
         probs = self.embedder.zero_shot(embeddings[1:], np.stack([text[p] for p in prompts])) if live else []
-        for cand, img, cand_probs in zip(live, embeddings[1:], probs):
+        for cand, img, cand_probs, cand_nsfw in zip(live, embeddings[1:], probs, nsfw[1:]):
             index = index_of[cand["member_id"]]
             scores = self.score_candidate(img, src, text, row["caption"], members[index], cand_probs, index)
             cand.update({k: (None if v is None else float(v)) for k, v in scores.items()})
             cand["failed_checks"] = self.failed_checks(scores)
+            reasons = [f"{n} {scores[n]:.4f} < {getattr(self.config.thresholds, n):.4f}" for n in cand["failed_checks"]]
+            if cand_nsfw is not None:
+                cand["nsfw"] = float(cand_nsfw)
+                if self.safety.is_unsafe(cand_nsfw):
+                    cand["failed_checks"].append("nsfw")
+                    reasons.append(self.safety.reason(cand_nsfw))
             if cand["failed_checks"]:
                 cand["status"] = STATUS_REJECTED
-                cand["reason"] = "failed: " + "; ".join(
-                    f"{n} {scores[n]:.4f} < {getattr(self.config.thresholds, n):.4f}" for n in cand["failed_checks"]
-                )
+                cand["reason"] = "failed: " + "; ".join(reasons)
 
         best: dict[str, dict] = {}
         for cand in live:  # candidates arrive in candidate order: ties keep the earlier one
@@ -160,6 +174,12 @@ class ClipFilter:
                 cand["reason"] = f"set rejected: {len(best)} of {len(members)} members passed (needs {needed})"
         row["set_status"] = STATUS_ACCEPTED if accepted else STATUS_REJECTED
         row["set_reason"] = None if accepted else f"{len(best)} of {len(members)} members passed (needs {needed})"
+
+    def _reject_unsafe_source(self, row: dict, live: list[dict], nsfw) -> None:
+        reason = self.safety.reason(float(nsfw[0]), "seed image nsfw")
+        for cand, cand_nsfw in zip(live, nsfw[1:]):
+            cand.update(nsfw=float(cand_nsfw), failed_checks=["nsfw_source"], status=STATUS_REJECTED, reason=reason)
+        row["set_status"], row["set_reason"] = STATUS_REJECTED, reason
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         if self.embedder is None:

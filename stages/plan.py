@@ -92,6 +92,7 @@ class Planner:
             set_key = keys.set_id(row["seed_id"], axis_id)
             attribute_ids = self.taxonomy.axes[axis_id].attributes
             members = []
+            conversations = self.taxonomy.conversation(concept)
             for member_key, attributes, combo in self.members[axis_id]:
                 ok = row["status"] == STATUS_OK
                 members.append(
@@ -101,6 +102,7 @@ class Planner:
                         "phrase": person_phrase(combo),
                         "target_caption": swap_caption(row["caption"], self.taxonomy, attribute_ids, combo) if ok else None,
                         "instruction": instruction(self.taxonomy, combo),
+                        "conversations": conversations,
                     }
                 )
             out = dict(row)

@@ -107,7 +107,7 @@ def render_croissant(contents: OutputContents) -> dict:
         ("set_id", "sc:Text"), ("seed_id", "sc:Text"), ("axis", "sc:Text"), ("concept", "sc:Text"),
         ("member_id", "sc:Text"), ("attributes", "sc:Text"), ("candidate", "sc:Integer"), ("status", "sc:Text"),
         ("reason", "sc:Text"), ("target_caption", "sc:Text"), ("text_image", "sc:Float"), ("directional", "sc:Float"),
-        ("image_image", "sc:Float"), ("attribute_margin", "sc:Float"), ("shard", "sc:Text"), ("file", "sc:Text"),
+        ("image_image", "sc:Float"), ("attribute_margin", "sc:Float"), ("nsfw", "sc:Float"), ("shard", "sc:Text"), ("file", "sc:Text"),
     ]
     return {
         "@context": {"@language": "en", "@vocab": "https://schema.org/", "cr": "http://mlcommons.org/croissant/",

@@ -28,6 +28,7 @@ def test_shipped_configs_validate(name):
 
 def test_production_config_names_real_models_on_gpus():
     config = load_config(CONFIGS / "production.yaml").config
+    assert config.filter.safety.enabled and config.shards.provenance.watermark
     assert config.edit.model == "timbrooks/instruct-pix2pix"
     assert "blip" in config.caption.model.lower()
     assert config.filter.model == "ViT-L-14"
@@ -46,6 +47,9 @@ def test_production_config_names_real_models_on_gpus():
         (("filter", "thresholds", "directional"), "high", "filter.thresholds.directional", "expected a number or null"),
         (("edit", "resolution"), 100, "edit.resolution", "multiple of 8"),
         (("edit", "resources", "num_gpus"), -1, "edit.resources.num_gpus", ">= 0"),
+        (("filter", "safety"), {"enabled": True, "threshold": 2}, "filter.safety.threshold", "between 0 and 1"),
+        (("shards", "provenance"), {"watermark": True}, "shards.provenance.watermark", "edit.resolution >= 256"),
+        (("shards", "provenance"), {"watermark_text": "é"}, "shards.provenance.watermark_text", "ASCII"),
     ],
 )
 def test_bad_values_fail_naming_the_field(path, value, field, words):

@@ -52,3 +52,34 @@ def test_restrict_values_keeps_only_listed_values(taxonomy):
     small = restrict_values(taxonomy, {"race": ["white", "asian"]})
     assert len(small.axis_value_combinations("race_gender")) == 4
     assert len(taxonomy.axis_value_combinations("race_gender")) == 12
+
+
+def test_every_concept_gets_llava_turns_that_never_name_an_attribute(taxonomy):
+    for concept_id, concept in taxonomy.concepts.items():
+        turns = taxonomy.conversation(concept_id)
+        assert [t["from"] for t in turns][:2] == ["human", "gpt"] and turns[0]["value"].startswith("<image>\n")
+        assert sum(t["value"].count("<image>") for t in turns) == 1  # one image per conversation
+        assert any(concept.words in t["value"] for t in turns)
+        assert all(taxonomy.attribute_words_in(t["value"]) == [] for t in turns), concept_id
+    assert taxonomy.conversation("chef")[1]["value"] == "The image shows a chef."  # concept, then group
+    assert taxonomy.conversation("science")[1]["value"] == "The person is a scientist in a laboratory."
+
+
+def test_a_conversation_that_names_an_attribute_is_refused_at_load():
+    data = _raw()
+    data["conversations"]["chef"] = [{"question": "Who cooks?", "answer": "A {concept}, usually a woman."}]
+    with pytest.raises(ConfigError) as err:
+        parse_taxonomy(data, "tax.yaml")
+    assert err.value.field == "conversations.chef" and "names attribute word(s) woman" in str(err.value)
+
+
+@pytest.mark.parametrize("turn, field, words", [
+    ({"question": "Is this {occupation}?", "answer": "Yes."}, "conversations.chef[0].question", "unknown placeholder {occupation}"),
+    ({"question": "Who?"}, "conversations.chef[0].answer", "is required"),
+])
+def test_conversation_templates_are_checked_field_by_field(turn, field, words):
+    data = _raw()
+    data["conversations"]["chef"] = [turn]
+    with pytest.raises(ConfigError) as err:
+        parse_taxonomy(data, "tax.yaml")
+    assert err.value.field == field and words in str(err.value)

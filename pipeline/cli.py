@@ -1,4 +1,4 @@
-"""Command line: ``counterfactory run|plan|verify|tiny-models`` (same as ``python -m pipeline``)."""
+"""Command line: ``counterfactory run|plan|verify|report|evaluate|tiny-models`` (same as ``python -m pipeline``)."""
 
 from __future__ import annotations
 
@@ -90,6 +90,18 @@ def cmd_verify(args) -> int:
     return 0
 
 
+def cmd_evaluate(args) -> int:
+    from pipeline.evaluate import evaluate_output, format_table, to_json
+
+    rows = evaluate_output(args.output, args.clip, pretrained=args.pretrained, prompt=args.prompt, device=args.device)
+    print(format_table(rows))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as handle:
+            handle.write(to_json(rows, args.clip, args.prompt) + "\n")
+        print(f"evaluate: wrote {args.json}")
+    return 0
+
+
 def cmd_tiny_models(args) -> int:
     from pipeline.tiny_models import main
 
@@ -122,6 +134,14 @@ def parser() -> argparse.ArgumentParser:
     verify = sub.add_parser("verify", help="check an output: shards, manifests, sizes.json, keys")
     verify.add_argument("output")
     verify.set_defaults(func=cmd_verify)
+    evaluate = sub.add_parser("evaluate", help="MaxSkew@K of a CLIP model per concept and axis over OUT")
+    evaluate.add_argument("output")
+    evaluate.add_argument("--clip", required=True, help="open_clip name (ViT-L-14), hf-hub:ID, local dir or tiny:clip")
+    evaluate.add_argument("--pretrained", default=None, help="open_clip pretrained tag, with a plain model name")
+    evaluate.add_argument("--prompt", default="a photo of a {concept}", help="neutral prompt; {concept} is filled")
+    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--json", default=None, help="also write the results as JSON here")
+    evaluate.set_defaults(func=cmd_evaluate)
     tiny = sub.add_parser("tiny-models", help="build the tiny offline models into the cache")
     tiny.add_argument("names", nargs="*")
     tiny.set_defaults(func=cmd_tiny_models)

@@ -6,7 +6,8 @@ safetensors into a cache directory, and then load them back through the same pro
 real Hub id goes through. They check plumbing, shapes, determinism and speed ratios, not image quality:
 a random captioner writes word salad and a random editor paints noise.
 
-Configs refer to them as ``tiny:NAME`` (``tiny:captioner``, ``tiny:instruct-pix2pix``, ``tiny:clip``);
+Configs refer to them as ``tiny:NAME`` (``tiny:captioner``, ``tiny:instruct-pix2pix``, ``tiny:clip``,
+``tiny:llava`` for the trainers' side);
 :func:`resolve_model_ref` builds them on first use and returns the local directory.
 """
 
@@ -164,10 +165,44 @@ def build_clip(out: Path) -> None:
     save_file(state, str(out / "open_clip_model.safetensors"))
 
 
+def build_llava(out: Path) -> None:
+    """A LLaVA-1.5-style MLLM (CLIP vision tower, MLP projector, Llama decoder) with the real CLIP BPE
+    tokenizer plus an ``<image>`` token: what the trainers' side (ASD, steering) is tested on."""
+    import torch
+    from transformers import CLIPImageProcessor, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+
+    torch.manual_seed(0)
+    tokenizer = build_clip_tokenizer(out)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"], "pad_token": "<|endoftext|>"})
+    tokenizer.model_max_length = 128
+    image_token = tokenizer.convert_tokens_to_ids("<image>")
+    config = LlavaConfig(
+        vision_config=dict(model_type="clip_vision_model", hidden_size=32, intermediate_size=64,
+                           num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8),
+        text_config=dict(model_type="llama", vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+                         max_position_embeddings=128, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id),
+        image_token_index=image_token, image_seq_length=16, vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+    )
+    model = LlavaForConditionalGeneration(config).eval()
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=8,
+                               vision_feature_select_strategy="default", num_additional_image_tokens=1)
+    for name in ("vocab.json", "merges.txt"):  # the tokenizer's own copies are saved with the processor
+        (out / name).unlink()
+    model.save_pretrained(out, safe_serialization=True)
+    processor.save_pretrained(out)
+
+
 BUILDERS: dict[str, Callable[[Path], None]] = {
     "captioner": build_captioner,
     "instruct-pix2pix": build_instruct_pix2pix,
     "clip": build_clip,
+    "llava": build_llava,
 }
 
 

@@ -69,7 +69,9 @@ def tiny_cache(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny(tiny_cache) -> dict[str, str]:
-    return {name: str(tiny_cache / name) for name in ("captioner", "instruct-pix2pix", "clip")}
+    from pipeline import tiny_models
+
+    return {name: str(tiny_cache / name) for name in tiny_models.BUILDERS}
 
 
 @pytest.fixture(scope="session")
@@ -94,3 +96,15 @@ def local_ray(tiny_cache):
     init_ray(RayConfig(num_cpus=2, num_gpus=1))
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def mini_output(local_ray, tmp_path_factory) -> Path:
+    """The shipped mini-run's output (configs/mini.yaml as a user runs it), made once per session."""
+    from pipeline.config import load_config
+    from pipeline.run import run_pipeline
+
+    out = tmp_path_factory.mktemp("mini-run") / "out"
+    loaded = load_config(REPO / "configs" / "mini.yaml", {"input.path": str(REPO / "configs" / "mini_seeds")})
+    run_pipeline(loaded, output=str(out), report=False, log=lambda line: None)
+    return out

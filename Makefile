@@ -31,6 +31,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/stage_throughput.py
+	$(BIN)/python benchmarks/pipeline_vs_loop.py
+	$(BIN)/python benchmarks/scaling.py
+	$(BIN)/python benchmarks/writer.py
 
 clean:
 	rm -rf out .pytest_cache

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import struct
 from dataclasses import dataclass
 from xml.sax.saxutils import escape, unescape
 
@@ -68,10 +69,19 @@ def xmp_packet(record: dict, description: str, synthetic: bool) -> bytes:
 
 
 def exif_block(description: str, software: str) -> bytes:
-    exif = Image.Exif()
-    exif[_EXIF_DESCRIPTION] = _ascii(description)
-    exif[_EXIF_SOFTWARE] = _ascii(software)
-    return exif.tobytes()
+    """An APP1 EXIF payload with ImageDescription and Software, packed directly: Pillow's Exif.tobytes
+    cost as much as a quarter of the JPEG encode per image in the writer benchmark."""
+    entries = sorted([(_EXIF_DESCRIPTION, _ascii(description).encode() + b"\0"),
+                      (_EXIF_SOFTWARE, _ascii(software).encode() + b"\0")])
+    data_offset = 8 + 2 + 12 * len(entries) + 4
+    ifd, data = [struct.pack("<H", len(entries))], b""
+    for tag, value in entries:
+        if len(value) <= 4:
+            ifd.append(struct.pack("<HHI4s", tag, 2, len(value), value.ljust(4, b"\0")))
+        else:
+            ifd.append(struct.pack("<HHII", tag, 2, len(value), data_offset + len(data)))
+            data += value + (b"\0" if len(value) % 2 else b"")  # values start on word boundaries
+    return b"Exif\0\0II*\0" + struct.pack("<I", 8) + b"".join(ifd) + struct.pack("<I", 0) + data
 
 
 def encode_with_provenance(image: Image.Image, quality: int, record: dict | None, description: str,

@@ -87,12 +87,17 @@ def asd_loss(logits, labels, skews, ignore_index: int = -100):
     return (weights * per_sample).mean()
 
 
+def top_k(scores: list[float], k: int) -> list[int]:
+    """Indices of the k highest scores, best first; ties keep the earlier index."""
+    return sorted(range(len(scores)), key=lambda i: (-scores[i], i))[:k]
+
+
 def max_skew_at_k(scores: list[float], labels: list[str], k: int) -> tuple[float, dict[str, float]]:
     """MaxSkew@K over one concept's images: ``scores`` are similarities to its neutral prompt, ``labels``
     each image's attribute value. Returns (MaxSkew@K, Skew@K per value)."""
     if not 0 < k <= len(scores):
         raise ValueError(f"k={k} must be between 1 and the number of images ({len(scores)})")
-    ranked = sorted(range(len(scores)), key=lambda i: (-scores[i], i))[:k]
+    ranked = top_k(scores, k)
     in_top = Counter(labels[i] for i in ranked)
     total = Counter(labels)
     skews = {a: math.log(max(in_top[a] / k, MIN_SHARE) / (n / len(labels))) for a, n in total.items()}

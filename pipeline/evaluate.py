@@ -13,7 +13,7 @@ import json
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 
-from pipeline.debias import max_skew_at_k
+from pipeline.debias import max_skew_at_k, top_k
 from pipeline.readers import iter_members
 
 DEFAULT_PROMPT = "a photo of a {concept}"
@@ -43,6 +43,8 @@ def evaluate_output(output: str, clip_model: str, pretrained: str | None = None,
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for member in iter_members(output):
         groups[(member["concept"], member["axis"])].append(member)
+    if concept_words is None:
+        concept_words = concept_words_of(output)
     rows = []
     for (concept, axis), members in sorted(groups.items()):
         members_per_set = defaultdict(int)
@@ -51,8 +53,7 @@ def evaluate_output(output: str, clip_model: str, pretrained: str | None = None,
         k = max(members_per_set.values())  # the axis's member count (sets are complete when accepted)
         if len(members) < k:
             continue
-        words = (concept_words if concept_words is not None else concept_words_of(output)).get(
-            concept, concept.replace("_", " "))
+        words = concept_words.get(concept, concept.replace("_", " "))
         text = embedder.texts([prompt.format(concept=words)])[0]
         scores = []
         for start in range(0, len(members), batch_size):
@@ -60,8 +61,7 @@ def evaluate_output(output: str, clip_model: str, pretrained: str | None = None,
             scores.extend((embedder.images(images) @ text).tolist())
         labels = [m["member_id"] for m in members]
         max_skew, skews = max_skew_at_k(scores, labels, k)
-        ranked = sorted(range(len(scores)), key=lambda i: (-scores[i], i))[:k]
-        rows.append(SkewRow(concept, axis, len(members), k, max_skew, skews, [labels[i] for i in ranked]))
+        rows.append(SkewRow(concept, axis, len(members), k, max_skew, skews, [labels[i] for i in top_k(scores, k)]))
     return rows
 
 

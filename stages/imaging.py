@@ -35,9 +35,10 @@ def array_from_raw(data: bytes, width: int, height: int) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8).reshape(int(height), int(width), 3)
 
 
-def encode_jpeg(image: Image.Image, quality: int) -> bytes:
+def encode_jpeg(image: Image.Image, quality: int, **options) -> bytes:
+    """Baseline JPEG; ``options`` go to Pillow (exif=, xmp=, subsampling=)."""
     out = io.BytesIO()
-    image.convert("RGB").save(out, format="JPEG", quality=quality, optimize=False, progressive=False)
+    image.convert("RGB").save(out, format="JPEG", quality=quality, optimize=False, progressive=False, **options)
     return out.getvalue()
 
 

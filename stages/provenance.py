@@ -19,6 +19,8 @@ from xml.sax.saxutils import escape, unescape
 import numpy as np
 from PIL import Image
 
+from stages.imaging import encode_jpeg
+
 SYNTHETIC_SOURCE_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
 CF_NAMESPACE = "https://counterfactory.dev/ns/provenance/1.0/"
 # DWT-DCT-SVD reads back through JPEG far more reliably than the package's default dwtDct (measured
@@ -88,15 +90,13 @@ def encode_with_provenance(image: Image.Image, quality: int, record: dict | None
                            synthetic: bool, software: str, full_chroma: bool = False) -> bytes:
     """JPEG bytes, with EXIF and XMP when ``record`` is given. ``full_chroma`` keeps 4:4:4 chroma:
     the watermark lives in the colour channels and 4:2:0 subsampling would erase it."""
-    options = {"quality": quality, "optimize": False, "progressive": False}
+    options = {}
     if full_chroma:
         options["subsampling"] = 0
     if record is not None:
         options["exif"] = exif_block(description, software)
         options["xmp"] = xmp_packet(record, description, synthetic)
-    out = io.BytesIO()
-    image.convert("RGB").save(out, format="JPEG", **options)
-    return out.getvalue()
+    return encode_jpeg(image, quality, **options)
 
 
 def read_provenance(jpeg: bytes) -> dict:

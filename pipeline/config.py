@@ -93,6 +93,15 @@ class LoadedConfig:
     def config_hash(self) -> str:
         return config_hash(self.config, self.taxonomy)
 
+    @property
+    def concepts(self) -> list:
+        """The taxonomy concepts this run may assign (plan.concepts, or all), in config order."""
+        return allowed_concepts(self.config, self.taxonomy)
+
+
+def allowed_concepts(config: "PipelineConfig", taxonomy: Taxonomy) -> list:
+    return [taxonomy.concepts[c] for c in (config.plan.concepts or list(taxonomy.concepts))]
+
 
 # Settings that change where and how fast a run goes, never what it makes.
 _NOT_HASHED = {"resources", "threads", "device", "address", "num_cpus", "num_gpus", "output", "name", "report", "card"}
@@ -131,6 +140,28 @@ def _check_against_taxonomy(config: PipelineConfig, taxonomy: Taxonomy, source: 
         )
 
 
+def _check_generate_mode(config: PipelineConfig, taxonomy: Taxonomy, source: str) -> None:
+    generating, text_to_image = config.input.kind == "generate", config.edit.backend == "text_to_image"
+    if generating and not text_to_image:
+        raise ConfigError(
+            source, "edit.backend",
+            f"input.kind generate has no seed photos to edit: use backend text_to_image (got {config.edit.backend})",
+        )
+    if text_to_image and not generating:
+        raise ConfigError(
+            source, "input.kind",
+            f"edit.backend text_to_image makes its own base images: use input.kind generate (got {config.input.kind})",
+        )
+    if generating:
+        for i, template in enumerate(config.input.prompts):
+            words = taxonomy.attribute_words_in(template)
+            if words:
+                raise ConfigError(
+                    source, f"input.prompts[{i}]",
+                    f"names protected attribute word(s) {words}: the base prompt must be neutral, the members add them",
+                )
+
+
 def _check_cross_fields(config: PipelineConfig, source: str) -> None:
     from stages.provenance import WATERMARK_MIN_SIDE
 
@@ -166,6 +197,7 @@ def parse_config(data: dict, source: str = "<config>", base_dir: str | Path = ".
     taxonomy = restrict_values(taxonomy, config.restrict_values)
     _check_against_taxonomy(config, taxonomy, source)
     _check_cross_fields(config, source)
+    _check_generate_mode(config, taxonomy, source)
     return LoadedConfig(config=config, taxonomy=taxonomy, path=source)
 
 
@@ -186,7 +218,8 @@ def with_models_resolved(config: PipelineConfig, resolve) -> PipelineConfig:
     return dataclasses.replace(
         config,
         caption=dataclasses.replace(config.caption, model=resolve(config.caption.model)),
-        edit=dataclasses.replace(config.edit, model=resolve(config.edit.model)),
+        edit=dataclasses.replace(config.edit, model=resolve(config.edit.model),
+                                 mask=dataclasses.replace(config.edit.mask, model=resolve(config.edit.mask.model))),
         filter=dataclasses.replace(config.filter, model=resolve(config.filter.model)),
         concept=dataclasses.replace(config.concept, model=resolve(config.concept.model) if config.concept.model else None),
     )

@@ -1,7 +1,8 @@
 """Cost planning: GPU-hours and wall time of a run, from measured throughput or from FLOP counts.
 
 Built-in estimates come from FLOPs per image (shared/REFERENCES.md: an SD 1.5-class UNet call at 512 px
-is ~0.85 TFLOP, a VAE decode ~2.5 TFLOP, both scaling with pixel count) and each GPU's dense bf16 peak,
+is ~0.85 TFLOP, an SDXL UNet call ~1.68, a FLUX.1 Kontext transformer call ~41, a VAE decode ~2.5 TFLOP,
+all scaling with pixel count) and each GPU's dense bf16 peak,
 at a sustained utilisation that batched diffusion reaches in practice (30%; batch-1 reaches 15-35%).
 A throughput file of measured numbers replaces them:
 
@@ -14,9 +15,13 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.dry_run import UNET_EVALS_PER_STEP, plan_counts
+from pipeline.dry_run import DENOISER_EVALS_PER_STEP, denoising_steps, model_family, plan_counts
 
-UNET_TFLOP_512 = 0.85
+# Denoiser TFLOP per evaluation at 512 px. SD 1.5: 0.85. SDXL: 413 TFLOP for 30 steps x 2 evaluations at
+# 1024 px, less the decode, is 6.7 at 1024 px. FLUX.1 Kontext: 4,600 TFLOP for 28 steps at 1024 px (one
+# evaluation per step, guidance distilled; the context image doubles the image tokens) is 164 at 1024 px.
+DENOISER_TFLOP_512 = {"sd": 0.85, "sdxl": 6.7 / 4, "flux": 164.0 / 4}
+UNET_TFLOP_512 = DENOISER_TFLOP_512["sd"]
 VAE_DECODE_TFLOP_512 = 2.5
 CLIP_L14_TFLOP = 0.16
 PEAK_TFLOPS = {"h100": 800.0, "h200": 800.0, "a100": 312.0, "l40s": 362.0, "a10g": 125.0, "l4": 121.0}
@@ -33,19 +38,21 @@ class CostEstimate:
     gpus: int
 
 
-def tflop_per_image(backend: str, steps: int, resolution: int) -> float:
+def tflop_per_image(backend: str, steps: int, resolution: int, family: str = "sd") -> float:
+    """``steps`` are the denoising steps actually run (img2img and inpaint run steps x strength)."""
     scale = (resolution / 512) ** 2
-    unet = steps * UNET_EVALS_PER_STEP[backend] * UNET_TFLOP_512 * scale
-    return unet + VAE_DECODE_TFLOP_512 * scale + 2 * CLIP_L14_TFLOP  # + scoring candidate and seed
+    denoiser = steps * DENOISER_EVALS_PER_STEP[backend] * DENOISER_TFLOP_512[family] * scale
+    return denoiser + VAE_DECODE_TFLOP_512 * scale + 2 * CLIP_L14_TFLOP  # + scoring candidate and seed
 
 
 def images_per_second(backend: str, gpu_type: str, steps: int, resolution: int,
-                      measured: dict | None = None, utilisation: float = DEFAULT_UTILISATION) -> tuple[float, str]:
+                      measured: dict | None = None, utilisation: float = DEFAULT_UTILISATION,
+                      family: str = "sd") -> tuple[float, str]:
     if measured and backend in measured and gpu_type in measured[backend]:
         return float(measured[backend][gpu_type]), "measured (throughput file)"
     if gpu_type not in PEAK_TFLOPS:
         raise ValueError(f"unknown GPU type {gpu_type!r}; known: {', '.join(PEAK_TFLOPS)} (or give a throughput file)")
-    rate = PEAK_TFLOPS[gpu_type] * utilisation / tflop_per_image(backend, steps, resolution)
+    rate = PEAK_TFLOPS[gpu_type] * utilisation / tflop_per_image(backend, steps, resolution, family)
     return rate, f"estimated from FLOPs at {utilisation:.0%} of {PEAK_TFLOPS[gpu_type]:g} TFLOP/s"
 
 
@@ -59,9 +66,10 @@ def load_throughput(path: str | Path) -> dict:
 def estimate(loaded, seeds: int, gpus: int, gpu_type: str, measured: dict | None = None) -> CostEstimate:
     edit = loaded.config.edit
     counts = plan_counts(loaded, seeds)
-    rate, source = images_per_second(edit.backend, gpu_type, edit.steps, edit.resolution, measured)
-    gpu_hours = counts["edited_images"] / rate / 3600
-    return CostEstimate(counts["edited_images"], 1 / rate, source, gpu_hours, gpu_hours / max(gpus, 1), gpus)
+    rate, source = images_per_second(edit.backend, gpu_type, denoising_steps(edit), edit.resolution, measured,
+                                     family=model_family(edit.backend, edit.model))
+    gpu_hours = counts["rendered_images"] / rate / 3600
+    return CostEstimate(counts["rendered_images"], 1 / rate, source, gpu_hours, gpu_hours / max(gpus, 1), gpus)
 
 
 def describe_cost(cost: CostEstimate, gpu_type: str) -> str:

@@ -8,16 +8,43 @@ from pipeline.config import LoadedConfig
 from pipeline.graph import stage_specs
 from stages.ingest import list_seeds
 
-# UNet evaluations per denoising step: InstructPix2Pix guides on text and image (3 branches).
-UNET_EVALS_PER_STEP = {"instruct_pix2pix": 3}
+# Denoiser evaluations per step: InstructPix2Pix guides on text and image (3 branches), the Stable
+# Diffusion backends on text (2), FLUX.1 Kontext is guidance-distilled (1).
+DENOISER_EVALS_PER_STEP = {"instruct_pix2pix": 3, "img2img": 2, "inpaint": 2, "text_to_image": 2, "flux_kontext": 1}
+
+
+def model_family(backend: str, model: str) -> str:
+    """sd | sdxl | flux, for FLOP estimates (an SDXL checkpoint is told by "xl" in its name)."""
+    if backend == "flux_kontext":
+        return "flux"
+    return "sdxl" if "xl" in model.lower() else "sd"
+
+
+def denoising_steps(edit) -> int:
+    """Steps actually run: img2img and inpaint start part-way, at ``strength`` (as diffusers does)."""
+    if edit.backend in ("img2img", "inpaint"):
+        return max(1, int(edit.steps * edit.strength))
+    return edit.steps
+
+
+def _images_and_calls(members: int, candidates: int, edit) -> tuple[int, int]:
+    """Images rendered for one set and the model calls they take. text_to_image adds one base image per
+    candidate (per part of a candidate, when its members do not fit in one call)."""
+    if edit.backend != "text_to_image":
+        return members * candidates, math.ceil(members * candidates / edit.max_batch)
+    parts = math.ceil(members / (edit.max_batch - 1))
+    images = (members + parts) * candidates
+    return images, math.ceil(images / edit.max_batch)
 
 
 def plan_counts(loaded: LoadedConfig, seeds: int) -> dict:
     config, taxonomy = loaded.config, loaded.taxonomy
     members = {axis: len(taxonomy.axis_value_combinations(axis)) for axis in config.plan.axes}
     candidates = config.plan.candidates_per_set
-    images_per_seed = sum(members.values()) * candidates
-    calls_per_seed = sum(math.ceil(m * candidates / config.edit.max_batch) for m in members.values())
+    per_set = [_images_and_calls(m, candidates, config.edit) for m in members.values()]
+    images_per_seed = sum(m for m in members.values()) * candidates
+    calls_per_seed = sum(calls for _, calls in per_set)
+    rendered = seeds * sum(images for images, _ in per_set)
     images = seeds * images_per_seed
     return {
         "seeds": seeds,
@@ -26,8 +53,9 @@ def plan_counts(loaded: LoadedConfig, seeds: int) -> dict:
         "members": seeds * sum(members.values()),
         "candidates_per_set": candidates,
         "edited_images": images,
+        "rendered_images": rendered,  # edited images plus generate mode's base images
         "editor_pipeline_calls": seeds * calls_per_seed,
-        "unet_evaluations": images * config.edit.steps * UNET_EVALS_PER_STEP[config.edit.backend],
+        "unet_evaluations": rendered * denoising_steps(config.edit) * DENOISER_EVALS_PER_STEP[config.edit.backend],
         "shards": math.ceil(seeds / config.shards.seeds_per_shard) if seeds else 0,
     }
 
@@ -37,8 +65,9 @@ def describe(loaded: LoadedConfig, seeds: int | None = None, limit: int | None =
     lines = [f"config {loaded.path} (hash {loaded.config_hash})", ""]
     if seeds is None:
         try:
-            seeds = list_seeds(config.input, config.shards.seeds_per_shard, limit).num_rows
-            source = f"listed from {config.input.kind} {config.input.path}"
+            seeds = list_seeds(config.input, config.shards.seeds_per_shard, limit, loaded.concepts).num_rows
+            source = ("generated from input.prompts" if config.input.kind == "generate"
+                      else f"listed from {config.input.kind} {config.input.path}")
         except (FileNotFoundError, OSError, ValueError) as exc:
             seeds, source = 0, f"input not readable here ({exc}); pass --seeds N to size the run"
     else:
@@ -60,8 +89,9 @@ def describe(loaded: LoadedConfig, seeds: int | None = None, limit: int | None =
     lines += [
         f"sets: {counts['sets']}",
         f"members: {counts['members']} x {counts['candidates_per_set']} candidate(s)",
-        f"diffusion: {counts['edited_images']} edited images in {counts['editor_pipeline_calls']} pipeline calls "
-        f"(max_batch {config.edit.max_batch}), {config.edit.steps} steps, {counts['unet_evaluations']} UNet evaluations",
+        f"diffusion: {counts['edited_images']} member images ({counts['rendered_images']} rendered) in "
+        f"{counts['editor_pipeline_calls']} model calls (max_batch {config.edit.max_batch}), "
+        f"{denoising_steps(config.edit)} steps, {counts['unet_evaluations']} denoiser evaluations",
         f"shards: {counts['shards']} of up to {config.shards.seeds_per_shard} seeds each",
         "no model was loaded",
     ]

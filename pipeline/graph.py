@@ -14,7 +14,7 @@ from typing import Callable
 
 import pyarrow as pa
 
-from pipeline.config import PipelineConfig, RayConfig
+from pipeline.config import PipelineConfig, RayConfig, allowed_concepts
 from schemas.taxonomy import Taxonomy
 from stages.caption import Captioner
 from stages.concept import ZeroShotConcept
@@ -39,13 +39,11 @@ class StageSpec:
 
 def stage_specs(config: PipelineConfig, taxonomy: Taxonomy) -> list[StageSpec]:
     """The stages of a run, in order, each with how to build it and what it asks for."""
-    allowed = config.plan.concepts or list(taxonomy.concepts)
-    concepts = [taxonomy.concepts[c] for c in allowed]
-    specs = [
-        StageSpec("ingest", functools.partial(DecodeSeeds, config.input), config.input.resources),
-        StageSpec("caption", functools.partial(Captioner, config.caption), config.caption.resources),
-    ]
-    if config.concept.model:
+    concepts = allowed_concepts(config, taxonomy)
+    specs = [StageSpec("ingest", functools.partial(DecodeSeeds, config.input), config.input.resources)]
+    if config.input.kind != "generate":  # generated seeds have no photo: the caption is the base prompt
+        specs.append(StageSpec("caption", functools.partial(Captioner, config.caption), config.caption.resources))
+    if config.concept.model and config.input.kind != "generate":
         specs.append(
             StageSpec("concept", functools.partial(ZeroShotConcept, config.concept, concepts), config.concept.resources)
         )

@@ -15,7 +15,7 @@ from pipeline.tiny_models import BUILDERS, TINY_PREFIX, is_tiny_ref
 
 HUB_ID = re.compile(r"\A[A-Za-z0-9][\w.-]*/[\w.-]+\Z")
 # The file whose presence in the Hugging Face cache means a model is there, per loader.
-MARKER_FILE = {"caption.model": "config.json", "edit.model": "model_index.json"}
+MARKER_FILE = {"caption.model": "config.json", "edit.model": "model_index.json", "edit.mask.model": "config.json"}
 
 
 def _offline() -> bool:
@@ -94,12 +94,16 @@ def check_reference(field: str, ref: str, revision: str | None, source: str, all
 
 
 def check_model_refs(config: PipelineConfig, source: str) -> None:
+    generating = config.input.kind == "generate"  # no photos: no captioner or zero-shot concept model
     refs = [
-        ("caption.model", config.caption.model, config.caption.revision, config.caption.allow_pickle),
         ("edit.model", config.edit.model, config.edit.revision, config.edit.allow_pickle),
         ("filter.model", config.filter.model, None, config.filter.allow_pickle),
     ]
-    if config.concept.model:
+    if not generating:
+        refs.insert(0, ("caption.model", config.caption.model, config.caption.revision, config.caption.allow_pickle))
+    if config.edit.backend == "inpaint":
+        refs.append(("edit.mask.model", config.edit.mask.model, config.edit.mask.revision, config.edit.allow_pickle))
+    if config.concept.model and not generating:
         refs.append(("concept.model", config.concept.model, None, config.concept.allow_pickle))
     for field, ref, revision, allow_pickle in refs:
         check_reference(field, ref, revision, source, allow_pickle)

@@ -45,18 +45,40 @@ class RunSummary:
     seconds: float = 0.0
 
 
+def generation_settings(config) -> dict:
+    """What decided the pixels, as the sample JSON and image metadata record it (backend-specific parts
+    only for the backend in use)."""
+    edit = config.edit
+    out = {
+        "backend": edit.backend, "steps": edit.steps, "guidance_scale": edit.guidance_scale,
+        "resolution": edit.resolution, "candidates_per_set": config.plan.candidates_per_set,
+        "thresholds": to_plain(config.filter.thresholds), "rank_by": config.filter.rank_by,
+        "safety": {"enabled": config.filter.safety.enabled, "threshold": config.filter.safety.threshold},
+    }
+    if edit.backend == "instruct_pix2pix":
+        out["image_guidance_scale"] = edit.image_guidance_scale
+    if edit.backend in ("img2img", "inpaint"):
+        out["strength"] = edit.strength
+    if edit.backend == "inpaint":
+        out["mask"] = {k: v for k, v in to_plain(edit.mask).items() if k not in ("model", "revision")}
+    if edit.backend == "text_to_image":
+        out.update(sampler="ddim", guidance_range=edit.guidance_range, p2p=to_plain(edit.p2p),
+                   prompts=list(config.input.prompts))
+    return out
+
+
 def provenance(loaded: LoadedConfig) -> dict:
     config = loaded.config
+    captioner = None if config.input.kind == "generate" else config.caption.model
+    models = {"captioner": captioner, "editor": config.edit.model, "clip": config.filter.model}
+    revisions = {"captioner": None if captioner is None else config.caption.revision,
+                 "editor": config.edit.revision, "clip": config.filter.pretrained}
+    if config.edit.backend == "inpaint":
+        models["segmenter"], revisions["segmenter"] = config.edit.mask.model, config.edit.mask.revision
     return {
-        "models": {"captioner": config.caption.model, "editor": config.edit.model, "clip": config.filter.model},
-        "revisions": {"captioner": config.caption.revision, "editor": config.edit.revision, "clip": config.filter.pretrained},
-        "generation": {
-            "backend": config.edit.backend, "steps": config.edit.steps, "guidance_scale": config.edit.guidance_scale,
-            "image_guidance_scale": config.edit.image_guidance_scale, "resolution": config.edit.resolution,
-            "candidates_per_set": config.plan.candidates_per_set,
-            "thresholds": to_plain(config.filter.thresholds), "rank_by": config.filter.rank_by,
-            "safety": {"enabled": config.filter.safety.enabled, "threshold": config.filter.safety.threshold},
-        },
+        "models": models,
+        "revisions": revisions,
+        "generation": generation_settings(config),
         "run_seed": config.run.seed,
         "config_hash": loaded.config_hash,
         "concept_groups": {c.id: c.group for c in loaded.taxonomy.concepts.values()},
@@ -163,11 +185,12 @@ def run_pipeline(
         storage.makedirs()
         storage.write_atomic(_json(run_record(loaded, "running", started=started)), RUN_FILE)
         remove_temporaries(storage)
-        seed_refs = list_seeds(config.input, config.shards.seeds_per_shard, limit)
+        seed_refs = list_seeds(config.input, config.shards.seeds_per_shard, limit, loaded.concepts)
         done = completed_shards(storage, seed_refs, config.shards.prefix) if resuming else set()
         summary.skipped_shards = sorted(done)
         todo = seed_refs.filter(pc.invert(pc.is_in(seed_refs.column("shard_index"), value_set=_int_array(done))))
-        log(f"counterfactory: {seed_refs.num_rows} seeds listed from {config.input.path}; output {storage.uri}")
+        where = "generated from input.prompts" if config.input.kind == "generate" else f"listed from {config.input.path}"
+        log(f"counterfactory: {seed_refs.num_rows} seeds {where}; output {storage.uri}")
         if done:
             log(f"counterfactory: resuming: {len(done)} shard(s) already complete, {todo.num_rows} seeds to go")
         writer = ShardWriter(config.shards, storage, provenance(loaded))
@@ -175,7 +198,7 @@ def run_pipeline(
         if todo.num_rows:
             init_ray(config.ray)
             first_seen = seen_seed_ids(storage, done, config.shards.prefix)
-            if config.input.dedupe:
+            if config.input.dedupe and config.input.kind != "generate":
                 todo = mark_duplicates(todo, content_ids(todo, config), first_seen)
             resolved = with_models_resolved(config, resolve_model_ref)
             dataset = build_dataset(todo, resolved, loaded.taxonomy)

@@ -6,8 +6,10 @@ safetensors into a cache directory, and then load them back through the same pro
 real Hub id goes through. They check plumbing, shapes, determinism and speed ratios, not image quality:
 a random captioner writes word salad and a random editor paints noise.
 
-Configs refer to them as ``tiny:NAME`` (``tiny:captioner``, ``tiny:instruct-pix2pix``, ``tiny:clip``,
-``tiny:llava`` for the trainers' side);
+Configs refer to them as ``tiny:NAME``: ``tiny:captioner``, ``tiny:clip``, the editors
+``tiny:instruct-pix2pix``, ``tiny:stable-diffusion`` (text-to-image and img2img),
+``tiny:stable-diffusion-inpaint``, ``tiny:sdxl``, ``tiny:flux-kontext``, the segmenter ``tiny:clipseg``, and
+``tiny:llava`` for the trainers' side;
 :func:`resolve_model_ref` builds them on first use and returns the local directory.
 """
 
@@ -22,7 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 # Bump when a builder changes so caches of older builds are not reused.
-TINY_MODELS_VERSION = 2
+TINY_MODELS_VERSION = 3
 TINY_PREFIX = "tiny:"
 
 # Words the tiny captioner can emit: enough caption vocabulary, attribute words and concept words that
@@ -103,45 +105,191 @@ def build_captioner(out: Path) -> None:
     processor.save_pretrained(out)
 
 
-def build_instruct_pix2pix(out: Path) -> None:
-    """A StableDiffusionInstructPix2PixPipeline with a tiny UNet (8 input channels), VAE and text encoder."""
-    import torch
-    from diffusers import (
-        AutoencoderKL,
-        EulerAncestralDiscreteScheduler,
-        StableDiffusionInstructPix2PixPipeline,
-        UNet2DConditionModel,
-    )
-    from transformers import CLIPTextConfig, CLIPTextModel
+def _tiny_unet(in_channels: int, **extra):
+    from diffusers import UNet2DConditionModel
 
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 64), layers_per_block=1, sample_size=16, in_channels=8, out_channels=4,
+    return UNet2DConditionModel(
+        block_out_channels=(32, 64), layers_per_block=1, sample_size=16, in_channels=in_channels, out_channels=4,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32, attention_head_dim=8,
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), **{"cross_attention_dim": 32, "attention_head_dim": 8, **extra},
     )
-    # Three VAE levels: 4x downsampling keeps the UNet's latents small at the mini-run's 64 px.
-    vae = AutoencoderKL(
+
+
+def _tiny_vae(**extra):
+    from diffusers import AutoencoderKL
+
+    # Three levels: 4x downsampling keeps the latents small at the mini-run's 64 px.
+    settings = dict(
         block_out_channels=[16, 32, 32], in_channels=3, out_channels=3, norm_num_groups=16,
         down_block_types=["DownEncoderBlock2D"] * 3, up_block_types=["UpDecoderBlock2D"] * 3,
         latent_channels=4, sample_size=64,
     )
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            bos_token_id=49406, eos_token_id=49407, pad_token_id=49407, hidden_size=32, intermediate_size=37,
-            num_attention_heads=4, num_hidden_layers=2, vocab_size=49408, max_position_embeddings=77,
-        )
+    settings.update(extra)
+    return AutoencoderKL(**settings)
+
+
+def _tiny_clip_text_config(**extra):
+    from transformers import CLIPTextConfig
+
+    settings = dict(
+        bos_token_id=49406, eos_token_id=49407, pad_token_id=49407, hidden_size=32, intermediate_size=37,
+        num_attention_heads=4, num_hidden_layers=2, vocab_size=49408, max_position_embeddings=77,
     )
+    settings.update(extra)
+    return CLIPTextConfig(**settings)
+
+
+def _clip_tokenizer():
     with tempfile.TemporaryDirectory() as work:
-        tokenizer = build_clip_tokenizer(Path(work))
+        return build_clip_tokenizer(Path(work))
+
+
+def _sd_scheduler():
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
+        clip_sample=False, set_alpha_to_one=False, steps_offset=1,
+    )
+
+
+def build_instruct_pix2pix(out: Path) -> None:
+    """A StableDiffusionInstructPix2PixPipeline with a tiny UNet (8 input channels), VAE and text encoder."""
+    import torch
+    from diffusers import EulerAncestralDiscreteScheduler, StableDiffusionInstructPix2PixPipeline
+    from transformers import CLIPTextModel
+
+    torch.manual_seed(0)
     scheduler = EulerAncestralDiscreteScheduler(
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000
     )
     pipe = StableDiffusionInstructPix2PixPipeline(
-        unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler,
+        unet=_tiny_unet(8), vae=_tiny_vae(), text_encoder=CLIPTextModel(_tiny_clip_text_config()),
+        tokenizer=_clip_tokenizer(), scheduler=scheduler,
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
     pipe.save_pretrained(out, safe_serialization=True)
+
+
+def build_stable_diffusion(out: Path) -> None:
+    """A Stable Diffusion 1.5-layout pipeline (4-channel UNet, DDIM): text-to-image and img2img."""
+    import torch
+    from diffusers import StableDiffusionPipeline
+    from transformers import CLIPTextModel
+
+    torch.manual_seed(0)
+    pipe = StableDiffusionPipeline(
+        unet=_tiny_unet(4), vae=_tiny_vae(), text_encoder=CLIPTextModel(_tiny_clip_text_config()),
+        tokenizer=_clip_tokenizer(), scheduler=_sd_scheduler(),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.save_pretrained(out, safe_serialization=True)
+
+
+def build_stable_diffusion_inpaint(out: Path) -> None:
+    """A Stable Diffusion inpainting pipeline: 9 input channels (latents, mask, masked-image latents)."""
+    import torch
+    from diffusers import StableDiffusionInpaintPipeline
+    from transformers import CLIPTextModel
+
+    torch.manual_seed(0)
+    pipe = StableDiffusionInpaintPipeline(
+        unet=_tiny_unet(9), vae=_tiny_vae(), text_encoder=CLIPTextModel(_tiny_clip_text_config()),
+        tokenizer=_clip_tokenizer(), scheduler=_sd_scheduler(),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.save_pretrained(out, safe_serialization=True)
+
+
+def build_sdxl(out: Path) -> None:
+    """An SDXL-layout pipeline: two text encoders (the second with a projection) and text-time conditioning."""
+    import torch
+    from diffusers import StableDiffusionXLPipeline
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    torch.manual_seed(0)
+    unet = _tiny_unet(
+        4, cross_attention_dim=64, attention_head_dim=(2, 4), use_linear_projection=True,
+        addition_embed_type="text_time", addition_time_embed_dim=8, transformer_layers_per_block=(1, 2),
+        projection_class_embeddings_input_dim=6 * 8 + 32,
+    )
+    pipe = StableDiffusionXLPipeline(
+        unet=unet, vae=_tiny_vae(), text_encoder=CLIPTextModel(_tiny_clip_text_config()),
+        text_encoder_2=CLIPTextModelWithProjection(_tiny_clip_text_config(projection_dim=32)),
+        tokenizer=_clip_tokenizer(), tokenizer_2=_clip_tokenizer(), scheduler=_sd_scheduler(),
+        force_zeros_for_empty_prompt=True,
+    )
+    pipe.save_pretrained(out, safe_serialization=True)
+
+
+def _t5_tokenizer():
+    """A T5 tokenizer (Unigram over the caption words, spelled out letter by letter when unknown)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from transformers import T5TokenizerFast
+
+    words = sorted(set(CAPTION_WORDS) | set("turn into make change the person".split()))
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -3.0)]
+    vocab += [("\u2581" + w, -1.0) for w in words] + [(c, -5.0) for c in "abcdefghijklmnopqrstuvwxyz-,."]
+    tok = Tokenizer(models.Unigram(vocab, unk_id=2))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    tok.post_processor = processors.TemplateProcessing(
+        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)]
+    )
+    return T5TokenizerFast(tokenizer_object=tok, eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
+                           extra_ids=0, model_max_length=512)
+
+
+def build_flux_kontext(out: Path) -> None:
+    """A FLUX.1 Kontext-layout pipeline: a one-block MMDiT, a CLIP and a T5 text encoder, a flow-matching
+    scheduler (the layout of diffusers' own Kontext tests, saved with real tokenizers)."""
+    import torch
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxKontextPipeline, FluxTransformer2DModel
+    from transformers import CLIPTextModel, T5Config, T5EncoderModel
+
+    torch.manual_seed(0)
+    transformer = FluxTransformer2DModel(
+        patch_size=1, in_channels=4, num_layers=1, num_single_layers=1, attention_head_dim=16,
+        num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32, axes_dims_rope=[4, 4, 8],
+    )
+    vae = _tiny_vae(
+        block_out_channels=[8, 8, 8], norm_num_groups=8, latent_channels=1, use_quant_conv=False,
+        use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5035,
+    )
+    t5 = T5EncoderModel(T5Config(vocab_size=128, d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4))
+    pipe = FluxKontextPipeline(
+        transformer=transformer, vae=vae, text_encoder=CLIPTextModel(_tiny_clip_text_config(projection_dim=32)),
+        tokenizer=_clip_tokenizer(), text_encoder_2=t5, tokenizer_2=_t5_tokenizer(),
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+    )
+    pipe.save_pretrained(out, safe_serialization=True)
+
+
+def build_clipseg(out: Path) -> None:
+    """A CLIPSeg text-prompted segmenter (the inpainting backend's mask source)."""
+    import torch
+    from transformers import CLIPSegConfig, CLIPSegForImageSegmentation, CLIPSegProcessor, ViTImageProcessor
+
+    torch.manual_seed(0)
+    config = CLIPSegConfig(
+        text_config=dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
+                         vocab_size=49408, max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407,
+                         pad_token_id=49407),
+        vision_config=dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
+                           image_size=32, patch_size=8),
+        projection_dim=32, extract_layers=[0, 1], reduce_dim=16, decoder_num_attention_heads=2,
+        decoder_intermediate_size=32,
+    )
+    model = CLIPSegForImageSegmentation(config).eval()
+    image_processor = ViTImageProcessor(
+        size={"height": 32, "width": 32}, image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225]
+    )
+    processor = CLIPSegProcessor(image_processor=image_processor, tokenizer=build_clip_tokenizer(out))
+    for name in ("vocab.json", "merges.txt"):
+        (out / name).unlink()
+    model.save_pretrained(out, safe_serialization=True)
+    processor.save_pretrained(out)
 
 
 def build_clip(out: Path) -> None:
@@ -201,6 +349,11 @@ def build_llava(out: Path) -> None:
 BUILDERS: dict[str, Callable[[Path], None]] = {
     "captioner": build_captioner,
     "instruct-pix2pix": build_instruct_pix2pix,
+    "stable-diffusion": build_stable_diffusion,
+    "stable-diffusion-inpaint": build_stable_diffusion_inpaint,
+    "sdxl": build_sdxl,
+    "flux-kontext": build_flux_kontext,
+    "clipseg": build_clipseg,
     "clip": build_clip,
     "llava": build_llava,
 }

@@ -69,6 +69,8 @@ CANDIDATE = pa.struct(
         pa.field("width", pa.int32()),
         pa.field("height", pa.int32()),
         pa.field("error", pa.string()),  # the editor failed on this candidate
+        pa.field("guidance_scale", pa.float32()),  # as used: fixed, or drawn per candidate
+        pa.field("p2p_fraction", pa.float32()),  # text_to_image: share of steps under attention control
         # Filled by the filter:
         pa.field("text_image", pa.float32()),
         pa.field("directional", pa.float32()),
@@ -90,6 +92,8 @@ SET = pa.schema(
         pa.field("axis", pa.string(), nullable=False),
         pa.field("members", pa.list_(MEMBER)),
         pa.field("candidate_seeds", pa.list_(pa.int64())),
+        # Generate mode: each candidate's base image (raw RGB at width x height), by candidate index
+        pa.field("candidate_bases", pa.list_(pa.binary())),
         # Filled by edit and filter:
         pa.field("candidates", pa.list_(CANDIDATE)),
         pa.field("set_status", pa.string()),  # accepted | rejected | error
@@ -113,6 +117,8 @@ MANIFEST = pa.schema(
         pa.field("attributes", pa.string()),  # JSON object attribute -> value
         pa.field("candidate", pa.int32()),
         pa.field("noise_seed", pa.int64()),
+        pa.field("guidance_scale", pa.float32()),
+        pa.field("p2p_fraction", pa.float32()),
         pa.field("status", pa.string(), nullable=False),  # accepted | rejected | error
         pa.field("reason", pa.string()),
         pa.field("set_status", pa.string(), nullable=False),

@@ -1,9 +1,16 @@
-"""Edit: render every member (and candidate) of a set with a diffusers editor.
+"""Edit: render every member (and candidate) of a set with a diffusers model.
 
-First backend: InstructPix2Pix (``StableDiffusionInstructPix2PixPipeline``). All members of a set go
-through the pipeline together, in chunks of at most ``max_batch`` images. Each image gets its own
-``torch.Generator`` seeded from its candidate's noise seed, so members of a candidate share their
-initial noise and the pixels depend only on (run seed, set id, candidate), never on batching.
+Backends (``edit.backend``), each in ``stages/editors/``:
+  instruct_pix2pix  InstructPix2Pix instruction editing of the seed photo
+  img2img           SDEdit: noise the seed photo to ``strength`` and denoise toward the target caption
+  inpaint           repaint only the person (a CLIPSeg mask, dilated and feathered); the rest is kept
+  flux_kontext      FLUX.1 Kontext instruction editing (DiT family, highest quality, highest cost)
+  text_to_image     generate mode: no seed photo; base image and members from text with shared noise
+                    and prompt-to-prompt attention injection (SD 1.5 and SDXL families)
+
+All members of a set go through the model together, in chunks of at most ``max_batch`` images. Each image
+gets its own noise from its candidate's seed, so members of a candidate share their initial noise and the
+pixels depend only on (run seed, set id, candidate), never on batching.
 """
 
 from __future__ import annotations
@@ -11,27 +18,79 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-import numpy as np
-import pyarrow as pa
-
-from schemas.records import SET, STATUS_ERROR, STATUS_OK, rows_to_table
-from stages import faults
-from stages.imaging import describe_error, from_raw, square_crop
-from stages.row_errors import fail_set
 from stages.resources import Resources
-from stages.torch_runtime import resolve_device, resolve_dtype, set_threads
+
+BACKENDS = ("instruct_pix2pix", "img2img", "inpaint", "flux_kontext", "text_to_image")
+PHOTO_BACKENDS = ("instruct_pix2pix", "img2img", "inpaint", "flux_kontext")  # edit a seed photo
+
+
+@dataclass
+class PromptToPromptConfig:
+    """Attention control of the text_to_image backend (Hertz et al., prompt-to-prompt)."""
+
+    enabled: bool = True
+    # Share of the denoising steps (from the start) during which every member uses the base prompt's
+    # self-attention maps. Fixed, or drawn per candidate from fraction_range (SocialCounterfactuals: [0.1, 0.9]).
+    fraction: float = 0.5
+    fraction_range: list[float] | None = None
+    # Also replace cross-attention maps of the tokens the member prompt shares with the base prompt
+    # (prompt-to-prompt "refine"); the attribute words keep their own maps.
+    cross_attention: bool = False
+
+    def problems(self) -> list[tuple[str, str]]:
+        found = []
+        if not 0.0 <= self.fraction <= 1.0:
+            found.append(("fraction", "must be in [0, 1]"))
+        if self.fraction_range is not None and (
+            len(self.fraction_range) != 2 or not 0.0 <= self.fraction_range[0] <= self.fraction_range[1] <= 1.0
+        ):
+            found.append(("fraction_range", "must be [low, high] with 0 <= low <= high <= 1"))
+        return found
+
+
+@dataclass
+class MaskConfig:
+    """Where the inpaint backend may paint: a text-prompted CLIPSeg mask of the person."""
+
+    model: str = "CIDAS/clipseg-rd64-refined"  # Hub id, local directory, or tiny:clipseg
+    revision: str | None = None
+    prompt: str = "person"
+    # Region prompt per attribute, for edits that need less than the whole person (age: "face").
+    # An intersectional axis paints the union of its attributes' regions.
+    prompts_by_attribute: dict[str, str] = field(default_factory=dict)
+    threshold: float = 0.4  # CLIPSeg probability above which a pixel is the region
+    dilate: int = 8  # grow the region by this many pixels (at edit.resolution) so edges can change
+    feather: float = 4.0  # Gaussian blur radius (pixels) of the blend between edit and original
+
+    def problems(self) -> list[tuple[str, str]]:
+        found = []
+        if not 0.0 < self.threshold < 1.0:
+            found.append(("threshold", "must be in (0, 1)"))
+        if self.dilate < 0:
+            found.append(("dilate", "must be >= 0"))
+        if self.feather < 0:
+            found.append(("feather", "must be >= 0"))
+        if not self.prompt.strip():
+            found.append(("prompt", "must not be empty"))
+        return found
 
 
 @dataclass
 class EditConfig:
-    backend: Literal["instruct_pix2pix"] = "instruct_pix2pix"
+    backend: Literal["instruct_pix2pix", "img2img", "inpaint", "flux_kontext", "text_to_image"] = "instruct_pix2pix"
     model: str = "timbrooks/instruct-pix2pix"  # Hub id, local directory, or tiny:NAME
     revision: str | None = None
     steps: int = 20
-    guidance_scale: float = 7.5  # text guidance
-    image_guidance_scale: float = 1.5  # how closely to keep the seed image
+    guidance_scale: float = 7.5  # text guidance (flux_kontext: the distilled guidance, 2.5 is usual)
+    # text_to_image only: draw the guidance per candidate from [low, high] (SocialCounterfactuals: [7.5, 15])
+    guidance_range: list[float] | None = None
+    image_guidance_scale: float = 1.5  # instruct_pix2pix: how closely to keep the seed image
+    strength: float = 0.75  # img2img and inpaint: how far into the noise the seed is pushed (1 = all)
     resolution: int = 512  # seeds are scaled and centre-cropped to a square of this side
-    max_batch: int = 16  # images per pipeline call
+    max_batch: int = 16  # images per model call
+    max_sequence_length: int = 512  # flux_kontext: T5 prompt tokens
+    p2p: PromptToPromptConfig = field(default_factory=PromptToPromptConfig)
+    mask: MaskConfig = field(default_factory=MaskConfig)
     device: str = "auto"
     dtype: Literal["float32", "float16", "bfloat16"] = "float16"
     threads: int = 0
@@ -47,106 +106,24 @@ class EditConfig:
             found.append(("resolution", "must be a positive multiple of 8"))
         if self.max_batch < 1:
             found.append(("max_batch", "must be >= 1"))
+        if self.backend == "text_to_image" and self.max_batch < 2:
+            found.append(("max_batch", "text_to_image needs >= 2: a base image and at least one member per call"))
         if self.guidance_scale < 0 or self.image_guidance_scale < 0:
             found.append(("guidance_scale", "guidance scales must be >= 0"))
+        if self.guidance_range is not None:
+            if self.backend != "text_to_image":
+                found.append(("guidance_range", f"only the text_to_image backend draws guidance (backend is {self.backend})"))
+            elif len(self.guidance_range) != 2 or not 0 <= self.guidance_range[0] <= self.guidance_range[1]:
+                found.append(("guidance_range", "must be [low, high] with 0 <= low <= high"))
+        if not 0.0 < self.strength <= 1.0:
+            found.append(("strength", "must be in (0, 1]"))
+        if self.max_sequence_length < 1:
+            found.append(("max_sequence_length", "must be >= 1"))
         return found
 
 
-class InstructPix2PixEditor:
-    def __init__(self, config: EditConfig):
-        self.config = config
-        self.pipe = None
-        self.oom_splits = 0  # how often a chunk was split after running out of GPU memory
-
-    def setup(self) -> None:
-        from diffusers import StableDiffusionInstructPix2PixPipeline
-
-        set_threads(self.config.threads)
-        self.device = resolve_device(self.config.device)
-        self.dtype = resolve_dtype(self.config.dtype, self.device)
-        self.pipe = StableDiffusionInstructPix2PixPipeline.from_pretrained(
-            self.config.model, revision=self.config.revision, torch_dtype=self.dtype,
-            use_safetensors=None if self.config.allow_pickle else True,
-            safety_checker=None, requires_safety_checker=False,
-        ).to(self.device)
-        self.pipe.set_progress_bar_config(disable=True)
-
-    def render(self, image, prompts: list[str], seeds: list[int]) -> list[np.ndarray]:
-        """One pipeline call: ``prompts[i]`` rendered with noise seed ``seeds[i]``; uint8 HxWx3 arrays."""
-        import torch
-
-        generators = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
-        result = self.pipe(
-            prompt=prompts,
-            image=[image] * len(prompts),
-            num_inference_steps=self.config.steps,
-            guidance_scale=self.config.guidance_scale,
-            image_guidance_scale=self.config.image_guidance_scale,
-            generator=generators,
-            output_type="np",
-        )
-        return [np.clip(np.round(img * 255.0), 0, 255).astype(np.uint8) for img in result.images]
-
-    def render_chunk(self, source, chunk: list[dict]) -> list[np.ndarray]:
-        """Render a chunk; on CUDA out-of-memory, split it in halves and render those (down to 1)."""
-        import torch
-
-        try:
-            faults.check_oom("edit", len(chunk))
-            return self.render(source, [j["prompt"] for j in chunk], [j["noise_seed"] for j in chunk])
-        except torch.cuda.OutOfMemoryError:
-            if len(chunk) == 1:
-                raise
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            self.oom_splits += 1
-            half = len(chunk) // 2
-            return self.render_chunk(source, chunk[:half]) + self.render_chunk(source, chunk[half:])
-
-    def edit_set(self, row: dict) -> list[dict]:
-        faults.check_row("edit", row)
-        source = square_crop(from_raw(row["image_rgb"], row["width"], row["height"]), self.config.resolution)
-        jobs = [
-            {"member_id": member["member_id"], "candidate": c, "noise_seed": seed, "prompt": member["instruction"]}
-            for c, seed in enumerate(row["candidate_seeds"])
-            for member in row["members"]
-        ]
-        candidates = []
-        for start in range(0, len(jobs), self.config.max_batch):
-            chunk = jobs[start : start + self.config.max_batch]
-            try:
-                images = self.render_chunk(source, chunk)
-                errors = [None] * len(chunk)
-            except Exception as exc:  # one failed chunk must not take the other candidates down
-                images = [None] * len(chunk)
-                errors = [f"edit: {describe_error(exc)}"] * len(chunk)
-            for job, image, error in zip(chunk, images, errors):
-                candidates.append(
-                    {
-                        "member_id": job["member_id"], "candidate": job["candidate"], "noise_seed": job["noise_seed"],
-                        "image_rgb": image.tobytes() if image is not None else None,
-                        "width": image.shape[1] if image is not None else None,
-                        "height": image.shape[0] if image is not None else None,
-                        "error": error, "status": STATUS_ERROR if error else None, "reason": error,
-                    }
-                )
-        return candidates
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        if self.pipe is None:
-            self.setup()
-        rows = batch.to_pylist()
-        for row in rows:
-            if row["status"] == STATUS_OK and row["set_status"] is None:
-                try:
-                    row["candidates"] = self.edit_set(row)
-                except Exception as exc:
-                    fail_set(row, "edit", exc)
-        return rows_to_table(rows, SET)
-
-
-EDITORS = {"instruct_pix2pix": InstructPix2PixEditor}
-
-
 def make_editor(config: EditConfig):
+    from stages.editors import EDITORS
+
     return EDITORS[config.backend](config)
+

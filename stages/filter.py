@@ -8,6 +8,8 @@ Scores (InstructPix2Pix / SocialCounterfactuals conventions, all cosine similari
 A candidate passes when every enabled threshold holds and, with ``safety.enabled``, its NSFW score
 (stages/safety.py, on the same embeddings) is at most the safety threshold. Per member the best passing candidate by
 ``rank_by`` is kept; a set is accepted when at least ``min_members`` members have one (0 = all).
+In generate mode (the set carries ``candidate_bases``) each candidate is judged against its own base
+image and one whole candidate set is kept: members of different candidates show different scenes.
 Every candidate leaves with ``status`` accepted / rejected / error and a reason.
 """
 
@@ -126,19 +128,31 @@ class ClipFilter:
         prompts = [self.config.attribute_prompt.format(phrase=m["phrase"]) for m in members]
         text = self.text_embeddings([row["caption"]] + [m["target_caption"] for m in members] + prompts)
         live = [c for c in row["candidates"] if c["status"] != STATUS_ERROR and c["image_rgb"] is not None]
-        images = [from_raw(row["image_rgb"], row["width"], row["height"])]
+        bases = row.get("candidate_bases")
+        # What each candidate is compared with: the seed photo, or in generate mode its own base image.
+        if bases is None:
+            source_keys, images = [None], [from_raw(row["image_rgb"], row["width"], row["height"])]
+        else:
+            source_keys = [c for c, base in enumerate(bases) if base is not None]
+            images = [from_raw(bases[c], row["width"], row["height"]) for c in source_keys]
         images += [from_raw(c["image_rgb"], c["width"], c["height"]) for c in live]
         embeddings = self.embedder.images(images)
-        src = embeddings[0]
+        n_sources = len(source_keys)
+        sources = dict(zip(source_keys, embeddings[:n_sources]))
         nsfw = self.safety.scores(embeddings) if self.safety else [None] * len(embeddings)
-        if self.safety and self.config.safety.check_source and self.safety.is_unsafe(nsfw[0]):
-            self._reject_unsafe_source(row, live, nsfw)
-            return
+        unsafe_sources = set()
+        if self.safety and self.config.safety.check_source:
+            unsafe_sources = {k for k, score in zip(source_keys, nsfw[:n_sources]) if self.safety.is_unsafe(score)}
+            if bases is None and unsafe_sources:
+                self._reject_unsafe_source(row, live, nsfw)
+                return
         # Zero-shot over the members, for every candidate of the set in one product.
-        probs = self.embedder.zero_shot(embeddings[1:], np.stack([text[p] for p in prompts])) if live else []
-        for cand, img, cand_probs, cand_nsfw in zip(live, embeddings[1:], probs, nsfw[1:]):
+        cand_embeddings = embeddings[n_sources:]
+        probs = self.embedder.zero_shot(cand_embeddings, np.stack([text[p] for p in prompts])) if live else []
+        for cand, img, cand_probs, cand_nsfw in zip(live, cand_embeddings, probs, nsfw[n_sources:]):
             index = index_of[cand["member_id"]]
-            scores = self.score_candidate(img, src, text, row["caption"], members[index], cand_probs, index)
+            key = cand["candidate"] if bases is not None else None
+            scores = self.score_candidate(img, sources[key], text, row["caption"], members[index], cand_probs, index)
             cand.update({k: (None if v is None else float(v)) for k, v in scores.items()})
             cand["failed_checks"] = self.failed_checks(scores)
             reasons = [f"{n} {scores[n]:.4f} < {getattr(self.config.thresholds, n):.4f}" for n in cand["failed_checks"]]
@@ -147,33 +161,67 @@ class ClipFilter:
                 if self.safety.is_unsafe(cand_nsfw):
                     cand["failed_checks"].append("nsfw")
                     reasons.append(self.safety.reason(cand_nsfw))
+            if key is not None and key in unsafe_sources:
+                cand["failed_checks"].append("nsfw_source")
+                reasons.append(self.safety.reason(float(nsfw[source_keys.index(key)]), "base image nsfw"))
             if cand["failed_checks"]:
                 cand["status"] = STATUS_REJECTED
                 cand["reason"] = "failed: " + "; ".join(reasons)
+        passing = [c for c in live if not c["failed_checks"]]
+        needed = min(self.config.min_members or len(members), len(members))
+        if bases is None:
+            self._keep_best_per_member(row, passing, needed)
+        else:
+            self._keep_best_candidate_set(row, passing, needed)
 
+    def _keep_best_per_member(self, row: dict, passing: list[dict], needed: int) -> None:
+        """Photo edits: every candidate shares the seed, so each member keeps its own best candidate."""
         best: dict[str, dict] = {}
-        for cand in live:  # candidates arrive in candidate order: ties keep the earlier one
-            if cand["failed_checks"]:
-                continue
+        for cand in passing:  # candidates arrive in candidate order: ties keep the earlier one
             current = best.get(cand["member_id"])
             if current is None or self._rank(cand) > self._rank(current):
                 best[cand["member_id"]] = cand
-        needed = self.config.min_members or len(members)
-        accepted = len(best) >= min(needed, len(members))
-        for cand in live:
-            if cand["failed_checks"]:
-                continue
+        accepted = len(best) >= needed
+        total = len(row["members"])
+        for cand in passing:
             if best.get(cand["member_id"]) is not cand:
                 cand["status"] = STATUS_REJECTED
                 cand["reason"] = f"passed, but not the best candidate by {self.config.rank_by}"
             elif accepted:
-                cand["status"] = STATUS_ACCEPTED
-                cand["reason"] = None
+                cand["status"], cand["reason"] = STATUS_ACCEPTED, None
             else:
                 cand["status"] = STATUS_REJECTED
-                cand["reason"] = f"set rejected: {len(best)} of {len(members)} members passed (needs {needed})"
+                cand["reason"] = f"set rejected: {len(best)} of {total} members passed (needs {needed})"
         row["set_status"] = STATUS_ACCEPTED if accepted else STATUS_REJECTED
-        row["set_reason"] = None if accepted else f"{len(best)} of {len(members)} members passed (needs {needed})"
+        row["set_reason"] = None if accepted else f"{len(best)} of {total} members passed (needs {needed})"
+
+    def _keep_best_candidate_set(self, row: dict, passing: list[dict], needed: int) -> None:
+        """Generate mode: each candidate is a different scene, so members are only counterfactuals of one
+        another within a candidate. Keep one whole candidate set: among those with enough passing
+        members, the best by mean ``rank_by``; the set's source becomes that candidate's base image."""
+        by_candidate: dict[int, list[dict]] = {}
+        for cand in passing:
+            by_candidate.setdefault(cand["candidate"], []).append(cand)
+        eligible = [c for c, cands in by_candidate.items() if len(cands) >= needed]
+        mean_rank = {c: float(np.mean([self._rank(x) for x in by_candidate[c]])) for c in eligible}
+        chosen = max(sorted(eligible), key=lambda c: mean_rank[c]) if eligible else None
+        total = len(row["members"])
+        most = max((len(v) for v in by_candidate.values()), default=0)
+        for cand in passing:
+            if chosen is None:
+                cand["status"] = STATUS_REJECTED
+                cand["reason"] = f"set rejected: at most {most} of {total} members of one candidate set passed (needs {needed})"
+            elif cand["candidate"] != chosen:
+                cand["status"] = STATUS_REJECTED
+                cand["reason"] = f"passed, but candidate set {chosen} was kept (best mean {self.config.rank_by})"
+            else:
+                cand["status"], cand["reason"] = STATUS_ACCEPTED, None
+        if chosen is None:
+            row["set_status"] = STATUS_REJECTED
+            row["set_reason"] = f"no candidate set with {needed} of {total} members passing (best had {most})"
+            return
+        row["image_rgb"] = row["candidate_bases"][chosen]
+        row["set_status"], row["set_reason"] = STATUS_ACCEPTED, None
 
     def _reject_unsafe_source(self, row: dict, live: list[dict], nsfw) -> None:
         reason = self.safety.reason(float(nsfw[0]), "seed image nsfw")

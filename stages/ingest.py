@@ -24,6 +24,7 @@ from schemas import keys
 from schemas.records import SEED, SEED_REF, STATUS_ERROR, STATUS_OK, rows_to_table
 from stages import faults
 from stages.imaging import SeedImageError, decode_seed_image, describe_error, to_raw
+from stages.phrasing import fix_articles
 from stages.resources import Resources
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")
@@ -31,8 +32,12 @@ IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")
 
 @dataclass
 class IngestConfig:
-    kind: Literal["folder", "webdataset", "parquet"] = "folder"
+    kind: Literal["folder", "webdataset", "parquet", "generate"] = "folder"
     path: str = ""  # folder, tar file, folder of tars, brace pattern of tars, or parquet file
+    # generate: no seed photos; one seed per concept x prompt template x seeds_per_prompt, whose caption is
+    # the template filled with the concept ("a photo of {a_concept}" -> "a photo of a chef")
+    prompts: list[str] = field(default_factory=lambda: ["a photo of {a_concept}"])
+    seeds_per_prompt: int = 1
     max_pixels: int = 40_000_000  # larger images are refused (decompression bombs)
     min_side: int = 16
     max_side: int = 1024  # longer side is scaled down to this
@@ -42,6 +47,8 @@ class IngestConfig:
 
     def problems(self) -> list[tuple[str, str]]:
         found = []
+        if self.kind == "generate":
+            return found + _prompt_problems(self.prompts, self.seeds_per_prompt)
         if not self.path:
             found.append(("path", "is required"))
         if self.min_side < 1 or self.max_side < self.min_side:
@@ -49,6 +56,49 @@ class IngestConfig:
         if self.max_pixels < self.min_side * self.min_side:
             found.append(("max_pixels", "must allow at least a min_side x min_side image"))
         return found
+
+
+PROMPT_FIELDS = ("concept", "a_concept")
+GENERATED_URI = "generate:"  # source_uri prefix of seeds made from text
+
+
+def _prompt_problems(prompts: list[str], seeds_per_prompt: int) -> list[tuple[str, str]]:
+    import string
+
+    found = []
+    if not prompts:
+        found.append(("prompts", "must list at least one template"))
+    for i, template in enumerate(prompts):
+        try:
+            names = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+        except ValueError as exc:
+            found.append((f"prompts[{i}]", f"is not a valid template ({exc})"))
+            continue
+        unknown = names - set(PROMPT_FIELDS)
+        if unknown:
+            found.append((f"prompts[{i}]", f"unknown placeholder(s) {sorted(unknown)}; allowed: {{concept}}, {{a_concept}}"))
+        elif not names:
+            found.append((f"prompts[{i}]", "must contain {concept} or {a_concept}"))
+    if seeds_per_prompt < 1:
+        found.append(("seeds_per_prompt", "must be >= 1"))
+    return found
+
+
+def base_prompt(template: str, concept_words: str) -> str:
+    """``"a photo of {a_concept}"`` + ``"office worker"`` -> ``"a photo of an office worker"``."""
+    return fix_articles(template.format(concept=concept_words, a_concept=f"a {concept_words}"))
+
+
+def _list_generated(config: IngestConfig, concepts) -> list[dict]:
+    """Generate mode: one seed per concept x template x seeds_per_prompt, its caption the base prompt."""
+    refs = []
+    for concept in concepts:
+        for t, template in enumerate(config.prompts):
+            prompt = base_prompt(template, concept.words)
+            for k in range(config.seeds_per_prompt):
+                seed_id = f"{concept.id}-p{t}-{k}"
+                refs.append(_ref(GENERATED_URI + seed_id, None, source_seed_id=seed_id, concept=concept.id, caption=prompt))
+    return refs
 
 
 def _ref(source_uri: str, member: str | None = None, **extra) -> dict:
@@ -220,10 +270,13 @@ def _list_parquet(config: IngestConfig) -> list[dict]:
     return refs
 
 
-def list_seeds(config: IngestConfig, seeds_per_shard: int, limit: int | None = None) -> pa.Table:
-    """Every input as a SEED_REF row, in a stable order, each assigned to its output shard."""
-    lister = {"folder": _list_folder, "webdataset": _list_webdataset, "parquet": _list_parquet}[config.kind]
-    refs = lister(config)
+def list_seeds(config: IngestConfig, seeds_per_shard: int, limit: int | None = None, concepts=()) -> pa.Table:
+    """Every input as a SEED_REF row, in a stable order, each assigned to its output shard.
+    ``concepts`` (taxonomy Concepts) are what generate mode makes base prompts for."""
+    if config.kind == "generate":
+        refs = _list_generated(config, concepts)
+    else:
+        refs = {"folder": _list_folder, "webdataset": _list_webdataset, "parquet": _list_parquet}[config.kind](config)
     if limit is not None:
         refs = refs[:limit]
     for index, ref in enumerate(refs):
@@ -307,6 +360,10 @@ class DecodeSeeds:
 
     def decode_row(self, row: dict) -> dict:
         out = dict(row)
+        if self.config.kind == "generate":
+            # generate mode: no image yet; the editor makes it from the caption (the base prompt)
+            out.update(seed_id=row["source_seed_id"], image_rgb=None, width=None, height=None, status=STATUS_OK, error=None)
+            return out
         try:
             faults.check_row("ingest", row)
             data = read_source_bytes(row)

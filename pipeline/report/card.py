@@ -60,12 +60,14 @@ def render_card(contents: OutputContents, stats: dict) -> str:
         "",
         "## How it was made",
         "",
-        f"- seed captions: `{cap.get('model')}` (revision {cap.get('revision') or 'default'})",
+        (f"- seeds: generated from text, base prompts {(config.get('input') or {}).get('prompts')} per concept"
+         if (config.get("input") or {}).get("kind") == "generate"
+         else f"- seed captions: `{cap.get('model')}` (revision {cap.get('revision') or 'default'})"),
         f"- concepts: from the source, else zero-shot `{concept.get('model') or 'off'}`, else caption keywords, "
         f"else the default `{config.get('plan', {}).get('default_concept')}`",
         f"- editor: `{edit.get('model')}` ({edit.get('backend')}, revision {edit.get('revision') or 'default'}), "
-        f"{edit.get('steps')} steps, guidance {edit.get('guidance_scale')}, image guidance "
-        f"{edit.get('image_guidance_scale')}, {edit.get('resolution')} px, "
+        f"{edit.get('steps')} steps, guidance {edit.get('guidance_range') or edit.get('guidance_scale')}, "
+        f"{_backend_settings(edit)}{edit.get('resolution')} px, "
         f"{config.get('plan', {}).get('candidates_per_set')} candidate(s) per member",
         f"- filter: open_clip `{filt.get('model')}` ({filt.get('pretrained') or 'weights in model dir'}), thresholds "
         + ", ".join(f"{k} {v}" for k, v in (filt.get("thresholds") or {}).items())
@@ -140,3 +142,22 @@ def render_croissant(contents: OutputContents) -> dict:
             ],
         }],
     }
+
+
+def _backend_settings(edit: dict) -> str:
+    backend = edit.get("backend")
+    if backend == "instruct_pix2pix":
+        return f"image guidance {edit.get('image_guidance_scale')}, "
+    if backend == "img2img":
+        return f"strength {edit.get('strength')}, "
+    if backend == "inpaint":
+        mask = edit.get("mask") or {}
+        return (f"strength {edit.get('strength')}, CLIPSeg mask `{mask.get('model')}` \"{mask.get('prompt')}\" "
+                f"(threshold {mask.get('threshold')}, dilate {mask.get('dilate')} px, feather {mask.get('feather')} px), ")
+    if backend == "text_to_image":
+        p2p = edit.get("p2p") or {}
+        fraction = p2p.get("fraction_range") or p2p.get("fraction")
+        control = (f"prompt-to-prompt self-attention{' and cross-attention' if p2p.get('cross_attention') else ''} "
+                   f"for a {fraction} fraction of steps" if p2p.get("enabled") else "no attention control")
+        return f"DDIM, shared noise per candidate set, {control}, "
+    return ""

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from schemas.records import CAPTIONED, SET, rows_to_table
-from stages.edit import EditConfig, InstructPix2PixEditor
+from stages.edit import EditConfig
+from stages.editors.instruct_pix2pix import InstructPix2PixEditor
 from stages.plan import PlanConfig, Planner
 from tests.helpers import error_seed_row, seed_row, noise_image
 

@@ -1,7 +1,8 @@
 import pytest
 
 from schemas.records import CAPTIONED, rows_to_table
-from stages.edit import EditConfig, InstructPix2PixEditor
+from stages.edit import EditConfig
+from stages.editors.instruct_pix2pix import InstructPix2PixEditor
 from stages.clip_model import ClipEmbedder
 from stages.filter import ClipFilter, FilterConfig, Thresholds, directional_similarity
 from stages.imaging import from_raw

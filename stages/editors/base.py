@@ -1,0 +1,155 @@
+"""What every editor backend shares: loading, per-candidate draws, chunking, OOM splitting, the batch loop.
+
+A backend says how to load its pipeline (``load``), what it conditions on (``prompt_field``), how to
+prepare a set once (``prepare``: the seed crop, a mask) and how to render one chunk of jobs (``render``).
+One job is one member x candidate; its image must depend only on the job, never on its chunk-mates.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from schemas.records import SET, STATUS_ERROR, STATUS_OK, rows_to_table
+from stages import faults
+from stages.edit import EditConfig
+from stages.imaging import describe_error, from_raw, square_crop
+from stages.row_errors import fail_set
+from stages.torch_runtime import resolve_device, resolve_dtype, set_threads
+
+
+def to_uint8(images) -> list[np.ndarray]:
+    """Pipeline output in [0, 1] (numpy, N x H x W x 3) -> uint8 arrays."""
+    return [np.clip(np.round(np.asarray(img) * 255.0), 0, 255).astype(np.uint8) for img in images]
+
+
+def draw_uniform(noise_seed: int, stream: int, low: float, high: float) -> float:
+    """A value in [low, high] from the candidate's seed: stream 1 is guidance, 2 the p2p fraction."""
+    return float(np.random.default_rng([int(noise_seed) & (2**64 - 1), stream]).uniform(low, high))
+
+
+class Editor:
+    prompt_field = "instruction"  # the member field the model is conditioned on
+
+    def __init__(self, config: EditConfig):
+        self.config = config
+        self.pipe = None
+        self.oom_splits = 0  # how often a chunk was split after running out of GPU memory
+
+    # -- set-up ---------------------------------------------------------------------------------------
+    def setup(self) -> None:
+        set_threads(self.config.threads)
+        self.device = resolve_device(self.config.device)
+        self.dtype = resolve_dtype(self.config.dtype, self.device)
+        self.pipe = self.load()
+        self.pipe.set_progress_bar_config(disable=True)
+
+    def from_pretrained(self, pipeline_class, **extra):
+        return pipeline_class.from_pretrained(
+            self.config.model, revision=self.config.revision, torch_dtype=self.dtype,
+            use_safetensors=None if self.config.allow_pickle else True, **extra,
+        ).to(self.device)
+
+    def load(self):
+        raise NotImplementedError
+
+    # -- one set --------------------------------------------------------------------------------------
+    def draws(self, noise_seed: int) -> dict:
+        """Per-candidate sampling settings; backends that draw them per candidate override this."""
+        return {"guidance_scale": self.config.guidance_scale, "p2p_fraction": None}
+
+    def jobs(self, row: dict) -> list[dict]:
+        jobs = []
+        for c, seed in enumerate(row["candidate_seeds"]):
+            draws = self.draws(seed)
+            for member in row["members"]:
+                jobs.append({"member": member, "member_id": member["member_id"], "candidate": c,
+                             "noise_seed": seed, "prompt": member[self.prompt_field], **draws})
+        return jobs
+
+    def chunks(self, jobs: list[dict]) -> list[list[dict]]:
+        size = self.config.max_batch
+        return [jobs[i : i + size] for i in range(0, len(jobs), size)]
+
+    def prepare(self, row: dict):
+        """What every chunk of the set needs, made once: by default the seed photo at the edit size."""
+        return square_crop(from_raw(row["image_rgb"], row["width"], row["height"]), self.config.resolution)
+
+    def render(self, context, jobs: list[dict]) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def render_chunk(self, context, chunk: list[dict]) -> list[np.ndarray]:
+        """Render a chunk; on CUDA out-of-memory, split it in halves and render those (down to 1)."""
+        import torch
+
+        try:
+            faults.check_oom("edit", len(chunk))
+            return self.render(context, chunk)
+        except torch.cuda.OutOfMemoryError:
+            if len(chunk) == 1:
+                raise
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            self.oom_splits += 1
+            half = len(chunk) // 2
+            return self.render_chunk(context, chunk[:half]) + self.render_chunk(context, chunk[half:])
+
+    def edit_set(self, row: dict) -> list[dict]:
+        faults.check_row("edit", row)
+        context = self.prepare(row)
+        candidates = []
+        for chunk in self.chunks(self.jobs(row)):
+            try:
+                images = self.render_chunk(context, chunk)
+                errors = [None] * len(chunk)
+            except Exception as exc:  # one failed chunk must not take the other candidates down
+                images = [None] * len(chunk)
+                errors = [f"edit: {describe_error(exc)}"] * len(chunk)
+            for job, image, error in zip(chunk, images, errors):
+                candidates.append(
+                    {
+                        "member_id": job["member_id"], "candidate": job["candidate"], "noise_seed": job["noise_seed"],
+                        "guidance_scale": job["guidance_scale"], "p2p_fraction": job["p2p_fraction"],
+                        "image_rgb": image.tobytes() if image is not None else None,
+                        "width": image.shape[1] if image is not None else None,
+                        "height": image.shape[0] if image is not None else None,
+                        "error": error, "status": STATUS_ERROR if error else None, "reason": error,
+                    }
+                )
+        return candidates
+
+    def finish_set(self, row: dict, candidates: list[dict]) -> None:
+        row["candidates"] = candidates
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        if self.pipe is None:
+            self.setup()
+        rows = batch.to_pylist()
+        for row in rows:
+            if row["status"] == STATUS_OK and row["set_status"] is None:
+                try:
+                    self.finish_set(row, self.edit_set(row))
+                except Exception as exc:
+                    fail_set(row, "edit", exc)
+        return rows_to_table(rows, SET)
+
+
+def generators(seeds) -> list:
+    """One CPU generator per image: noise comes from the candidate's seed, whatever the device or batch."""
+    import torch
+
+    return [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
+
+
+def no_safety_checker(model: str) -> dict:
+    """SD 1.5-family pipelines take a ``safety_checker`` (the filter's own safety check replaces it);
+    SDXL pipelines have none and would warn about the argument, so a local model without one gets none."""
+    import json
+    import os
+
+    index = os.path.join(model, "model_index.json")
+    if os.path.isfile(index):
+        with open(index, encoding="utf-8") as handle:
+            if "safety_checker" not in json.load(handle):
+                return {}
+    return {"safety_checker": None, "requires_safety_checker": False}

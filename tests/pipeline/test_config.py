@@ -19,7 +19,8 @@ def parse(data):
     return parse_config(data, "test.yaml", CONFIGS)
 
 
-@pytest.mark.parametrize("name", ["mini.yaml", "production.yaml"])
+@pytest.mark.parametrize("name", ["mini.yaml", "mini_generate.yaml", "production.yaml", "generate_sd15.yaml",
+                                  "generate_sdxl.yaml"])
 def test_shipped_configs_validate(name):
     loaded = load_config(CONFIGS / name)
     assert loaded.config.plan.axes
@@ -50,6 +51,12 @@ def test_production_config_names_real_models_on_gpus():
         (("filter", "safety"), {"enabled": True, "threshold": 2}, "filter.safety.threshold", "between 0 and 1"),
         (("shards", "provenance"), {"watermark": True}, "shards.provenance.watermark", "edit.resolution >= 256"),
         (("shards", "provenance"), {"watermark_text": "é"}, "shards.provenance.watermark_text", "ASCII"),
+        (("edit", "backend"), "dall-e", "edit.backend", "allowed: instruct_pix2pix, img2img, inpaint, flux_kontext"),
+        (("edit", "backend"), "text_to_image", "input.kind", "use input.kind generate"),
+        (("edit", "strength"), 0, "edit.strength", "(0, 1]"),
+        (("edit", "guidance_range"), [7.5, 15], "edit.guidance_range", "only the text_to_image backend"),
+        (("edit", "p2p"), {"fraction_range": [0.9, 0.1]}, "edit.p2p.fraction_range", "low <= high"),
+        (("edit", "mask"), {"threshold": 1.5}, "edit.mask.threshold", "(0, 1)"),
     ],
 )
 def test_bad_values_fail_naming_the_field(path, value, field, words):
@@ -85,3 +92,27 @@ def test_cli_reports_a_config_error_in_one_line(tmp_path):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "plan.axes[1]" in lines[0] and "Traceback" not in result.stderr
+
+
+def generate_data() -> dict:
+    return yaml.safe_load((CONFIGS / "mini_generate.yaml").read_text())
+
+
+@pytest.mark.parametrize(
+    "path, value, field, words",
+    [
+        (("edit", "backend"), "instruct_pix2pix", "edit.backend", "use backend text_to_image"),
+        (("input", "prompts"), ["a photo of a female {concept}"], "input.prompts[0]", "protected attribute word"),
+        (("input", "prompts"), ["a photo of {job}"], "input.prompts[0]", "unknown placeholder(s) ['job']"),
+        (("input", "prompts"), ["a photo"], "input.prompts[0]", "must contain {concept} or {a_concept}"),
+        (("input", "seeds_per_prompt"), 0, "input.seeds_per_prompt", ">= 1"),
+        (("edit", "max_batch"), 1, "edit.max_batch", "a base image and at least one member"),
+    ],
+)
+def test_generate_mode_config_errors_name_the_field(path, value, field, words):
+    data = generate_data()
+    data["edit"].pop("guidance_range")  # (only text_to_image may draw guidance: its own error)
+    data[path[0]][path[1]] = value
+    with pytest.raises(ConfigError) as err:
+        parse(data)
+    assert err.value.field == field and words in str(err.value)

@@ -39,3 +39,23 @@ def test_plan_prints_the_cost_with_a_throughput_file(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "27200 edited images at 2.00 images/s per GPU (measured (throughput file))" in result.stdout
     assert "GPU-hours: 3.78   wall time: 0.94 h" in result.stdout
+
+
+def test_flops_per_image_by_backend_and_model_family():
+    # text_to_image: 2 evaluations per step; SDXL's UNet is ~2x SD 1.5's per pixel; at 1024 px 4x the pixels
+    assert tflop_per_image("text_to_image", 50, 512) == pytest.approx(50 * 2 * 0.85 + 2.5 + 0.32)
+    assert tflop_per_image("text_to_image", 30, 1024, "sdxl") == pytest.approx(30 * 2 * 6.7 + 4 * 2.5 + 0.32)
+    assert tflop_per_image("flux_kontext", 28, 1024, "flux") == pytest.approx(28 * 164 + 4 * 2.5 + 0.32)
+
+
+def test_generate_mode_counts_the_base_images_and_img2img_only_its_strength_of_steps():
+    from pipeline.dry_run import denoising_steps, plan_counts
+
+    loaded = load_config(REPO / "configs" / "generate_sd15.yaml")
+    counts = plan_counts(loaded, seeds=10)
+    members = 12 + 10 + 30  # race_gender, physical_gender, physical_race: one call each with its base
+    assert counts["edited_images"] == 10 * members
+    assert counts["rendered_images"] == 10 * (members + 3) and counts["editor_pipeline_calls"] == 10 * 3
+    img2img = load_config(REPO / "configs" / "mini.yaml", {"edit.backend": "img2img", "edit.steps": 20,
+                                                          "edit.strength": 0.6}).config.edit
+    assert denoising_steps(img2img) == 12

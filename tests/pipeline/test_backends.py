@@ -1,0 +1,112 @@
+"""Every edit backend end to end from a config: generate mode through Ray (the shipped
+configs/mini_generate.yaml), the photo backends through the same stages and writer in one process."""
+
+import itertools
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.config import load_config, with_models_resolved
+from pipeline.graph import stage_specs
+from pipeline.run import provenance, run_pipeline
+from pipeline.stats import collect
+from pipeline.tiny_models import resolve_model_ref
+from pipeline.verify import read_tar_samples, verify_output
+from schemas.sample import sample_errors
+from stages.ingest import list_seeds
+from stages.provenance import read_provenance
+from stages.shard_writer import ShardWriter
+from stages.storage import Storage
+from tests.conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def generated(local_ray, tmp_path_factory):
+    out = tmp_path_factory.mktemp("generate") / "out"
+    loaded = load_config(REPO / "configs" / "mini_generate.yaml")
+    run_pipeline(loaded, output=str(out), report=False, log=lambda line: None)
+    return out
+
+
+def samples(out) -> dict:
+    found = {}
+    for tar in sorted((out / "shards").glob("*.tar")):
+        found.update(read_tar_samples(tar.read_bytes()))
+    return found
+
+
+def test_generate_mode_output_passes_verify_and_accounts_for_every_planned_candidate(generated):
+    problems, _ = verify_output(str(generated))
+    assert problems == []
+    rows = pq.read_table(generated / "manifest").to_pylist()
+    # 2 concepts x 2 prompts = 4 seeds; gender (2 members) + race_gender (6) per seed; 2 candidates each
+    assert len(rows) == 4 * (2 + 6) * 2
+    assert {r["seed_id"] for r in rows} == {f"{c}-p{t}-0" for c in ("chef", "science") for t in (0, 1)}
+    assert all(r["caption"] in ("a photo of a chef", "a picture of a chef at work", "a photo of a scientist",
+                                "a picture of a scientist at work") or "science" in r["seed_id"] for r in rows)
+    for r in rows:
+        assert 7.5 <= r["guidance_scale"] <= 15.0 and 0.1 <= r["p2p_fraction"] <= 0.9
+        assert r["captioner"] is None
+
+
+def test_generated_samples_keep_one_candidate_set_and_say_the_base_is_generated(generated):
+    found = samples(generated)
+    assert found
+    for key, files in found.items():
+        meta = json.loads(files["json"])
+        assert sample_errors(meta) == []
+        assert meta["source"]["generated"] is True and meta["models"]["captioner"] is None
+        assert len({m["candidate"] for m in meta["members"]}) == 1  # a whole candidate set
+        assert len({(m["guidance_scale"], m["p2p_fraction"]) for m in meta["members"]}) == 1
+        assert meta["generation"]["p2p"]["cross_attention"] is True
+        source = read_provenance(files["src.jpg"])
+        assert source["synthetic"] and source["record"]["role"] == "base"
+        assert source["record"]["base_prompt"] == meta["source"]["caption"]
+
+
+def run_in_process(config_path, overrides: dict, out) -> None:
+    """The run's stages in order, each built and set up as its actor would be, then the shard writer."""
+    loaded = load_config(config_path, overrides)
+    config = with_models_resolved(loaded.config, resolve_model_ref)
+    table = list_seeds(config.input, config.shards.seeds_per_shard, None, loaded.concepts)
+    for spec in stage_specs(config, loaded.taxonomy):
+        stage = spec.factory()
+        stage.setup()
+        table = stage(table)
+    storage = Storage(str(out))
+    writer = ShardWriter(config.shards, storage, provenance(loaded))
+    writer.setup()
+    for index, rows in itertools.groupby(table.to_pylist(), key=lambda r: r["shard_index"]):
+        writer.write_shard(index, list(rows))
+    _, sizes = collect(storage)
+    storage.write_atomic(json.dumps(sizes).encode(), "sizes.json")
+
+
+PHOTO_BACKENDS = {
+    "img2img": {"edit.model": "tiny:stable-diffusion", "edit.strength": 0.6},
+    "inpaint": {"edit.model": "tiny:stable-diffusion-inpaint", "edit.mask.model": "tiny:clipseg",
+                "edit.mask.threshold": 0.3, "edit.mask.dilate": 2},
+    "flux_kontext": {"edit.model": "tiny:flux-kontext", "edit.guidance_scale": 2.5, "edit.max_sequence_length": 32},
+}
+
+
+@pytest.mark.parametrize("backend", sorted(PHOTO_BACKENDS))
+def test_each_photo_backend_runs_the_mini_config_end_to_end(backend, tiny_cache, tmp_path):
+    out = tmp_path / "out"
+    overrides = {"edit.backend": backend, "input.path": str(REPO / "configs" / "mini_seeds"), **PHOTO_BACKENDS[backend]}
+    run_in_process(REPO / "configs" / "mini.yaml", overrides, out)
+    assert verify_output(str(out))[0] == []
+    rows = pq.read_table(out / "manifest").to_pylist()
+    assert {r["status"] for r in rows} >= {"accepted", "error"}  # broken.jpg is recorded, not lost
+    found = samples(out)
+    assert found
+    for files in found.values():
+        meta = json.loads(files["json"])
+        assert sample_errors(meta) == [] and meta["generation"]["backend"] == backend
+        assert meta["source"]["generated"] is False
+        assert all(np.frombuffer(files[m["file"]], np.uint8).size for m in meta["members"])
+    if backend == "inpaint":
+        assert meta["models"]["segmenter"].endswith("clipseg")
+        assert meta["generation"]["mask"]["dilate"] == 2

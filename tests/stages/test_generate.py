@@ -1,0 +1,142 @@
+"""Generate mode: seeds from concept prompts, text_to_image with prompt-to-prompt, whole-set selection."""
+
+import numpy as np
+import pytest
+
+from schemas.records import SEED_REF, rows_to_table
+from stages.edit import EditConfig, PromptToPromptConfig
+from stages.editors.p2p import token_map
+from stages.editors.text_to_image import TextToImageEditor
+from stages.filter import ClipFilter, FilterConfig, Thresholds
+from stages.ingest import DecodeSeeds, IngestConfig, list_seeds
+from stages.plan import PlanConfig, Planner
+
+OFF = Thresholds(text_image=None, directional=None, image_image=None, attribute_margin=None)
+
+
+def generated_sets(taxonomy, concepts=("chef", "science"), candidates=2, axes=("gender",)):
+    ingest = IngestConfig(kind="generate", prompts=["a photo of {a_concept}"])
+    refs = list_seeds(ingest, 4, concepts=[taxonomy.concepts[c] for c in concepts])
+    seeds = DecodeSeeds(ingest)(refs)
+    return Planner(PlanConfig(axes=list(axes), candidates_per_set=candidates), taxonomy, run_seed=5)(seeds)
+
+
+def make_editor(tiny, **overrides):
+    settings = dict(backend="text_to_image", model=tiny["stable-diffusion"], steps=4, resolution=32,
+                    dtype="float32", max_batch=8)
+    settings.update(overrides)
+    editor = TextToImageEditor(EditConfig(**settings))
+    editor.setup()
+    return editor
+
+
+@pytest.fixture(scope="module")
+def editor(tiny):
+    return make_editor(tiny)
+
+
+def pixels(raw: bytes) -> np.ndarray:
+    return np.frombuffer(raw, np.uint8).astype(np.int16)
+
+
+def test_generated_seeds_are_neutral_base_prompts_one_per_concept_template_and_copy(taxonomy):
+    config = IngestConfig(kind="generate", prompts=["a photo of {a_concept}", "{concept} at work"], seeds_per_prompt=2)
+    refs = list_seeds(config, 3, concepts=[taxonomy.concepts["authority"], taxonomy.concepts["chef"]]).to_pylist()
+    assert [r["source_seed_id"] for r in refs[:4]] == ["authority-p0-0", "authority-p0-1", "authority-p1-0", "authority-p1-1"]
+    assert refs[0]["caption"] == "a photo of a person in a position of authority"
+    assert refs[4]["caption"] == "a photo of a chef" and refs[6]["caption"] == "chef at work"
+    assert [r["shard_index"] for r in refs] == [0, 0, 0, 1, 1, 1, 2, 2]
+    seeds = DecodeSeeds(config)(rows_to_table(refs, SEED_REF)).to_pylist()
+    assert all(s["status"] == "ok" and s["image_rgb"] is None and s["seed_id"] == s["source_seed_id"] for s in seeds)
+
+
+def test_members_get_the_attribute_in_the_base_prompt(taxonomy):
+    (gender,) = [s for s in generated_sets(taxonomy, ("chef",)).to_pylist()]
+    assert gender["caption"] == "a photo of a chef"
+    assert [m["target_caption"] for m in gender["members"]] == ["a photo of a male chef", "a photo of a female chef"]
+
+
+def test_every_member_and_candidate_gets_an_image_and_each_candidate_a_base(editor, taxonomy):
+    out = editor(generated_sets(taxonomy, ("chef",), candidates=3)).to_pylist()[0]
+    assert {(c["member_id"], c["candidate"]) for c in out["candidates"]} == {(m, c) for m in ("male", "female") for c in range(3)}
+    assert all(c["error"] is None and len(c["image_rgb"]) == 32 * 32 * 3 for c in out["candidates"])
+    assert len(out["candidate_bases"]) == 3 and all(len(b) == 32 * 32 * 3 for b in out["candidate_bases"])
+    assert out["image_rgb"] == out["candidate_bases"][0] and (out["width"], out["height"]) == (32, 32)
+    assert len({b for b in out["candidate_bases"]}) == 3  # different noise per candidate
+
+
+def test_pixels_depend_on_the_set_not_on_its_batch_or_chunking(tiny, editor, taxonomy):
+    together = editor(generated_sets(taxonomy, ("chef", "science"), axes=("gender", "race"))).to_pylist()
+    alone = editor(generated_sets(taxonomy, ("science",), axes=("race",))).to_pylist()
+    want = together[3]
+    assert want["set_id"] == alone[0]["set_id"] == "science-p0-0-race"
+    # Same config: the set is chunked the same way whatever shares its batch, so the bytes are identical.
+    assert [c["image_rgb"] for c in alone[0]["candidates"]] == [c["image_rgb"] for c in want["candidates"]]
+    assert alone[0]["candidate_bases"] == want["candidate_bases"]
+    # Other chunking (max_batch 3: each part of a candidate carries its own base row): the same images up
+    # to float32 rounding, since GEMM kernels block by batch size. Stated tolerance: 2 levels of 255.
+    (chunked,) = make_editor(tiny, max_batch=3)(generated_sets(taxonomy, ("science",), axes=("race",))).to_pylist()
+    for got, expected in zip(chunked["candidates"], want["candidates"]):
+        diff = np.abs(pixels(got["image_rgb"]) - pixels(expected["image_rgb"]))
+        assert diff.max() <= 2 and diff.mean() < 0.05
+
+
+def test_prompt_to_prompt_keeps_members_closer_to_their_base(tiny, taxonomy):
+    def distance(editor) -> float:
+        (row,) = editor(generated_sets(taxonomy, ("chef",), axes=("race_gender",))).to_pylist()
+        bases = [pixels(b) for b in row["candidate_bases"]]
+        return float(np.mean([np.abs(pixels(c["image_rgb"]) - bases[c["candidate"]]).mean() for c in row["candidates"]]))
+
+    off = distance(make_editor(tiny, p2p=PromptToPromptConfig(enabled=False)))
+    self_only = distance(make_editor(tiny, p2p=PromptToPromptConfig(fraction=1.0)))
+    with_cross = distance(make_editor(tiny, p2p=PromptToPromptConfig(fraction=1.0, cross_attention=True)))
+    assert off > 0
+    assert self_only < 0.8 * off
+    assert with_cross < self_only
+
+
+def test_guidance_and_p2p_fraction_are_drawn_per_candidate_from_its_seed(tiny, taxonomy):
+    editor = make_editor(tiny, steps=2, guidance_range=[7.5, 15.0],
+                         p2p=PromptToPromptConfig(fraction_range=[0.1, 0.9]))
+    first = editor(generated_sets(taxonomy, ("chef",), candidates=4)).to_pylist()[0]
+    again = editor(generated_sets(taxonomy, ("chef",), candidates=4)).to_pylist()[0]
+    draws = {c["candidate"]: (c["guidance_scale"], c["p2p_fraction"]) for c in first["candidates"]}
+    assert draws == {c["candidate"]: (c["guidance_scale"], c["p2p_fraction"]) for c in again["candidates"]}
+    assert len(set(draws.values())) == 4
+    assert all(7.5 <= g <= 15.0 and 0.1 <= f <= 0.9 for g, f in draws.values())
+    for cand in first["candidates"]:  # members of a candidate share its draws
+        assert (cand["guidance_scale"], cand["p2p_fraction"]) == draws[cand["candidate"]]
+
+
+def test_token_map_aligns_shared_words_and_leaves_the_new_ones_free():
+    base = [1, 10, 11, 12, 13, 2, 2, 2]  # <start> a photo of chef <end> <pad> <pad>
+    member = [1, 10, 11, 12, 50, 13, 2, 2]  # <start> a photo of female chef <end> <pad>
+    assert token_map(base, member) == [0, 1, 2, 3, -1, 4, 5, 6]
+
+
+def test_filter_keeps_one_whole_candidate_set_and_its_base_becomes_the_source(tiny, editor, taxonomy):
+    edited = editor(generated_sets(taxonomy, ("chef", "science"), candidates=3))
+    judge = ClipFilter(FilterConfig(model=tiny["clip"], precision="fp32", thresholds=OFF, rank_by="text_image"))
+    judge.setup()
+    for row in judge(edited).to_pylist():
+        assert row["set_status"] == "accepted"
+        accepted = [c for c in row["candidates"] if c["status"] == "accepted"]
+        (chosen,) = {c["candidate"] for c in accepted}
+        assert len(accepted) == len(row["members"])
+        means = {k: np.mean([c["text_image"] for c in row["candidates"] if c["candidate"] == k]) for k in range(3)}
+        assert chosen == max(means, key=means.get)
+        assert row["image_rgb"] == row["candidate_bases"][chosen]
+        others = [c for c in row["candidates"] if c["candidate"] != chosen]
+        assert all(f"candidate set {chosen} was kept" in c["reason"] for c in others)
+
+
+def test_the_sdxl_family_renders_sets_with_attention_control_too(tiny, taxonomy):
+    def rendered(p2p):
+        editor = make_editor(tiny, model=tiny["sdxl"], p2p=p2p)
+        assert editor.is_xl
+        (row,) = editor(generated_sets(taxonomy, ("chef",), candidates=1, axes=("race_gender",))).to_pylist()
+        assert all(c["error"] is None and len(c["image_rgb"]) == 32 * 32 * 3 for c in row["candidates"])
+        base = pixels(row["candidate_bases"][0])
+        return float(np.mean([np.abs(pixels(c["image_rgb"]) - base).mean() for c in row["candidates"]]))
+
+    assert rendered(PromptToPromptConfig(fraction=1.0)) < rendered(PromptToPromptConfig(enabled=False))

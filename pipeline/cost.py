@@ -74,7 +74,7 @@ def estimate(loaded, seeds: int, gpus: int, gpu_type: str, measured: dict | None
 
 def describe_cost(cost: CostEstimate, gpu_type: str) -> str:
     return "\n".join([
-        f"cost on {cost.gpus} x {gpu_type}: {cost.images} edited images at {1 / cost.seconds_per_image:.2f} images/s "
+        f"cost on {cost.gpus} x {gpu_type}: {cost.images} images rendered at {1 / cost.seconds_per_image:.2f} images/s "
         f"per GPU ({cost.source})",
         f"  GPU-hours: {cost.gpu_hours:.2f}   wall time: {cost.wall_hours:.2f} h "
         "(editor only; captioning and CLIP scoring add a few percent)",

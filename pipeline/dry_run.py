@@ -83,15 +83,17 @@ def describe(loaded: LoadedConfig, seeds: int | None = None, limit: int | None =
         )
     lines.append(f"  {'write':<8} {'(driver) ' + config.shards.prefix + '-NNNNNN.tar + manifest':<44}")
     counts = plan_counts(loaded, seeds)
+    extra = counts["rendered_images"] - counts["edited_images"]
+    bases = f" + {extra} base images" if extra else ""
     lines += ["", f"seeds: {seeds} ({source})"]
     for axis, n in counts["axes"].items():
         lines.append(f"  axis {axis}: {n} members per set")
     lines += [
         f"sets: {counts['sets']}",
         f"members: {counts['members']} x {counts['candidates_per_set']} candidate(s)",
-        f"diffusion: {counts['edited_images']} member images ({counts['rendered_images']} rendered) in "
-        f"{counts['editor_pipeline_calls']} model calls (max_batch {config.edit.max_batch}), "
-        f"{denoising_steps(config.edit)} steps, {counts['unet_evaluations']} denoiser evaluations",
+        f"diffusion: {counts['edited_images']} edited images{bases} in {counts['editor_pipeline_calls']} "
+        f"model calls (max_batch {config.edit.max_batch}), {denoising_steps(config.edit)} steps, "
+        f"{counts['unet_evaluations']} denoiser evaluations",
         f"shards: {counts['shards']} of up to {config.shards.seeds_per_shard} seeds each",
         "no model was loaded",
     ]

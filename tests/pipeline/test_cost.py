@@ -37,7 +37,7 @@ def test_plan_prints_the_cost_with_a_throughput_file(tmp_path):
         capture_output=True, text=True, cwd=REPO,
     )
     assert result.returncode == 0, result.stderr
-    assert "27200 edited images at 2.00 images/s per GPU (measured (throughput file))" in result.stdout
+    assert "27200 images rendered at 2.00 images/s per GPU (measured (throughput file))" in result.stdout
     assert "GPU-hours: 3.78   wall time: 0.94 h" in result.stdout
 
 

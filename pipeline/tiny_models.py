@@ -166,54 +166,48 @@ def _sd_scheduler():
     )
 
 
-def build_instruct_pix2pix(out: Path) -> None:
-    """A StableDiffusionInstructPix2PixPipeline with a tiny UNet (8 input channels), VAE and text encoder."""
-    import torch
-    from diffusers import EulerAncestralDiscreteScheduler, StableDiffusionInstructPix2PixPipeline
+def _save_sd_pipeline(out: Path, pipeline_class, unet, scheduler) -> None:
+    """A Stable Diffusion 1.5-layout pipeline around ``unet``: tiny VAE, CLIP text encoder, real CLIP BPE."""
     from transformers import CLIPTextModel
 
-    torch.manual_seed(0)
-    scheduler = EulerAncestralDiscreteScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000
-    )
-    pipe = StableDiffusionInstructPix2PixPipeline(
-        unet=_tiny_unet(8), vae=_tiny_vae(), text_encoder=CLIPTextModel(_tiny_clip_text_config()),
+    pipe = pipeline_class(
+        unet=unet, vae=_tiny_vae(), text_encoder=CLIPTextModel(_tiny_clip_text_config()),
         tokenizer=_clip_tokenizer(), scheduler=scheduler,
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
     pipe.save_pretrained(out, safe_serialization=True)
 
 
+def build_instruct_pix2pix(out: Path) -> None:
+    """A StableDiffusionInstructPix2PixPipeline: a UNet with 8 input channels (latents + seed latents)."""
+    import torch
+    from diffusers import EulerAncestralDiscreteScheduler, StableDiffusionInstructPix2PixPipeline
+
+    torch.manual_seed(0)
+    scheduler = EulerAncestralDiscreteScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000
+    )
+    _save_sd_pipeline(out, StableDiffusionInstructPix2PixPipeline, _tiny_unet(8), scheduler)
+
+
 def build_stable_diffusion(out: Path) -> None:
     """A Stable Diffusion 1.5-layout pipeline (4-channel UNet, DDIM): text-to-image and img2img."""
     import torch
     from diffusers import StableDiffusionPipeline
-    from transformers import CLIPTextModel
 
     torch.manual_seed(0)
     unet = _tiny_unet(4)
     _sharpen_attention(unet)
-    pipe = StableDiffusionPipeline(
-        unet=unet, vae=_tiny_vae(), text_encoder=CLIPTextModel(_tiny_clip_text_config()),
-        tokenizer=_clip_tokenizer(), scheduler=_sd_scheduler(),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    )
-    pipe.save_pretrained(out, safe_serialization=True)
+    _save_sd_pipeline(out, StableDiffusionPipeline, unet, _sd_scheduler())
 
 
 def build_stable_diffusion_inpaint(out: Path) -> None:
     """A Stable Diffusion inpainting pipeline: 9 input channels (latents, mask, masked-image latents)."""
     import torch
     from diffusers import StableDiffusionInpaintPipeline
-    from transformers import CLIPTextModel
 
     torch.manual_seed(0)
-    pipe = StableDiffusionInpaintPipeline(
-        unet=_tiny_unet(9), vae=_tiny_vae(), text_encoder=CLIPTextModel(_tiny_clip_text_config()),
-        tokenizer=_clip_tokenizer(), scheduler=_sd_scheduler(),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    )
-    pipe.save_pretrained(out, safe_serialization=True)
+    _save_sd_pipeline(out, StableDiffusionInpaintPipeline, _tiny_unet(9), _sd_scheduler())
 
 
 def build_sdxl(out: Path) -> None:

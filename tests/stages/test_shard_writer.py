@@ -108,3 +108,24 @@ def test_the_invisible_watermark_reads_back_from_the_written_jpeg(tmp_path):
     assert read_watermark(photo, 8) != b"cf-test1"  # the unmarked photo does not read as marked
     assert json.loads(files["json"])["provenance"]["watermark"] == {"method": "dwtDctSvd", "text": "cf-test1"}
     assert read_provenance(files["male.jpg"])["record"]["watermark"]["text"] == "cf-test1"
+
+
+def test_a_generated_base_image_is_marked_synthetic_and_watermarked_like_the_members(tmp_path):
+    upscaled = np.asarray(Image.open(MINI_SEEDS / "chef" / "seed0.png").convert("RGB").resize((256, 256), Image.BICUBIC))
+    base = Image.fromarray(np.clip(upscaled + np.random.default_rng(1).normal(0, 3, upscaled.shape), 0, 255).astype(np.uint8))
+    row = set_row(0, "accepted")
+    row.update(image_rgb=base.tobytes(), width=256, height=256, caption="a photo of a chef",
+               candidate_bases=[base.tobytes(), base.tobytes()])
+    for cand in row["candidates"]:
+        cand.update(image_rgb=base.tobytes(), width=256, height=256)
+    config = ShardConfig(prefix="t", provenance=ProvenanceConfig(watermark=True, watermark_text="cf-test1"))
+    writer = ShardWriter(config, Storage(str(tmp_path)), PROVENANCE)
+    writer.setup()
+    writer.write_shard(3, [row])
+    files = read_members(tmp_path)
+    source = read_provenance(files["src.jpg"])
+    assert source["synthetic"] and source["record"]["role"] == "base"
+    assert source["record"]["base_prompt"] == "a photo of a chef"
+    assert source["record"]["watermark"] == {"method": "dwtDctSvd", "text": "cf-test1"}
+    assert read_watermark(Image.open(io.BytesIO(files["src.jpg"])), 8) == b"cf-test1"
+    assert json.loads(files["json"])["source"]["generated"] is True

@@ -19,8 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np  # noqa: E402
-from common import write_seeds  # noqa: F401,E402  (sets sys.path)
-from PIL import Image  # noqa: E402
+import common  # noqa: F401,E402  (puts the repository on sys.path, offline Hub)
 
 from stages.imaging import encode_jpeg, from_raw  # noqa: E402
 from stages.shard_writer import ShardConfig, ShardWriter  # noqa: E402

@@ -21,7 +21,6 @@ from pipeline.dry_run import DENOISER_EVALS_PER_STEP, denoising_steps, model_fam
 # 1024 px, less the decode, is 6.7 at 1024 px. FLUX.1 Kontext: 4,600 TFLOP for 28 steps at 1024 px (one
 # evaluation per step, guidance distilled; the context image doubles the image tokens) is 164 at 1024 px.
 DENOISER_TFLOP_512 = {"sd": 0.85, "sdxl": 6.7 / 4, "flux": 164.0 / 4}
-UNET_TFLOP_512 = DENOISER_TFLOP_512["sd"]
 VAE_DECODE_TFLOP_512 = 2.5
 CLIP_L14_TFLOP = 0.16
 PEAK_TFLOPS = {"h100": 800.0, "h200": 800.0, "a100": 312.0, "l40s": 362.0, "a10g": 125.0, "l4": 121.0}

@@ -42,19 +42,17 @@ def plan_counts(loaded: LoadedConfig, seeds: int) -> dict:
     members = {axis: len(taxonomy.axis_value_combinations(axis)) for axis in config.plan.axes}
     candidates = config.plan.candidates_per_set
     per_set = [_images_and_calls(m, candidates, config.edit) for m in members.values()]
-    images_per_seed = sum(m for m in members.values()) * candidates
-    calls_per_seed = sum(calls for _, calls in per_set)
-    rendered = seeds * sum(images for images, _ in per_set)
-    images = seeds * images_per_seed
+    rendered = seeds * sum(n for n, _ in per_set)
+    calls = seeds * sum(c for _, c in per_set)
     return {
         "seeds": seeds,
         "axes": members,
         "sets": seeds * len(members),
         "members": seeds * sum(members.values()),
         "candidates_per_set": candidates,
-        "edited_images": images,
+        "edited_images": seeds * sum(members.values()) * candidates,
         "rendered_images": rendered,  # edited images plus generate mode's base images
-        "editor_pipeline_calls": seeds * calls_per_seed,
+        "editor_pipeline_calls": calls,
         "unet_evaluations": rendered * denoising_steps(config.edit) * DENOISER_EVALS_PER_STEP[config.edit.backend],
         "shards": math.ceil(seeds / config.shards.seeds_per_shard) if seeds else 0,
     }

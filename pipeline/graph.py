@@ -43,10 +43,10 @@ def stage_specs(config: PipelineConfig, taxonomy: Taxonomy) -> list[StageSpec]:
     specs = [StageSpec("ingest", functools.partial(DecodeSeeds, config.input), config.input.resources)]
     if config.input.kind != "generate":  # generated seeds have no photo: the caption is the base prompt
         specs.append(StageSpec("caption", functools.partial(Captioner, config.caption), config.caption.resources))
-    if config.concept.model and config.input.kind != "generate":
-        specs.append(
-            StageSpec("concept", functools.partial(ZeroShotConcept, config.concept, concepts), config.concept.resources)
-        )
+        if config.concept.model:
+            specs.append(
+                StageSpec("concept", functools.partial(ZeroShotConcept, config.concept, concepts), config.concept.resources)
+            )
     return specs + [
         StageSpec("plan", functools.partial(Planner, config.plan, taxonomy, config.run.seed), config.plan.resources),
         StageSpec("edit", functools.partial(make_editor, config.edit), config.edit.resources),

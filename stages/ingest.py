@@ -8,7 +8,6 @@ either a normalised RGB seed or ``status=error`` with the reason, so nothing is 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import posixpath

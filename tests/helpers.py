@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -136,3 +137,15 @@ def set_row(index: int, status: str, images: dict[str, Image.Image] | None = Non
         "candidate_seeds": [100, 101], "candidates": candidates, "set_status": status,
         "set_reason": None if status == "accepted" else "1 of 2 members passed",
     }
+
+
+@contextmanager
+def injected_faults(spec: str):
+    """Install a fault spec (stages/faults.py) in this process for the block, and remove it after."""
+    from stages import faults
+
+    faults.install(spec)
+    try:
+        yield
+    finally:
+        faults.install(None)

@@ -1,8 +1,6 @@
 """Property tests: key formats, caption phrasing, config parsing, manifest and shard round trips."""
 
-import io
 import json
-import tarfile
 
 import pyarrow.parquet as pq
 import yaml

@@ -48,8 +48,8 @@ def render_card(contents: OutputContents, stats: dict) -> str:
         "",
         f"- {stats.get('samples', 0)} accepted sets in `shards/{prefix}-{{000000..{last:06d}}}.tar` (WebDataset; "
         "`{set_id}.src.jpg`, `{set_id}.{member_id}.jpg`, `{set_id}.json`)",
-        f"- sets by status: " + ", ".join(f"{k} {v}" for k, v in sorted(sets.items())),
-        f"- candidates by status: " + ", ".join(f"{k} {v}" for k, v in sorted(stats.get("candidates", {}).items())),
+        "- sets by status: " + ", ".join(f"{k} {v}" for k, v in sorted(sets.items())),
+        "- candidates by status: " + ", ".join(f"{k} {v}" for k, v in sorted(stats.get("candidates", {}).items())),
         f"- seeds: {stats.get('seeds', {}).get('total', 0)}, of which {stats.get('seeds', {}).get('error', 0)} "
         "could not be used (see the manifest's `reason`)",
         "- `manifest/*.parquet`: one row per member candidate, accepted, rejected or errored, with every score",

@@ -78,6 +78,19 @@ class Editor:
     def render(self, context, jobs: list[dict]) -> list[np.ndarray]:
         raise NotImplementedError
 
+    def call_pipeline(self, jobs: list[dict], **inputs) -> list[np.ndarray]:
+        """One diffusers pipeline call for ``jobs``: their prompts, one noise generator per job from its
+        candidate's seed, the configured steps and guidance, plus the backend's own ``inputs``."""
+        result = self.pipe(
+            prompt=[j["prompt"] for j in jobs],
+            num_inference_steps=self.config.steps,
+            guidance_scale=self.config.guidance_scale,
+            generator=generators(j["noise_seed"] for j in jobs),
+            output_type="np",
+            **inputs,
+        )
+        return to_uint8(result.images)
+
     def render_chunk(self, context, chunk: list[dict]) -> list[np.ndarray]:
         """Render a chunk; on CUDA out-of-memory, split it in halves and render those (down to 1)."""
         import torch
@@ -95,8 +108,11 @@ class Editor:
             return self.render_chunk(context, chunk[:half]) + self.render_chunk(context, chunk[half:])
 
     def edit_set(self, row: dict) -> list[dict]:
+        return self.render_set(row, self.prepare(row))
+
+    def render_set(self, row: dict, context) -> list[dict]:
+        """Every job of the set, chunk by chunk; a failed chunk makes its candidates errors."""
         faults.check_row("edit", row)
-        context = self.prepare(row)
         candidates = []
         for chunk in self.chunks(self.jobs(row)):
             try:
@@ -118,9 +134,6 @@ class Editor:
                 )
         return candidates
 
-    def finish_set(self, row: dict, candidates: list[dict]) -> None:
-        row["candidates"] = candidates
-
     def __call__(self, batch: pa.Table) -> pa.Table:
         if self.pipe is None:
             self.setup()
@@ -128,7 +141,7 @@ class Editor:
         for row in rows:
             if row["status"] == STATUS_OK and row["set_status"] is None:
                 try:
-                    self.finish_set(row, self.edit_set(row))
+                    row["candidates"] = self.edit_set(row)
                 except Exception as exc:
                     fail_set(row, "edit", exc)
         return rows_to_table(rows, SET)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stages.editors.base import Editor, generators, no_safety_checker, to_uint8
+from stages.editors.base import Editor, no_safety_checker
 
 
 class Img2ImgEditor(Editor):
@@ -17,14 +17,4 @@ class Img2ImgEditor(Editor):
         return self.from_pretrained(AutoPipelineForImage2Image, **no_safety_checker(self.config.model))
 
     def render(self, source, jobs: list[dict]) -> list[np.ndarray]:
-        result = self.pipe(
-            prompt=[j["prompt"] for j in jobs],
-            image=[source] * len(jobs),
-            strength=self.config.strength,
-            num_inference_steps=self.config.steps,
-            guidance_scale=self.config.guidance_scale,
-            generator=generators(j["noise_seed"] for j in jobs),
-            output_type="np",
-        )
-        return to_uint8(result.images)
-
+        return self.call_pipeline(jobs, image=[source] * len(jobs), strength=self.config.strength)

@@ -13,15 +13,15 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from stages.editors.base import Editor, generators, no_safety_checker, to_uint8
+from stages.editors.base import Editor, no_safety_checker
 from stages.editors.masks import RegionMask, RegionSegmenter, blend
-from stages.imaging import from_raw, square_crop
 
 
 @dataclass
 class InpaintContext:
     source: Image.Image
     region: RegionMask
+    mask_image: Image.Image  # the hard region, as the pipeline takes it
 
 
 class InpaintEditor(Editor):
@@ -35,23 +35,17 @@ class InpaintEditor(Editor):
         return self.from_pretrained(AutoPipelineForInpainting, **no_safety_checker(self.config.model))
 
     def prepare(self, row: dict) -> InpaintContext:
-        source = square_crop(from_raw(row["image_rgb"], row["width"], row["height"]), self.config.resolution)
+        source = super().prepare(row)
         attribute_ids = [a["attribute"] for a in row["members"][0]["attributes"]]
-        return InpaintContext(source=source, region=self.segmenter.mask(source, attribute_ids))
+        region = self.segmenter.mask(source, attribute_ids)
+        mask_image = Image.fromarray(region.hard.astype(np.uint8) * 255, mode="L")
+        return InpaintContext(source=source, region=region, mask_image=mask_image)
 
     def render(self, context: InpaintContext, jobs: list[dict]) -> list[np.ndarray]:
-        mask_image = Image.fromarray(context.region.hard.astype(np.uint8) * 255, mode="L")
         side = self.config.resolution
-        result = self.pipe(
-            prompt=[j["prompt"] for j in jobs],
-            image=[context.source] * len(jobs),
-            mask_image=[mask_image] * len(jobs),
-            strength=self.config.strength,
-            num_inference_steps=self.config.steps,
-            guidance_scale=self.config.guidance_scale,
-            generator=generators(j["noise_seed"] for j in jobs),
-            height=side, width=side,
-            output_type="np",
+        edited = self.call_pipeline(
+            jobs, image=[context.source] * len(jobs), mask_image=[context.mask_image] * len(jobs),
+            strength=self.config.strength, height=side, width=side,
         )
         source = np.asarray(context.source)
-        return [blend(source, edited, context.region.soft) for edited in to_uint8(result.images)]
+        return [blend(source, image, context.region.soft) for image in edited]

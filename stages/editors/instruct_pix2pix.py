@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stages.editors.base import Editor, generators, to_uint8
+from stages.editors.base import Editor
 
 
 class InstructPix2PixEditor(Editor):
@@ -17,13 +17,5 @@ class InstructPix2PixEditor(Editor):
                                     requires_safety_checker=False)
 
     def render(self, source, jobs: list[dict]) -> list[np.ndarray]:
-        result = self.pipe(
-            prompt=[j["prompt"] for j in jobs],
-            image=[source] * len(jobs),
-            num_inference_steps=self.config.steps,
-            guidance_scale=self.config.guidance_scale,
-            image_guidance_scale=self.config.image_guidance_scale,
-            generator=generators(j["noise_seed"] for j in jobs),
-            output_type="np",
-        )
-        return to_uint8(result.images)
+        return self.call_pipeline(jobs, image=[source] * len(jobs),
+                                  image_guidance_scale=self.config.image_guidance_scale)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stages.editors.base import Editor, generators, to_uint8
+from stages.editors.base import Editor
 
 
 class FluxKontextEditor(Editor):
@@ -23,14 +23,7 @@ class FluxKontextEditor(Editor):
 
     def render(self, source, jobs: list[dict]) -> list[np.ndarray]:
         side = self.config.resolution
-        result = self.pipe(
-            image=source,
-            prompt=[j["prompt"] for j in jobs],
-            num_inference_steps=self.config.steps,
-            guidance_scale=self.config.guidance_scale,
-            height=side, width=side, max_area=side * side, _auto_resize=False,
+        return self.call_pipeline(
+            jobs, image=source, height=side, width=side, max_area=side * side, _auto_resize=False,
             max_sequence_length=self.config.max_sequence_length,
-            generator=generators(j["noise_seed"] for j in jobs),
-            output_type="np",
         )
-        return to_uint8(result.images)

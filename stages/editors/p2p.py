@@ -33,13 +33,15 @@ class AttentionControl:
     """What the processor reads during one UNet call (set by the sampler before each step)."""
 
     def __init__(self):
+        # (B,) long: the row whose Q and K each row's self-attention uses now (its base row while
+        # injected, else itself); None when no row is injected this step
+        self.self_source: torch.Tensor | None = None
         self.base_rows: torch.Tensor | None = None  # (B,) long: each row's base row
         self.token_map: torch.Tensor | None = None  # (B, T) long: base token per token, -1 when none
-        self.self_rows: torch.Tensor | None = None  # (B,) bool: rows whose self-attention is injected now
         self.cross_rows: torch.Tensor | None = None  # (B,) bool: rows whose cross-attention is refined now
 
     def off(self) -> None:
-        self.base_rows = self.token_map = self.self_rows = self.cross_rows = None
+        self.self_source = self.base_rows = self.token_map = self.cross_rows = None
 
 
 class PromptToPromptProcessor:
@@ -84,10 +86,8 @@ class PromptToPromptProcessor:
         if is_cross and control.cross_rows is not None and attention_mask is None:
             hidden_states = self._refined_cross_attention(attn, query, key, value)
         else:
-            if not is_cross and control.self_rows is not None:
-                injected = control.self_rows.view(-1, 1, 1, 1)
-                query = torch.where(injected, query[control.base_rows], query)
-                key = torch.where(injected, key[control.base_rows], key)
+            if not is_cross and control.self_source is not None:
+                query, key = query[control.self_source], key[control.self_source]
             hidden_states = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask)
 
         hidden_states = hidden_states.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim).to(query.dtype)

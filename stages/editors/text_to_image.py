@@ -13,10 +13,18 @@ the filter judges each candidate against its own base and keeps one candidate se
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 
 from stages.editors.base import Editor, draw_uniform, no_safety_checker, to_uint8
 from stages.editors.p2p import AttentionControl, PromptToPromptProcessor, token_map
+
+
+@dataclass
+class GenerateContext:
+    base_prompt: str
+    bases: dict[int, np.ndarray] = field(default_factory=dict)  # candidate -> its base image, once rendered
 
 
 class TextToImageEditor(Editor):
@@ -45,10 +53,10 @@ class TextToImageEditor(Editor):
             fraction = draw_uniform(noise_seed, 2, *p2p.fraction_range) if p2p.fraction_range else p2p.fraction
         return {"guidance_scale": guidance, "p2p_fraction": fraction}
 
-    def prepare(self, row: dict) -> str:
+    def prepare(self, row: dict) -> GenerateContext:
         if not (row.get("caption") or "").strip():
             raise ValueError("text_to_image needs the seed's caption as the base prompt (the seed has none)")
-        return row["caption"]
+        return GenerateContext(row["caption"])
 
     def chunks(self, jobs: list[dict]) -> list[list[dict]]:
         """Pack jobs so a call holds at most max_batch images, counting one base image per candidate in it."""
@@ -63,16 +71,16 @@ class TextToImageEditor(Editor):
         return out + ([current] if current else [])
 
     def edit_set(self, row: dict) -> list[dict]:
-        self.bases: dict[int, np.ndarray] = {}
-        candidates = super().edit_set(row)
-        bases = [self.bases.get(c) for c in range(len(row["candidate_seeds"]))]
+        context = self.prepare(row)
+        candidates = self.render_set(row, context)
+        bases = [context.bases.get(c) for c in range(len(row["candidate_seeds"]))]
         row["candidate_bases"] = [None if b is None else b.tobytes() for b in bases]
         first = next((b for b in bases if b is not None), None)
         if first is not None:  # the set's source image until the filter picks a candidate
             row.update(image_rgb=first.tobytes(), width=first.shape[1], height=first.shape[0])
         return candidates
 
-    def render(self, base_prompt: str, jobs: list[dict]) -> list[np.ndarray]:
+    def render(self, context: GenerateContext, jobs: list[dict]) -> list[np.ndarray]:
         import torch
 
         groups: dict[int, list[int]] = {}
@@ -85,7 +93,7 @@ class TextToImageEditor(Editor):
             generator = torch.Generator(device="cpu").manual_seed(int(first["noise_seed"]))
             shared = torch.randn((1, self.pipe.unet.config.in_channels, side, side), generator=generator)
             base_row = len(prompts)
-            for prompt in [base_prompt] + [jobs[i]["prompt"] for i in indices]:
+            for prompt in [context.base_prompt] + [jobs[i]["prompt"] for i in indices]:
                 prompts.append(prompt)
                 base_rows.append(base_row)
                 guidance.append(first["guidance_scale"])
@@ -95,7 +103,7 @@ class TextToImageEditor(Editor):
         out: list[np.ndarray | None] = [None] * len(jobs)
         row = 0
         for candidate, indices in groups.items():
-            self.bases.setdefault(candidate, images[row])
+            context.bases.setdefault(candidate, images[row])
             for k, i in enumerate(indices):
                 out[i] = images[row + 1 + k]
             row += 1 + len(indices)
@@ -138,17 +146,21 @@ class TextToImageEditor(Editor):
             scheduler.set_timesteps(steps, device=self.device)
             latents = noise.to(self.device, embeds.dtype) * scheduler.init_noise_sigma
             scale = torch.tensor(guidance, device=self.device, dtype=embeds.dtype).view(-1, 1, 1, 1)
-            cutoffs = torch.tensor([round(f * steps) for f in fractions], device=self.device)
-            base = torch.tensor(base_rows, device=self.device)
+            # Which rows are under control at each step, worked out once: nothing on the GPU waits on
+            # the host inside the loop. The unconditional half (the first n rows) is never controlled.
+            cutoffs = [round(f * steps) for f in fractions]
+            base = torch.tensor(base_rows + [b + n for b in base_rows], device=self.device)
+            rows = torch.arange(2 * n, device=self.device)
+            injected = torch.tensor([[False] * n + [c > i for c in cutoffs] for i in range(steps)], device=self.device)
+            self_source = torch.where(injected, base, rows)  # steps x 2n
             control = self.control
-            control.base_rows = torch.cat([base, base + n])
+            control.base_rows = base
             control.token_map = self._token_maps(prompts, base_rows) if self.config.p2p.cross_attention else None
-            unconditional = torch.zeros(n, dtype=torch.bool, device=self.device)
             try:
                 for i, t in enumerate(scheduler.timesteps):
-                    injected = torch.cat([unconditional, cutoffs > i])
-                    control.self_rows = injected if bool(injected.any()) else None
-                    control.cross_rows = control.self_rows if control.token_map is not None else None
+                    active = any(c > i for c in cutoffs)
+                    control.self_source = self_source[i] if active else None
+                    control.cross_rows = injected[i] if active and control.token_map is not None else None
                     model_input = scheduler.scale_model_input(torch.cat([latents, latents]), t)
                     predicted = pipe.unet(model_input, t, encoder_hidden_states=embeds, added_cond_kwargs=added).sample
                     uncond, cond = predicted.chunk(2)

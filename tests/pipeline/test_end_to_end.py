@@ -215,7 +215,7 @@ def test_data_card_numbers_equal_the_manifests(runs):
     assert found == expected
     stats = json.loads((out / "stats.json").read_text())
     assert f"{stats['samples']} accepted sets" in card
-    assert f"sets by status: " + ", ".join(f"{k} {v}" for k, v in sorted(stats["sets"].items())) in card
+    assert "sets by status: " + ", ".join(f"{k} {v}" for k, v in sorted(stats["sets"].items())) in card
     croissant = json.loads((out / "croissant.json").read_text())
     fields = {f["name"] for f in croissant["recordSet"][0]["field"]}
     assert fields <= set(pq.read_schema(next((out / "manifest").glob("*.parquet"))).names)

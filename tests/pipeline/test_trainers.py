@@ -5,7 +5,6 @@ import json
 import math
 import random
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image

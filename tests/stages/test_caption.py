@@ -1,4 +1,3 @@
-import pyarrow as pa
 
 from schemas.records import CAPTIONED, rows_to_table
 from stages.caption import CaptionConfig, Captioner, clean_caption

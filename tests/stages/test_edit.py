@@ -5,14 +5,19 @@ from schemas.records import CAPTIONED, SET, rows_to_table
 from stages.edit import EditConfig
 from stages.editors.instruct_pix2pix import InstructPix2PixEditor
 from stages.plan import PlanConfig, Planner
-from tests.helpers import error_seed_row, seed_row, noise_image
+from tests.helpers import error_seed_row, injected_faults, seed_row, noise_image
+
+
+def make_editor(tiny, **overrides) -> InstructPix2PixEditor:
+    settings = dict(model=tiny["instruct-pix2pix"], steps=2, resolution=32, dtype="float32", max_batch=8)
+    editor = InstructPix2PixEditor(EditConfig(**{**settings, **overrides}))
+    editor.setup()
+    return editor
 
 
 @pytest.fixture(scope="module")
 def editor(tiny):
-    editor = InstructPix2PixEditor(EditConfig(model=tiny["instruct-pix2pix"], steps=2, resolution=32, dtype="float32", max_batch=8))
-    editor.setup()
-    return editor
+    return make_editor(tiny)
 
 
 def planned(taxonomy, rows, candidates=2):
@@ -59,40 +64,23 @@ def test_errored_sets_pass_through_untouched(editor, taxonomy):
 
 
 def test_out_of_memory_splits_the_chunk_and_still_renders_every_candidate(tiny, taxonomy):
-    from stages import faults
-
-    editor = InstructPix2PixEditor(EditConfig(model=tiny["instruct-pix2pix"], steps=2, resolution=32, dtype="float32", max_batch=8))
-    editor.setup()
-    faults.install("oom:edit:2")
-    try:
+    editor = make_editor(tiny)
+    with injected_faults("oom:edit:2"):
         (gender, race) = editor(planned(taxonomy, [seed_row(noise_image(5))])).to_pylist()
-    finally:
-        faults.install(None)
     assert editor.oom_splits > 0
     assert all(c["error"] is None and c["image_rgb"] for c in gender["candidates"] + race["candidates"])
 
 
 def test_a_failing_set_becomes_an_error_set_and_the_batch_goes_on(editor, taxonomy):
-    from stages import faults
-
-    faults.install("edit:1")
-    try:
+    with injected_faults("edit:1"):
         first, _, second, _ = editor(planned(taxonomy, [seed_row(noise_image(1), 0, seed_id="a"),
                                                          seed_row(noise_image(2), 1, seed_id="b")])).to_pylist()
-    finally:
-        faults.install(None)
     assert first["candidates"] and first["set_status"] is None
     assert second["set_status"] == "error" and "injected fault in edit" in second["set_reason"]
 
 
 def test_oom_on_a_single_image_is_an_error_on_those_candidates(tiny, taxonomy):
-    from stages import faults
-
-    editor = InstructPix2PixEditor(EditConfig(model=tiny["instruct-pix2pix"], steps=1, resolution=32, dtype="float32"))
-    editor.setup()
-    faults.install("oom:edit:0")
-    try:
+    editor = make_editor(tiny, steps=1, max_batch=16)
+    with injected_faults("oom:edit:0"):
         (gender, _) = editor(planned(taxonomy, [seed_row(noise_image(5))])).to_pylist()
-    finally:
-        faults.install(None)
     assert all(c["status"] == "error" and "OutOfMemoryError" in c["reason"] for c in gender["candidates"])

@@ -85,20 +85,28 @@ def test_provenance_metadata_can_be_turned_off(tmp_path):
     assert info == {"description": None, "software": None, "synthetic": False, "record": None}
 
 
-def test_the_invisible_watermark_reads_back_from_the_written_jpeg(tmp_path):
-    # A mini seed upscaled, with a photo's grain: generated images have texture, and a flat upscale
-    # is the one case the DWT-DCT-SVD mark is not reliable on (see stages/provenance.py).
+def textured_photo() -> Image.Image:
+    """A mini seed upscaled to 256 px, with a photo's grain: generated images have texture, and a flat
+    upscale is the one case the DWT-DCT-SVD mark is not reliable on (see stages/provenance.py)."""
     upscaled = np.asarray(Image.open(MINI_SEEDS / "chef" / "seed0.png").convert("RGB").resize((256, 256), Image.BICUBIC))
     grain = np.random.default_rng(0).normal(0, 3, upscaled.shape)
-    photo = Image.fromarray(np.clip(upscaled + grain, 0, 255).astype(np.uint8))
-    row = set_row(0, "accepted")
+    return Image.fromarray(np.clip(upscaled + grain, 0, 255).astype(np.uint8))
+
+
+def write_watermarked(tmp_path, row: dict, photo: Image.Image) -> dict[str, bytes]:
+    """``row`` with every candidate image replaced by ``photo``, written with the watermark on."""
     for cand in row["candidates"]:
-        cand.update(image_rgb=photo.tobytes(), width=256, height=256)
+        cand.update(image_rgb=photo.tobytes(), width=photo.width, height=photo.height)
     config = ShardConfig(prefix="t", provenance=ProvenanceConfig(watermark=True, watermark_text="cf-test1"))
     writer = ShardWriter(config, Storage(str(tmp_path)), PROVENANCE)
     writer.setup()
     writer.write_shard(3, [row])
-    files = read_members(tmp_path)
+    return read_members(tmp_path)
+
+
+def test_the_invisible_watermark_reads_back_from_the_written_jpeg(tmp_path):
+    photo = textured_photo()
+    files = write_watermarked(tmp_path, set_row(0, "accepted"), photo)
     for name in ("male.jpg", "female.jpg"):
         marked = Image.open(io.BytesIO(files[name]))
         assert read_watermark(marked, 8) == b"cf-test1"
@@ -111,18 +119,11 @@ def test_the_invisible_watermark_reads_back_from_the_written_jpeg(tmp_path):
 
 
 def test_a_generated_base_image_is_marked_synthetic_and_watermarked_like_the_members(tmp_path):
-    upscaled = np.asarray(Image.open(MINI_SEEDS / "chef" / "seed0.png").convert("RGB").resize((256, 256), Image.BICUBIC))
-    base = Image.fromarray(np.clip(upscaled + np.random.default_rng(1).normal(0, 3, upscaled.shape), 0, 255).astype(np.uint8))
+    base = textured_photo()
     row = set_row(0, "accepted")
     row.update(image_rgb=base.tobytes(), width=256, height=256, caption="a photo of a chef",
                candidate_bases=[base.tobytes(), base.tobytes()])
-    for cand in row["candidates"]:
-        cand.update(image_rgb=base.tobytes(), width=256, height=256)
-    config = ShardConfig(prefix="t", provenance=ProvenanceConfig(watermark=True, watermark_text="cf-test1"))
-    writer = ShardWriter(config, Storage(str(tmp_path)), PROVENANCE)
-    writer.setup()
-    writer.write_shard(3, [row])
-    files = read_members(tmp_path)
+    files = write_watermarked(tmp_path, row, base)
     source = read_provenance(files["src.jpg"])
     assert source["synthetic"] and source["record"]["role"] == "base"
     assert source["record"]["base_prompt"] == "a photo of a chef"

@@ -30,10 +30,11 @@ def plain_loop(loaded, output: str, chunk: int) -> dict:
     """Load every model once, then push ``chunk`` seeds at a time through each stage and write a tar."""
     config = with_models_resolved(loaded.config, resolve_model_ref)
     started = time.perf_counter()
-    stages = [spec.factory() for spec in stage_specs(config, loaded.taxonomy)]
+    record = provenance(loaded)
+    stages = [spec.factory() for spec in stage_specs(config, loaded.taxonomy, record)]
     for stage in stages:
         stage.setup()
-    writer = ShardWriter(config.shards, Storage(output), provenance(loaded))
+    writer = ShardWriter(config.shards, Storage(output), record)
     writer.setup()
     setup_s = time.perf_counter() - started
     refs = list_seeds(config.input, config.shards.seeds_per_shard)

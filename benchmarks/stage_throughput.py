@@ -32,7 +32,8 @@ def plain_loop(loaded, output: str) -> dict:
     config = with_models_resolved(loaded.config, resolve_model_ref)
     table = list_seeds(config.input, config.shards.seeds_per_shard)
     timings = {}
-    for spec in stage_specs(config, loaded.taxonomy):
+    record = provenance(loaded)
+    for spec in stage_specs(config, loaded.taxonomy, record):
         stage = spec.factory()
         started = time.perf_counter()
         stage.setup()
@@ -43,7 +44,7 @@ def plain_loop(loaded, output: str) -> dict:
         seconds = time.perf_counter() - started
         timings[spec.name] = {"setup_s": round(setup, 3), "run_s": round(seconds, 3), "rows_in": rows_in,
                               "rows_per_s": round(rows_in / seconds, 2) if seconds else None}
-    writer = ShardWriter(config.shards, Storage(output), provenance(loaded))
+    writer = ShardWriter(config.shards, Storage(output), record)
     writer.setup()
     started = time.perf_counter()
     rows = table.to_pylist()

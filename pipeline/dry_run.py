@@ -6,6 +6,7 @@ import math
 
 from pipeline.config import LoadedConfig
 from pipeline.graph import stage_specs
+from pipeline.run import provenance
 from stages.ingest import list_seeds
 
 # Denoiser evaluations per step: InstructPix2Pix guides on text and image (3 branches), the Stable
@@ -73,8 +74,9 @@ def describe(loaded: LoadedConfig, seeds: int | None = None, limit: int | None =
     lines.append("stage graph (Ray Data actor pools, in order):")
     lines.append(f"  {'stage':<8} {'model':<44} {'actors':>6} {'cpus':>5} {'gpus':>5} {'batch':>5}")
     models = {"caption": config.caption.model, "edit": f"{config.edit.model} [{config.edit.backend}]",
-              "filter": config.filter.model, "concept": config.concept.model}
-    for spec in stage_specs(config, loaded.taxonomy):
+              "filter": config.filter.model, "concept": config.concept.model,
+              "encode": f"JPEG q{config.shards.jpeg_quality} + provenance + thumbnails"}
+    for spec in stage_specs(config, loaded.taxonomy, provenance(loaded)):
         r = spec.resources
         lines.append(
             f"  {spec.name:<8} {models.get(spec.name, '-'):<44} {r.actors:>6} {r.num_cpus:>5g} {r.num_gpus:>5g} {r.batch_size:>5}"

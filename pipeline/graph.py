@@ -1,8 +1,8 @@
 """The Ray Data graph: stages as actor pools with their declared resources.
 
 The only module that imports ``ray.data``. Each stage class is constructed and ``setup()`` once per
-actor, then called on pyarrow batches; the shard writer runs on the driver, consuming the graph's
-output in seed order.
+actor, then called on pyarrow batches. The last stage encodes each set's files; the shard writer runs on
+the driver, consuming the graph's output in seed order and only assembling tars and manifests.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from schemas.taxonomy import Taxonomy
 from stages.caption import Captioner
 from stages.concept import ZeroShotConcept
 from stages.edit import make_editor
+from stages.encode import SampleEncoder
 from stages.filter import ClipFilter
 from stages.ingest import DecodeSeeds
 from stages.ingest import content_ids as ingest_content_ids
@@ -37,8 +38,9 @@ class StageSpec:
     resources: Resources
 
 
-def stage_specs(config: PipelineConfig, taxonomy: Taxonomy) -> list[StageSpec]:
-    """The stages of a run, in order, each with how to build it and what it asks for."""
+def stage_specs(config: PipelineConfig, taxonomy: Taxonomy, provenance: dict) -> list[StageSpec]:
+    """The stages of a run, in order, each with how to build it and what it asks for; ``provenance``
+    (pipeline.run.provenance) is what the encoded files say about how they were made."""
     concepts = allowed_concepts(config, taxonomy)
     specs = [StageSpec("ingest", functools.partial(DecodeSeeds, config.input), config.input.resources)]
     if config.input.kind != "generate":  # generated seeds have no photo: the caption is the base prompt
@@ -51,6 +53,7 @@ def stage_specs(config: PipelineConfig, taxonomy: Taxonomy) -> list[StageSpec]:
         StageSpec("plan", functools.partial(Planner, config.plan, taxonomy, config.run.seed), config.plan.resources),
         StageSpec("edit", functools.partial(make_editor, config.edit), config.edit.resources),
         StageSpec("filter", functools.partial(ClipFilter, config.filter), config.filter.resources),
+        StageSpec("encode", functools.partial(SampleEncoder, config.shards, provenance), config.shards.resources),
     ]
 
 
@@ -116,7 +119,7 @@ def content_ids(seed_refs: pa.Table, config: PipelineConfig) -> dict[int, str]:
     return out
 
 
-def build_dataset(seed_refs: pa.Table, config: PipelineConfig, taxonomy: Taxonomy):
+def build_dataset(seed_refs: pa.Table, config: PipelineConfig, taxonomy: Taxonomy, provenance: dict):
     import ray.data
     from ray.data import ActorPoolStrategy
 
@@ -124,7 +127,7 @@ def build_dataset(seed_refs: pa.Table, config: PipelineConfig, taxonomy: Taxonom
     context.execution_options.preserve_order = config.ray.preserve_order
     ds = ray.data.from_arrow(_blocks(seed_refs))
     fault_spec = os.environ.get(faults.ENV)
-    for spec in stage_specs(config, taxonomy):
+    for spec in stage_specs(config, taxonomy, provenance):
         res = spec.resources
         ds = ds.map_batches(
             named_actor_class(spec.name),

@@ -193,7 +193,8 @@ def run_pipeline(
         log(f"counterfactory: {seed_refs.num_rows} seeds {where}; output {storage.uri}")
         if done:
             log(f"counterfactory: resuming: {len(done)} shard(s) already complete, {todo.num_rows} seeds to go")
-        writer = ShardWriter(config.shards, storage, provenance(loaded))
+        record = provenance(loaded)
+        writer = ShardWriter(config.shards, storage, record)
         writer.setup()
         if todo.num_rows:
             init_ray(config.ray)
@@ -201,7 +202,7 @@ def run_pipeline(
             if config.input.dedupe and config.input.kind != "generate":
                 todo = mark_duplicates(todo, content_ids(todo, config), first_seen)
             resolved = with_models_resolved(config, resolve_model_ref)
-            dataset = build_dataset(todo, resolved, loaded.taxonomy)
+            dataset = build_dataset(todo, resolved, loaded.taxonomy, record)
             already = seed_refs.num_rows - todo.num_rows
             progress = Progress(seed_refs.num_rows, already, stream=progress_stream,
                                 interval=config.report.progress_interval)

@@ -1,7 +1,8 @@
 """Arrow schemas of the rows that cross each stage boundary, and of the manifest.
 
 Stages take and return ``pyarrow.Table`` batches that conform to these schemas; images travel as raw
-RGB bytes (``image_rgb`` with ``width``/``height``) so no stage pays for an encode it does not need.
+RGB bytes (``image_rgb`` with ``width``/``height``) so no stage pays for an encode it does not need,
+until ``encode`` turns them into the shard's JPEGs and thumbnails.
 From ``plan`` onward one row is one counterfactual set: its seed, its axis, its members and, after
 ``edit``, every member candidate.
 """
@@ -80,6 +81,9 @@ CANDIDATE = pa.struct(
         pa.field("failed_checks", pa.list_(pa.string())),
         pa.field("status", pa.string()),  # accepted | rejected | error
         pa.field("reason", pa.string()),
+        # Filled by encode (which then drops image_rgb): the sample's JPEG if chosen, and a thumbnail
+        pa.field("jpeg", pa.binary()),
+        pa.field("thumb", pa.binary()),
     ]
 )
 
@@ -98,6 +102,10 @@ SET = pa.schema(
         pa.field("candidates", pa.list_(CANDIDATE)),
         pa.field("set_status", pa.string()),  # accepted | rejected | error
         pa.field("set_reason", pa.string()),
+        # Filled by encode: the sample's src.jpg and JSON (accepted sets), the seed's thumbnail
+        pa.field("src_jpeg", pa.binary()),
+        pa.field("sample_json", pa.binary()),
+        pa.field("src_thumb", pa.binary()),
     ]
 )
 

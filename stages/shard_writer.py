@@ -1,11 +1,10 @@
 """Shard writer: WebDataset tars of accepted sets plus a parquet manifest of every member candidate.
 
-One call writes one shard: ``shards/{prefix}-NNNNNN.tar`` holds a sample per accepted set
+It runs on the driver and only assembles: the encode stage (stages/encode.py) has already made every
+file's bytes. One call writes one shard: ``shards/{prefix}-NNNNNN.tar`` holds a sample per accepted set
 (``{set_id}.src.jpg``, ``{set_id}.{member_id}.jpg`` ..., ``{set_id}.json``), and
 ``manifest/{prefix}-NNNNNN.parquet`` holds a row per member candidate, accepted, rejected or errored.
-Every JPEG carries its provenance (stages/provenance.py): generated member images say they are
-synthetic, with models, seeds and ids; with ``provenance.watermark`` they also carry an invisible
-watermark. Tars are byte-for-byte reproducible (fixed mtimes, owners and order); the tar is renamed into place
+Tars are byte-for-byte reproducible (fixed mtimes, owners and order); the tar is renamed into place
 first and the manifest last, so a shard counts as done only when its manifest exists.
 """
 
@@ -18,12 +17,11 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from PIL import Image
 
 from schemas import SCHEMA_VERSION, keys
 from schemas.records import MANIFEST, STATUS_ACCEPTED, STATUS_ERROR, rows_to_table
-from stages.imaging import encode_jpeg, from_raw
-from stages.provenance import WATERMARK_METHOD, ProvenanceConfig, apply_watermark, encode_with_provenance
+from stages.provenance import ProvenanceConfig
+from stages.resources import Resources
 from stages.storage import Storage
 
 SHARDS_DIR = "shards"
@@ -50,6 +48,8 @@ class ShardConfig:
     jpeg_quality: int = 95
     thumbnail_size: int = 96  # thumbs/ keeps a small JPEG of every candidate, rejected ones too; 0 = none
     provenance: ProvenanceConfig = field(default_factory=ProvenanceConfig)
+    # The encode stage's actor pool (JPEGs, provenance, watermark, thumbnails); the writer is the driver
+    resources: Resources = field(default_factory=Resources)
 
     def problems(self) -> list[tuple[str, str]]:
         found = []
@@ -85,7 +85,7 @@ def _add_file(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def _attributes(member: dict) -> dict:
+def member_attributes(member: dict) -> dict:
     return {a["attribute"]: a["value"] for a in member["attributes"]}
 
 
@@ -105,99 +105,6 @@ class ShardWriter:
 
     def names(self, index: int) -> tuple[str, str]:
         return keys.shard_name(self.config.prefix, index, "tar"), keys.shard_name(self.config.prefix, index, "parquet")
-
-    def sample_json(self, row: dict, chosen: dict[str, dict]) -> dict:
-        prov = self.provenance
-        members = []
-        for member in row["members"]:
-            cand = chosen[member["member_id"]]
-            members.append(
-                {
-                    "member_id": member["member_id"],
-                    "attributes": _attributes(member),
-                    "phrase": member["phrase"],
-                    "target_caption": member["target_caption"],
-                    "instruction": member["instruction"],
-                    "conversations": member.get("conversations") or [],
-                    "candidate": cand["candidate"],
-                    "noise_seed": cand["noise_seed"],
-                    "guidance_scale": cand.get("guidance_scale"),
-                    "p2p_fraction": cand.get("p2p_fraction"),
-                    "file": f"{member['member_id']}.jpg",
-                    "scores": {k: cand.get(k) for k in SCORE_NAMES},
-                }
-            )
-        return {
-            "schema_version": SCHEMA_VERSION,
-            "synthetic": True,
-            "set_id": row["set_id"],
-            "seed_id": row["seed_id"],
-            "axis": row["axis"],
-            "axis_attributes": [a["attribute"] for a in row["members"][0]["attributes"]],
-            "concept": row["concept"],
-            "concept_group": prov["concept_groups"].get(row["concept"]),
-            "concept_source": row["concept_source"],
-            "source": {"uri": row["source_uri"], "member": row.get("source_member"), "caption": row["caption"], "file": "src.jpg",
-                       "generated": row.get("candidate_bases") is not None},
-            "members": members,
-            "models": prov["models"],
-            "model_revisions": prov.get("revisions", {}),
-            "generation": prov["generation"],
-            "run": {"seed": prov["run_seed"], "config_hash": prov["config_hash"]},
-            "provenance": {
-                "generator": GENERATOR,
-                "image_metadata": self.config.provenance.metadata,
-                "watermark": self.watermark_label(),
-            },
-        }
-
-    def watermark_label(self) -> dict | None:
-        config = self.config.provenance
-        return {"method": WATERMARK_METHOD, "text": config.watermark_text} if config.watermark else None
-
-    def member_record(self, row: dict, member: dict, cand: dict) -> dict:
-        """What a generated image's own metadata says about it."""
-        prov = self.provenance
-        return {
-            "synthetic": True, "generator": GENERATOR, "set_id": row["set_id"], "seed_id": row["seed_id"],
-            "member_id": member["member_id"], "attributes": _attributes(member), "concept": row["concept"],
-            "candidate": cand["candidate"], "noise_seed": cand["noise_seed"],
-            "target_caption": member["target_caption"], "models": prov["models"],
-            "model_revisions": prov.get("revisions", {}), "generation": prov["generation"],
-            "run_seed": prov["run_seed"], "config_hash": prov["config_hash"], "watermark": self.watermark_label(),
-        }
-
-    def encode_synthetic(self, image: Image.Image, record: dict, description: str) -> bytes:
-        """A generated image (a member, or generate mode's base): marked synthetic, watermarked when on."""
-        config = self.config.provenance
-        if config.watermark:
-            image = apply_watermark(image, config.watermark_text)
-        return encode_with_provenance(image, self.config.jpeg_quality, record if config.metadata else None,
-                                      description, synthetic=True, software=GENERATOR, full_chroma=config.watermark)
-
-    def encode_member(self, row: dict, member: dict, cand: dict) -> bytes:
-        values = ", ".join(_attributes(member).values())
-        description = (f"Synthetic image generated by counterfactory ({self.provenance['models']['editor']}): "
-                       f"{values} counterfactual of seed {row['seed_id']}, set {row['set_id']}, member {member['member_id']}")
-        image = from_raw(cand["image_rgb"], cand["width"], cand["height"])
-        return self.encode_synthetic(image, self.member_record(row, member, cand), description)
-
-    def encode_source(self, row: dict) -> bytes:
-        """The seed photo as ingested, or in generate mode the generated base image the members share."""
-        image = from_raw(row["image_rgb"], row["width"], row["height"])
-        record = {"role": "seed", "set_id": row["set_id"], "seed_id": row["seed_id"],
-                  "source_uri": row["source_uri"], "source_member": row.get("source_member")}
-        if row.get("candidate_bases") is not None:
-            record.update(synthetic=True, role="base", generator=GENERATOR, base_prompt=row["caption"],
-                          models=self.provenance["models"], config_hash=self.provenance["config_hash"],
-                          watermark=self.watermark_label())
-            description = (f"Synthetic base image generated by counterfactory ({self.provenance['models']['editor']}) "
-                           f"for counterfactual set {row['set_id']}: {row['caption']}")
-            return self.encode_synthetic(image, record, description)
-        description = f"Seed image of counterfactual set {row['set_id']}, as ingested (not generated by counterfactory)"
-        return encode_with_provenance(image, self.config.jpeg_quality,
-                                      dict(record, synthetic=False) if self.config.provenance.metadata else None,
-                                      description, synthetic=False, software=GENERATOR)
 
     def manifest_rows(self, row: dict, shard: str | None) -> list[dict]:
         prov = self.provenance
@@ -225,7 +132,7 @@ class ShardWriter:
             out.append(
                 {
                     **base,
-                    "member_id": cand["member_id"], "attributes": json.dumps(_attributes(member), sort_keys=True),
+                    "member_id": cand["member_id"], "attributes": json.dumps(member_attributes(member), sort_keys=True),
                     "candidate": cand["candidate"], "noise_seed": cand["noise_seed"],
                     "guidance_scale": cand.get("guidance_scale"), "p2p_fraction": cand.get("p2p_fraction"),
                     "status": cand.get("status") or STATUS_ERROR, "reason": cand.get("reason"),
@@ -238,59 +145,44 @@ class ShardWriter:
             )
         return out
 
-    def thumbnails(self, rows: list[dict]) -> list[dict]:
-        """Small JPEGs of every seed and candidate, for reports: rejected ones have no other copy."""
-        size, out = self.config.thumbnail_size, []
-
-        def thumb(raw, width, height) -> bytes:
-            # An integer box reduction first: the resampling filter then has few pixels left to read
-            # (measured 3x cheaper than thumbnail() alone at 256 -> 96 px; the writer runs on the driver).
-            image = from_raw(raw, width, height)
-            factor = max(image.size) // size
-            if factor > 1:
-                image = image.reduce(factor)
-            if max(image.size) > size:
-                image.thumbnail((size, size), Image.Resampling.BOX)
-            return encode_jpeg(image, 85)
-
+    @staticmethod
+    def thumbnails(rows: list[dict]) -> list[dict]:
+        """The encode stage's thumbnails of every seed and candidate, for reports."""
+        out = []
         for row in rows:
-            if row.get("image_rgb") is None:
-                continue
             base = {"set_id": row["set_id"], "seed_index": row["seed_index"]}
-            out.append({**base, "member_id": "src", "candidate": None,
-                        "jpeg": thumb(row["image_rgb"], row["width"], row["height"])})
+            if row.get("src_thumb") is not None:
+                out.append({**base, "member_id": "src", "candidate": None, "jpeg": row["src_thumb"]})
             for cand in row.get("candidates") or []:
-                if cand.get("image_rgb") is not None:
+                if cand.get("thumb") is not None:
                     out.append({**base, "member_id": cand["member_id"], "candidate": cand["candidate"],
-                                "jpeg": thumb(cand["image_rgb"], cand["width"], cand["height"])})
+                                "jpeg": cand["thumb"]})
         return out
 
     def write_shard(self, index: int, rows: list[dict]) -> ShardResult:
         tar_name, manifest_name = self.names(index)
         rows = sorted(rows, key=lambda r: (r["seed_index"], r["set_id"]))
-        tar_bytes = io.BytesIO()
         manifest: list[dict] = []
         samples = 0
-        with tarfile.open(fileobj=tar_bytes, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        with self.storage.open_atomic(SHARDS_DIR, tar_name) as stream, \
+                tarfile.open(fileobj=stream, mode="w", format=tarfile.PAX_FORMAT) as tar:
             for row in rows:
                 in_tar = row.get("set_status") == STATUS_ACCEPTED
                 manifest.extend(self.manifest_rows(row, tar_name if in_tar else None))
                 if not in_tar:
                     continue
+                if row.get("src_jpeg") is None or row.get("sample_json") is None:
+                    raise ValueError(f"set {row['set_id']} is accepted but was not encoded: pass the rows through "
+                                     "stages.encode.SampleEncoder before the shard writer")
                 chosen = {c["member_id"]: c for c in row["candidates"] if c["status"] == STATUS_ACCEPTED}
-                _add_file(tar, f"{row['set_id']}.src.jpg", self.encode_source(row))
+                _add_file(tar, f"{row['set_id']}.src.jpg", row["src_jpeg"])
                 for member in row["members"]:
-                    jpeg = self.encode_member(row, member, chosen[member["member_id"]])
-                    _add_file(tar, f"{row['set_id']}.{member['member_id']}.jpg", jpeg)
-                sample = json.dumps(self.sample_json(row, chosen), sort_keys=True, indent=1).encode("utf-8")
-                _add_file(tar, f"{row['set_id']}.json", sample)
+                    _add_file(tar, f"{row['set_id']}.{member['member_id']}.jpg", chosen[member["member_id"]]["jpeg"])
+                _add_file(tar, f"{row['set_id']}.json", row["sample_json"])
                 samples += 1
-        self.storage.write_atomic(tar_bytes.getvalue(), SHARDS_DIR, tar_name)
         if self.config.thumbnail_size:
-            thumbs = pa.BufferOutputStream()
-            pq.write_table(rows_to_table(self.thumbnails(rows), THUMBS), thumbs, compression="none")
-            self.storage.write_atomic(thumbs.getvalue().to_pybytes(), THUMBS_DIR, manifest_name)
-        buffer = pa.BufferOutputStream()
-        pq.write_table(rows_to_table(manifest, MANIFEST), buffer, compression="zstd")
-        self.storage.write_atomic(buffer.getvalue().to_pybytes(), MANIFEST_DIR, manifest_name)
+            with self.storage.open_atomic(THUMBS_DIR, manifest_name) as stream:
+                pq.write_table(rows_to_table(self.thumbnails(rows), THUMBS), stream, compression="none")
+        with self.storage.open_atomic(MANIFEST_DIR, manifest_name) as stream:
+            pq.write_table(rows_to_table(manifest, MANIFEST), stream, compression="zstd")
         return ShardResult(index, tar_name, manifest_name, samples, len(manifest))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import posixpath
 import uuid
+from contextlib import contextmanager
 
 import pyarrow.fs as pafs
 
@@ -45,10 +46,24 @@ class Storage:
     def open_input(self, *parts: str):
         return self.fs.open_input_file(self.path(*parts))
 
-    def write_atomic(self, data: bytes, *parts: str) -> None:
+    @contextmanager
+    def open_atomic(self, *parts: str, buffer_size: int = 1 << 20):
+        """A writable stream whose file appears under its final name only once the block ends
+        without an error; on an error the temporary file is removed."""
         final = self.path(*parts)
         self.fs.create_dir(posixpath.dirname(final), recursive=True)
         temporary = posixpath.join(posixpath.dirname(final), f".tmp-{uuid.uuid4().hex}-{posixpath.basename(final)}")
-        with self.fs.open_output_stream(temporary) as handle:
-            handle.write(data)
+        try:
+            with self.fs.open_output_stream(temporary, compression=None, buffer_size=buffer_size) as handle:
+                yield handle
+        except BaseException:
+            try:
+                self.fs.delete_file(temporary)
+            except OSError:
+                pass  # remove_temporaries() clears it on the next run
+            raise
         self.fs.move(temporary, final)
+
+    def write_atomic(self, data: bytes, *parts: str) -> None:
+        with self.open_atomic(*parts, buffer_size=0) as handle:
+            handle.write(data)

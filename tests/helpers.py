@@ -97,13 +97,25 @@ def write_hostile_folder(base: Path) -> Path:
     return root
 
 
-WRITER_PROVENANCE = {  # what run.provenance() passes the shard writer, in small
+WRITER_PROVENANCE = {  # what run.provenance() passes the encode stage and the shard writer, in small
     "models": {"captioner": "cap", "editor": "edit", "clip": "clip"},
     "generation": {"steps": 2},
     "run_seed": 1,
     "config_hash": "abc123",
     "concept_groups": {"chef": "responsibility"},
 }
+
+
+def write_sets(out, rows: list[dict], index: int = 0, config=None):
+    """What a run does with filtered sets: the encode stage, then the driver's shard writer."""
+    from stages.encode import SampleEncoder
+    from stages.shard_writer import ShardConfig, ShardWriter
+    from stages.storage import Storage
+
+    config = config or ShardConfig(prefix="t")
+    writer = ShardWriter(config, Storage(str(out)), WRITER_PROVENANCE)
+    writer.setup()
+    return writer.write_shard(index, SampleEncoder(config, WRITER_PROVENANCE).encode_rows(rows))
 
 
 def set_row(index: int, status: str, images: dict[str, Image.Image] | None = None, concept: str = "chef") -> dict:

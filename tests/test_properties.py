@@ -12,10 +12,9 @@ from pipeline.errors import ConfigError
 from pipeline.verify import read_tar_samples
 from schemas import keys
 from stages.phrasing import swap_caption
-from stages.shard_writer import ShardConfig, ShardWriter
-from stages.storage import Storage
+from stages.shard_writer import ShardConfig
 from tests.conftest import REPO
-from tests.stages.test_shard_writer import PROVENANCE, set_row
+from tests.helpers import set_row, write_sets
 
 KEY_TEXT = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789_-", min_size=1, max_size=40)
 
@@ -83,10 +82,8 @@ def test_config_parsing_either_loads_or_names_the_field(section, key, value):
 @given(statuses=st.lists(st.sampled_from(["accepted", "rejected"]), min_size=1, max_size=4))
 def test_manifest_and_shard_round_trip(tmp_path_factory, statuses):
     out = tmp_path_factory.mktemp("roundtrip")
-    writer = ShardWriter(ShardConfig(prefix="p", thumbnail_size=0), Storage(str(out)), PROVENANCE)
-    writer.setup()
     rows = [set_row(i, status) for i, status in enumerate(statuses)]
-    result = writer.write_shard(0, rows)
+    result = write_sets(out, rows, 0, ShardConfig(prefix="p", thumbnail_size=0))
     samples = read_tar_samples((out / "shards" / result.tar_name).read_bytes())
     manifest = pq.read_table(out / "manifest" / result.manifest_name).to_pylist()
     assert set(samples) == {f"s{i}-gender" for i, s in enumerate(statuses) if s == "accepted"}

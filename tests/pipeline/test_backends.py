@@ -67,16 +67,18 @@ def test_generated_samples_keep_one_candidate_set_and_say_the_base_is_generated(
 
 
 def run_in_process(config_path, overrides: dict, out) -> None:
-    """The run's stages in order, each built and set up as its actor would be, then the shard writer."""
+    """The run's stages in order (encode last), each built and set up as its actor would be, then the
+    shard writer."""
     loaded = load_config(config_path, overrides)
     config = with_models_resolved(loaded.config, resolve_model_ref)
     table = list_seeds(config.input, config.shards.seeds_per_shard, None, loaded.concepts)
-    for spec in stage_specs(config, loaded.taxonomy):
+    record = provenance(loaded)
+    for spec in stage_specs(config, loaded.taxonomy, record):
         stage = spec.factory()
         stage.setup()
         table = stage(table)
     storage = Storage(str(out))
-    writer = ShardWriter(config.shards, storage, provenance(loaded))
+    writer = ShardWriter(config.shards, storage, record)
     writer.setup()
     for index, rows in itertools.groupby(table.to_pylist(), key=lambda r: r["shard_index"]):
         writer.write_shard(index, list(rows))

@@ -16,9 +16,8 @@ from pipeline.llava import IGNORE_INDEX, asd_epoch, concept_predictions, encode_
 from pipeline.readers import iter_members
 from pipeline.steering import gradient_steering_vector, steer, steering_vector_from_sets
 from stages.clip_model import ClipEmbedder
-from stages.shard_writer import ShardConfig, ShardWriter
-from stages.storage import Storage
-from tests.helpers import WRITER_PROVENANCE, set_row
+from stages.shard_writer import ShardConfig
+from tests.helpers import set_row, write_sets
 
 LAYER = "model.language_model.layers.0"
 
@@ -166,9 +165,7 @@ def write_known_dataset(out, clip_dir, balanced: bool):
     for i in range(2):
         swap = balanced and i % 2 == 1
         rows.append(set_row(i, "accepted", images={"female": b if swap else a, "male": a if swap else b}))
-    writer = ShardWriter(ShardConfig(prefix="k"), Storage(str(out)), WRITER_PROVENANCE)
-    writer.setup()
-    writer.write_shard(0, rows)
+    write_sets(out, rows, 0, ShardConfig(prefix="k"))
     # Score A and B as stored (JPEG) to know which value the closer image carries in the first set.
     first = {m["member_id"]: m["image"] for m in iter_members(str(out)) if m["set_id"] == "s0-gender"}
     embedder = ClipEmbedder(clip_dir, None, "cpu", "fp32")

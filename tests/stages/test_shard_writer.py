@@ -10,14 +10,11 @@ from PIL import Image
 from schemas.records import MANIFEST
 from schemas.sample import sample_errors
 from stages.provenance import ProvenanceConfig, read_provenance, read_watermark
-from stages.shard_writer import ShardConfig, ShardWriter
-from stages.storage import Storage
-from tests.helpers import MINI_SEEDS, WRITER_PROVENANCE as PROVENANCE, set_row
+from stages.shard_writer import ShardConfig
+from tests.helpers import MINI_SEEDS, set_row, write_sets
 
-def write(tmp_path, rows):
-    writer = ShardWriter(ShardConfig(prefix="t"), Storage(str(tmp_path)), PROVENANCE)
-    writer.setup()
-    return writer.write_shard(3, rows)
+def write(tmp_path, rows, config=None):
+    return write_sets(tmp_path, rows, 3, config)
 
 
 def test_accepted_sets_go_in_the_tar_and_every_candidate_in_the_manifest(tmp_path):
@@ -78,9 +75,7 @@ def test_generated_images_say_they_are_synthetic_and_how_they_were_made(tmp_path
 
 def test_provenance_metadata_can_be_turned_off(tmp_path):
     config = ShardConfig(prefix="t", provenance=ProvenanceConfig(metadata=False))
-    writer = ShardWriter(config, Storage(str(tmp_path)), PROVENANCE)
-    writer.setup()
-    writer.write_shard(3, [set_row(0, "accepted")])
+    write(tmp_path, [set_row(0, "accepted")], config)
     info = read_provenance(read_members(tmp_path)["male.jpg"])
     assert info == {"description": None, "software": None, "synthetic": False, "record": None}
 
@@ -98,9 +93,7 @@ def write_watermarked(tmp_path, row: dict, photo: Image.Image) -> dict[str, byte
     for cand in row["candidates"]:
         cand.update(image_rgb=photo.tobytes(), width=photo.width, height=photo.height)
     config = ShardConfig(prefix="t", provenance=ProvenanceConfig(watermark=True, watermark_text="cf-test1"))
-    writer = ShardWriter(config, Storage(str(tmp_path)), PROVENANCE)
-    writer.setup()
-    writer.write_shard(3, [row])
+    write(tmp_path, [row], config)
     return read_members(tmp_path)
 
 

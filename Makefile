@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/pipeline_vs_loop.py
 	$(BIN)/python benchmarks/scaling.py
 	$(BIN)/python benchmarks/writer.py
+	$(BIN)/python benchmarks/early_rejection.py
 
 clean:
 	rm -rf out .pytest_cache

@@ -163,7 +163,14 @@ def _check_generate_mode(config: PipelineConfig, taxonomy: Taxonomy, source: str
 
 
 def _check_cross_fields(config: PipelineConfig, source: str) -> None:
+    from stages.filter import SCORES
     from stages.provenance import WATERMARK_MIN_SIDE
+
+    if config.edit.early_rejection.enabled and all(getattr(config.filter.thresholds, n) is None for n in SCORES):
+        raise ConfigError(
+            source, "edit.early_rejection.enabled",
+            f"judges with the filter's thresholds, and every one is off (null): set one of filter.thresholds.{{{', '.join(SCORES)}}}",
+        )
 
     if config.shards.provenance.watermark and config.edit.resolution < WATERMARK_MIN_SIDE:
         raise ConfigError(

@@ -51,7 +51,7 @@ def stage_specs(config: PipelineConfig, taxonomy: Taxonomy, provenance: dict) ->
             )
     return specs + [
         StageSpec("plan", functools.partial(Planner, config.plan, taxonomy, config.run.seed), config.plan.resources),
-        StageSpec("edit", functools.partial(make_editor, config.edit), config.edit.resources),
+        StageSpec("edit", functools.partial(make_editor, config.edit, config.filter), config.edit.resources),
         StageSpec("filter", functools.partial(ClipFilter, config.filter), config.filter.resources),
         StageSpec("encode", functools.partial(SampleEncoder, config.shards, provenance), config.shards.resources),
     ]

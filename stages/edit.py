@@ -76,6 +76,26 @@ class MaskConfig:
 
 
 @dataclass
+class EarlyRejectionConfig:
+    """text_to_image: part-way through sampling, score each member's predicted clean image with the
+    filter's own CLIP checks against its candidate's predicted base image, and stop the members that
+    fail a check by more than ``margin``. The filter would reject them, so their remaining steps would
+    be wasted; they are recorded as rejected, with the predicted scores and the reason."""
+
+    enabled: bool = False
+    at_fraction: float = 0.5  # check once, after this share of the denoising steps
+    margin: float = 0.05  # stop only when a score is below its filter threshold by more than this
+
+    def problems(self) -> list[tuple[str, str]]:
+        found = []
+        if not 0.0 < self.at_fraction < 1.0:
+            found.append(("at_fraction", "must be in (0, 1)"))
+        if self.margin < 0:
+            found.append(("margin", "must be >= 0"))
+        return found
+
+
+@dataclass
 class EditConfig:
     backend: Literal["instruct_pix2pix", "img2img", "inpaint", "flux_kontext", "text_to_image"] = "instruct_pix2pix"
     model: str = "timbrooks/instruct-pix2pix"  # Hub id, local directory, or tiny:NAME
@@ -91,6 +111,7 @@ class EditConfig:
     max_sequence_length: int = 512  # flux_kontext: T5 prompt tokens
     p2p: PromptToPromptConfig = field(default_factory=PromptToPromptConfig)
     mask: MaskConfig = field(default_factory=MaskConfig)
+    early_rejection: EarlyRejectionConfig = field(default_factory=EarlyRejectionConfig)
     device: str = "auto"
     dtype: Literal["float32", "float16", "bfloat16"] = "float16"
     threads: int = 0
@@ -119,11 +140,18 @@ class EditConfig:
             found.append(("strength", "must be in (0, 1]"))
         if self.max_sequence_length < 1:
             found.append(("max_sequence_length", "must be >= 1"))
+        if self.early_rejection.enabled and self.backend != "text_to_image":
+            found.append(("early_rejection.enabled", f"only the text_to_image backend can stop members part-way "
+                                                     f"(backend is {self.backend})"))
+        if self.early_rejection.enabled and self.steps < 2:
+            found.append(("early_rejection.enabled", "needs steps >= 2: a check part-way and steps after it"))
         return found
 
 
-def make_editor(config: EditConfig):
+def make_editor(config: EditConfig, filter_config=None):
+    """The configured backend; ``filter_config`` (stages.filter.FilterConfig) is what early rejection
+    judges with."""
     from stages.editors import EDITORS
 
-    return EDITORS[config.backend](config)
+    return EDITORS[config.backend](config, filter_config)
 

@@ -21,7 +21,7 @@ from typing import Literal
 import numpy as np
 import pyarrow as pa
 
-from schemas.records import SET, STATUS_ACCEPTED, STATUS_ERROR, STATUS_OK, STATUS_REJECTED, rows_to_table
+from schemas.records import SET, STATUS_ACCEPTED, STATUS_OK, STATUS_REJECTED, rows_to_table
 from stages.clip_model import ClipEmbedder
 from stages import faults
 from stages.imaging import from_raw
@@ -109,14 +109,40 @@ class ClipFilter:
             "attribute_margin": float(probs[index] - (others.max() if len(others) else 0.0)),
         }
 
-    def failed_checks(self, scores: dict) -> list[str]:
+    def failed_checks(self, scores: dict, margin: float = 0.0) -> list[str]:
+        """The enabled checks a candidate fails: by more than ``margin`` below the threshold."""
         failed = []
         for name in SCORES:
             minimum = getattr(self.config.thresholds, name)
             value = scores.get(name)
-            if minimum is not None and value is not None and value < minimum:
+            if minimum is not None and value is not None and value < minimum - margin:
                 failed.append(name)
         return failed
+
+    def set_texts(self, caption: str, members: list[dict]) -> tuple[list[str], dict[str, np.ndarray]]:
+        """The set's attribute prompts, and the embeddings of its caption, targets and those prompts."""
+        prompts = [self.config.attribute_prompt.format(phrase=m["phrase"]) for m in members]
+        return prompts, self.text_embeddings([caption] + [m["target_caption"] for m in members] + prompts)
+
+    def judge_predicted(self, caption: str, members: list[dict], sources: dict, items: list[tuple], margin: float) -> list[dict]:
+        """Early rejection's check of predicted images part-way through sampling. ``sources`` maps a
+        candidate to its predicted base image, ``items`` are (candidate, member index, image). Returns
+        per item its scores and the checks it fails by more than ``margin`` (empty: keep going)."""
+        prompts, text = self.set_texts(caption, members)
+        keys = sorted(sources)
+        embeddings = self.embedder.images([sources[k] for k in keys] + [image for _, _, image in items])
+        source_embeddings = dict(zip(keys, embeddings[: len(keys)]))
+        item_embeddings = embeddings[len(keys):]
+        probs = self.embedder.zero_shot(item_embeddings, np.stack([text[p] for p in prompts]))
+        out = []
+        for (key, index, _), img, item_probs in zip(items, item_embeddings, probs):
+            scores = self.score_candidate(img, source_embeddings[key], text, caption, members[index], item_probs, index)
+            scores = {k: (None if v is None else float(v)) for k, v in scores.items()}
+            failed = self.failed_checks(scores, margin)
+            below = f" - {margin:g} margin" if margin else ""
+            reasons = [f"{n} {scores[n]:.4f} < {getattr(self.config.thresholds, n):.4f}{below}" for n in failed]
+            out.append({"scores": scores, "failed_checks": failed, "reason": "; ".join(reasons)})
+        return out
 
     def _rank(self, cand: dict) -> float:
         value = cand.get(self.config.rank_by)
@@ -125,9 +151,9 @@ class ClipFilter:
     def judge_set(self, row: dict) -> None:
         members = row["members"]
         index_of = {m["member_id"]: i for i, m in enumerate(members)}
-        prompts = [self.config.attribute_prompt.format(phrase=m["phrase"]) for m in members]
-        text = self.text_embeddings([row["caption"]] + [m["target_caption"] for m in members] + prompts)
-        live = [c for c in row["candidates"] if c["status"] != STATUS_ERROR and c["image_rgb"] is not None]
+        prompts, text = self.set_texts(row["caption"], members)
+        # Errors, and members the editor already stopped (early rejection), keep their status.
+        live = [c for c in row["candidates"] if c["status"] is None and c["image_rgb"] is not None]
         bases = row.get("candidate_bases")
         # What each candidate is compared with: the seed photo, or in generate mode its own base image.
         if bases is None:

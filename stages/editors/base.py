@@ -31,8 +31,9 @@ def draw_uniform(noise_seed: int, stream: int, low: float, high: float) -> float
 class Editor:
     prompt_field = "instruction"  # the member field the model is conditioned on
 
-    def __init__(self, config: EditConfig):
+    def __init__(self, config: EditConfig, filter_config=None):
         self.config = config
+        self.filter_config = filter_config  # text_to_image's early rejection judges with the filter's checks
         self.pipe = None
         self.oom_splits = 0  # how often a chunk was split after running out of GPU memory
 

@@ -9,14 +9,21 @@ candidate from the candidate's seed (``edit.guidance_range``, ``edit.p2p.fractio
 A call holds whole candidates or parts of them: each part carries its own copy of the base row, so any
 chunking gives the same pixels. The candidates' base images go to the set row (``candidate_bases``);
 the filter judges each candidate against its own base and keeps one candidate set whole.
+
+With ``edit.early_rejection`` the loop stops once, after ``at_fraction`` of the steps: DDIM's predicted
+clean images are decoded and judged with the filter's checks (each member against its candidate's
+predicted base), members that fail by more than ``margin`` leave the batch and keep their predicted
+image, and the rest go on as a smaller batch. Base rows always finish: they are the candidates' sources.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from schemas.records import STATUS_REJECTED
 from stages.editors.base import Editor, draw_uniform, no_safety_checker, to_uint8
 from stages.editors.p2p import AttentionControl, PromptToPromptProcessor, token_map
 
@@ -24,7 +31,9 @@ from stages.editors.p2p import AttentionControl, PromptToPromptProcessor, token_
 @dataclass
 class GenerateContext:
     base_prompt: str
+    members: list[dict]
     bases: dict[int, np.ndarray] = field(default_factory=dict)  # candidate -> its base image, once rendered
+    stopped: dict[tuple[int, str], dict] = field(default_factory=dict)  # (candidate, member_id) -> early verdict
 
 
 class TextToImageEditor(Editor):
@@ -41,6 +50,16 @@ class TextToImageEditor(Editor):
         self.is_xl = getattr(pipe, "text_encoder_2", None) is not None
         if self.dtype == torch.float16 and getattr(pipe.vae.config, "force_upcast", False):
             pipe.vae.to(torch.float32)  # the SDXL VAE overflows in float16
+        self.judge = None
+        if self.config.early_rejection.enabled:
+            from stages.filter import ClipFilter
+
+            if self.filter_config is None:
+                raise ValueError("edit.early_rejection judges with the filter's checks: pass the filter config")
+            self.judge = ClipFilter(self.filter_config)
+            self.judge.setup()
+        self.denoised_rows = 0  # rows x steps through the UNet (each with its unconditional twin)
+        self.decoded_rows = 0  # images through the VAE decoder: final ones and early rejection's predictions
         return pipe
 
     def draws(self, noise_seed: int) -> dict:
@@ -56,7 +75,7 @@ class TextToImageEditor(Editor):
     def prepare(self, row: dict) -> GenerateContext:
         if not (row.get("caption") or "").strip():
             raise ValueError("text_to_image needs the seed's caption as the base prompt (the seed has none)")
-        return GenerateContext(row["caption"])
+        return GenerateContext(row["caption"], row["members"])
 
     def chunks(self, jobs: list[dict]) -> list[list[dict]]:
         """Pack jobs so a call holds at most max_batch images, counting one base image per candidate in it."""
@@ -73,6 +92,11 @@ class TextToImageEditor(Editor):
     def edit_set(self, row: dict) -> list[dict]:
         context = self.prepare(row)
         candidates = self.render_set(row, context)
+        for cand in candidates:
+            verdict = context.stopped.get((cand["candidate"], cand["member_id"]))
+            if verdict is not None and cand["error"] is None:
+                cand.update(verdict["scores"], failed_checks=verdict["failed_checks"], status=STATUS_REJECTED,
+                            reason=verdict["reason"])
         bases = [context.bases.get(c) for c in range(len(row["candidate_seeds"]))]
         row["candidate_bases"] = [None if b is None else b.tobytes() for b in bases]
         first = next((b for b in bases if b is not None), None)
@@ -87,19 +111,39 @@ class TextToImageEditor(Editor):
         for i, job in enumerate(jobs):
             groups.setdefault(job["candidate"], []).append(i)
         prompts, base_rows, guidance, fractions, noise = [], [], [], [], []
+        row_job: list[int | None] = []  # the job of each row; None for a candidate's base row
+        row_candidate: list[int] = []
         for candidate, indices in groups.items():
             first = jobs[indices[0]]
             side = self.config.resolution // self.pipe.vae_scale_factor
             generator = torch.Generator(device="cpu").manual_seed(int(first["noise_seed"]))
             shared = torch.randn((1, self.pipe.unet.config.in_channels, side, side), generator=generator)
             base_row = len(prompts)
-            for prompt in [context.base_prompt] + [jobs[i]["prompt"] for i in indices]:
+            for job, prompt in [(None, context.base_prompt)] + [(i, jobs[i]["prompt"]) for i in indices]:
                 prompts.append(prompt)
                 base_rows.append(base_row)
                 guidance.append(first["guidance_scale"])
                 fractions.append(first["p2p_fraction"])
                 noise.append(shared)
-        images = self.sample(prompts, base_rows, torch.cat(noise), guidance, fractions)
+                row_job.append(job)
+                row_candidate.append(candidate)
+
+        def judge(rows: list[int], predicted: list[np.ndarray]) -> dict[int, dict]:
+            """Early rejection's verdicts on the member rows to stop, by row."""
+            from PIL import Image
+
+            pictures = {r: Image.fromarray(image) for r, image in zip(rows, predicted)}
+            sources = {row_candidate[r]: pictures[r] for r in rows if row_job[r] is None}
+            members = [r for r in rows if row_job[r] is not None]
+            items = [(row_candidate[r], jobs[row_job[r]]["member_id"], pictures[r]) for r in members]
+            return {r: v for r, v in zip(members, self.stop_verdicts(context, sources, items)) if v is not None}
+
+        images, stopped = self.sample(prompts, base_rows, torch.cat(noise), guidance, fractions,
+                                      judge if self.judge else None)
+        for r, verdict in stopped.items():
+            job = jobs[row_job[r]]
+            context.stopped[(job["candidate"], job["member_id"])] = dict(
+                verdict, reason=f"early rejection after {self.check_after()} of {self.config.steps} steps: {verdict['reason']}")
         out: list[np.ndarray | None] = [None] * len(jobs)
         row = 0
         for candidate, indices in groups.items():
@@ -107,6 +151,29 @@ class TextToImageEditor(Editor):
             for k, i in enumerate(indices):
                 out[i] = images[row + 1 + k]
             row += 1 + len(indices)
+        return out
+
+    def stop_verdicts(self, context: GenerateContext, sources: dict, items: list[tuple]) -> list[dict | None]:
+        """Early rejection's verdict on each (candidate, member_id, predicted image), None to go on.
+        A member stops when it fails a filter check by more than the margin. The other members of its
+        candidate then stop too when too few are left for the filter to keep that candidate set; they are
+        counted within this call, so a candidate split across calls may keep rows the filter rejects."""
+        position = {m["member_id"]: k for k, m in enumerate(context.members)}
+        verdicts = self.judge.judge_predicted(context.base_prompt, context.members, sources,
+                                              [(c, position[m], image) for c, m, image in items],
+                                              self.config.early_rejection.margin)
+        total = len(context.members)
+        needed = min(self.judge.config.min_members or total, total)
+        failing = Counter(c for (c, _, _), v in zip(items, verdicts) if v["failed_checks"])
+        out = []
+        for (candidate, _, _), verdict in zip(items, verdicts):
+            if verdict["failed_checks"]:
+                out.append(dict(verdict, reason=f"predicted {verdict['reason']}"))
+            elif total - failing[candidate] < needed:
+                out.append(dict(verdict, reason=f"candidate set {candidate} cannot be kept: {failing[candidate]} of "
+                                                f"its {total} members fail (needs {needed})"))
+            else:
+                out.append(None)
         return out
 
     def _encode(self, prompts: list[str]):
@@ -135,11 +202,27 @@ class TextToImageEditor(Editor):
         maps = [token_map(ids[b], ids[i]) for i, b in enumerate(base_rows)]
         return torch.tensor(maps + maps, device=self.device)
 
-    def sample(self, prompts, base_rows, noise, guidance, fractions) -> list[np.ndarray]:
+    def check_after(self) -> int:
+        """After how many steps early rejection looks: at least one step done, at least one to go."""
+        steps = self.config.steps
+        return max(1, min(steps - 1, round(self.config.early_rejection.at_fraction * steps)))
+
+    def decode(self, latents) -> list[np.ndarray]:
+        self.decoded_rows += latents.shape[0]
+        vae = self.pipe.vae
+        decoded = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample
+        return to_uint8(self.pipe.image_processor.postprocess(decoded, output_type="np"))
+
+    def sample(self, prompts, base_rows, noise, guidance, fractions, judge=None) -> tuple[list[np.ndarray], dict]:
+        """Images of every row, and early rejection's verdicts by row (their images are the predictions
+        at the check). ``judge(rows, predicted images)`` returns the verdicts of the rows to stop."""
         import torch
         from diffusers import DDIMScheduler
 
         pipe, steps, n = self.pipe, self.config.steps, len(prompts)
+        check_after = self.check_after() if judge else None
+        images: list[np.ndarray | None] = [None] * n
+        verdicts: dict[int, dict] = {}
         with torch.no_grad():
             embeds, added = self._encode(prompts)
             scheduler = DDIMScheduler.from_config(self.scheduler_config)
@@ -156,18 +239,45 @@ class TextToImageEditor(Editor):
             control = self.control
             control.base_rows = base
             control.token_map = self._token_maps(prompts, base_rows) if self.config.p2p.cross_attention else None
+            alive = list(range(n))  # the rows still denoising, in batch order
             try:
                 for i, t in enumerate(scheduler.timesteps):
-                    active = any(c > i for c in cutoffs)
+                    active = any(cutoffs[r] > i for r in alive)
                     control.self_source = self_source[i] if active else None
                     control.cross_rows = injected[i] if active and control.token_map is not None else None
                     model_input = scheduler.scale_model_input(torch.cat([latents, latents]), t)
                     predicted = pipe.unet(model_input, t, encoder_hidden_states=embeds, added_cond_kwargs=added).sample
                     uncond, cond = predicted.chunk(2)
-                    latents = scheduler.step(uncond + scale * (cond - uncond), t, latents).prev_sample
+                    step = scheduler.step(uncond + scale * (cond - uncond), t, latents)
+                    latents = step.prev_sample
+                    self.denoised_rows += len(alive)
+                    if i + 1 != check_after:
+                        continue
+                    clean = self.decode(step.pred_original_sample)
+                    stop = judge(alive, clean)
+                    if not stop:
+                        continue
+                    verdicts.update(stop)
+                    for r, image in zip(alive, clean):
+                        if r in stop:
+                            images[r] = image
+                    keep = [k for k, r in enumerate(alive) if r not in stop]
+                    alive = [alive[k] for k in keep]
+                    # Both halves of the batch shrink alike; row indices in the tables are renumbered.
+                    m, columns = len(keep), torch.tensor(keep + [k + len(stop) + len(keep) for k in keep],
+                                                         device=self.device)
+                    renumber = torch.full((len(columns) + 2 * len(stop),), -1, device=self.device, dtype=torch.long)
+                    renumber[columns] = torch.arange(2 * m, device=self.device)
+                    latents, scale = latents[columns[:m]], scale[columns[:m]]
+                    embeds = embeds[columns]
+                    if added is not None:
+                        added = {name: value[columns] for name, value in added.items()}
+                    self_source, injected = renumber[self_source[:, columns]], injected[:, columns]
+                    control.base_rows = base = renumber[base[columns]]
+                    if control.token_map is not None:
+                        control.token_map = control.token_map[columns]
             finally:
                 control.off()
-            vae = pipe.vae
-            decoded = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample
-            images = pipe.image_processor.postprocess(decoded, output_type="np")
-        return to_uint8(images)
+            for r, image in zip(alive, self.decode(latents)):
+                images[r] = image
+        return images, verdicts

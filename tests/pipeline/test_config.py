@@ -57,6 +57,7 @@ def test_production_config_names_real_models_on_gpus():
         (("edit", "guidance_range"), [7.5, 15], "edit.guidance_range", "only the text_to_image backend"),
         (("edit", "p2p"), {"fraction_range": [0.9, 0.1]}, "edit.p2p.fraction_range", "low <= high"),
         (("edit", "mask"), {"threshold": 1.5}, "edit.mask.threshold", "(0, 1)"),
+        (("edit", "early_rejection"), {"enabled": True}, "edit.early_rejection.enabled", "only the text_to_image backend"),
     ],
 )
 def test_bad_values_fail_naming_the_field(path, value, field, words):
@@ -107,11 +108,16 @@ def generate_data() -> dict:
         (("input", "prompts"), ["a photo"], "input.prompts[0]", "must contain {concept} or {a_concept}"),
         (("input", "seeds_per_prompt"), 0, "input.seeds_per_prompt", ">= 1"),
         (("edit", "max_batch"), 1, "edit.max_batch", "a base image and at least one member"),
+        (("edit", "early_rejection"), {"enabled": True, "at_fraction": 1.0}, "edit.early_rejection.at_fraction", "(0, 1)"),
+        (("filter", "thresholds"), {"text_image": None, "directional": None, "image_image": None, "attribute_margin": None},
+         "edit.early_rejection.enabled", "every one is off"),
     ],
 )
 def test_generate_mode_config_errors_name_the_field(path, value, field, words):
     data = generate_data()
-    data["edit"].pop("guidance_range")  # (only text_to_image may draw guidance: its own error)
+    if path != ("filter", "thresholds"):  # (only text_to_image may draw guidance or stop early: their own errors)
+        data["edit"].pop("guidance_range")
+        data["edit"].pop("early_rejection")
     data[path[0]][path[1]] = value
     with pytest.raises(ConfigError) as err:
         parse(data)

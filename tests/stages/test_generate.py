@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from schemas.records import SEED_REF, rows_to_table
-from stages.edit import EditConfig, PromptToPromptConfig
+from schemas.records import SEED_REF, SET, rows_to_table
+from stages.edit import EarlyRejectionConfig, EditConfig, PromptToPromptConfig
 from stages.editors.p2p import token_map
 from stages.editors.text_to_image import TextToImageEditor
 from stages.filter import ClipFilter, FilterConfig, Thresholds
@@ -21,11 +21,11 @@ def generated_sets(taxonomy, concepts=("chef", "science"), candidates=2, axes=("
     return Planner(PlanConfig(axes=list(axes), candidates_per_set=candidates), taxonomy, run_seed=5)(seeds)
 
 
-def make_editor(tiny, **overrides):
+def make_editor(tiny, filter_config=None, **overrides):
     settings = dict(backend="text_to_image", model=tiny["stable-diffusion"], steps=4, resolution=32,
                     dtype="float32", max_batch=8)
     settings.update(overrides)
-    editor = TextToImageEditor(EditConfig(**settings))
+    editor = TextToImageEditor(EditConfig(**settings), filter_config)
     editor.setup()
     return editor
 
@@ -140,3 +140,60 @@ def test_the_sdxl_family_renders_sets_with_attention_control_too(tiny, taxonomy)
         return float(np.mean([np.abs(pixels(c["image_rgb"]) - base).mean() for c in row["candidates"]]))
 
     assert rendered(PromptToPromptConfig(fraction=1.0)) < rendered(PromptToPromptConfig(enabled=False))
+
+
+def test_early_rejection_stops_members_the_filter_would_reject_and_the_others_finish_unchanged(tiny, editor, taxonomy):
+    def early_editor(text_image: float):
+        thresholds = Thresholds(text_image=text_image, directional=None, image_image=None, attribute_margin=None)
+        judge = FilterConfig(model=tiny["clip"], precision="fp32", thresholds=thresholds)
+        # max_batch 9: the three candidates (a base and two members each) share one call
+        return make_editor(tiny, judge, max_batch=9,
+                           early_rejection=EarlyRejectionConfig(enabled=True, at_fraction=0.5, margin=0.0))
+
+    sets = generated_sets(taxonomy, ("chef", "science"), candidates=3)
+    before = editor.denoised_rows
+    full = editor(sets).to_pylist()
+    full_rows = editor.denoised_rows - before
+    members = [(r["set_id"], c["candidate"], c["member_id"]) for r in full for c in r["candidates"]]
+
+    strict = early_editor(1.0)  # no image reaches a cosine of 1: every member stops after 2 of 4 steps
+    stopped = strict(sets).to_pylist()
+    # Two sets, one call each: 3 base rows finish their 4 steps, 6 member rows stop after 2.
+    assert strict.denoised_rows == 2 * (3 * 4 + 6 * 2) and full_rows > strict.denoised_rows
+    for early, done in zip(stopped, full):
+        for cand, final in zip(early["candidates"], done["candidates"]):
+            assert cand["status"] == "rejected" and cand["failed_checks"] == ["text_image"]
+            assert cand["reason"].startswith("early rejection after 2 of 4 steps: predicted text_image ")
+            assert cand["text_image"] < 1.0 and cand["image_rgb"] != final["image_rgb"]  # the prediction at step 2
+        for base, full_base in zip(early["candidate_bases"], done["candidate_bases"]):
+            assert np.abs(pixels(base) - pixels(full_base)).max() <= 2
+
+    # A bar between candidates' weakest members: some candidates lose a member, some keep all.
+    weakest = {}
+    for r in stopped:
+        for c in r["candidates"]:
+            key = (r["set_id"], c["candidate"])
+            weakest[key] = min(weakest.get(key, 1.0), c["text_image"])
+    bar = float(np.median(list(weakest.values())))
+    partial = early_editor(bar)(sets).to_pylist()
+    judged = ClipFilter(FilterConfig(model=tiny["clip"], precision="fp32", thresholds=OFF, rank_by="text_image"))
+    judged.setup()
+    kept = judged(rows_to_table(partial, SET)).to_pylist()
+    predicted = {(r["set_id"], c["candidate"], c["member_id"]): c["text_image"] for r in stopped for c in r["candidates"]}
+    for early, done, after in zip(partial, full, kept):
+        for cand, final, verdict in zip(early["candidates"], done["candidates"], after["candidates"]):
+            key = (early["set_id"], cand["candidate"], cand["member_id"])
+            # A failing member stops, and so do the others of its candidate: the filter keeps whole
+            # candidate sets (min_members 0: all), so that one can no longer be kept.
+            fails = predicted[key] < bar
+            sinks = any(predicted[(early["set_id"], cand["candidate"], m["member_id"])] < bar for m in early["members"])
+            assert (cand["status"] == "rejected") == sinks
+            if fails:
+                assert "predicted text_image" in cand["reason"]
+            elif sinks:
+                assert f"candidate set {cand['candidate']} cannot be kept: 1 of its 2 members fail" in cand["reason"]
+            if cand["status"] is None:  # finished in a smaller batch: the same image
+                assert np.abs(pixels(cand["image_rgb"]) - pixels(final["image_rgb"])).max() <= 2
+            else:  # the filter keeps the editor's verdict
+                assert verdict["status"] == "rejected" and verdict["reason"] == cand["reason"]
+    assert 0 < sum(c["status"] == "rejected" for r in partial for c in r["candidates"]) < len(members)

@@ -49,6 +49,10 @@ def test_generate_mode_output_passes_verify_and_accounts_for_every_planned_candi
     for r in rows:
         assert 7.5 <= r["guidance_scale"] <= 15.0 and 0.1 <= r["p2p_fraction"] <= 0.9
         assert r["captioner"] is None
+    # early rejection ran in the edit actors: stopped members are rejected rows with the reason
+    stopped = [r for r in rows if (r["reason"] or "").startswith("early rejection after 2 of 4 steps: ")]
+    assert stopped and all(r["status"] == "rejected" and r["shard"] is None for r in stopped)
+    assert any(r["status"] == "accepted" for r in rows)
 
 
 def test_generated_samples_keep_one_candidate_set_and_say_the_base_is_generated(generated):

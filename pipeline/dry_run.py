@@ -93,7 +93,8 @@ def describe(loaded: LoadedConfig, seeds: int | None = None, limit: int | None =
         f"members: {counts['members']} x {counts['candidates_per_set']} candidate(s)",
         f"diffusion: {counts['edited_images']} edited images{bases} in {counts['editor_pipeline_calls']} "
         f"model calls (max_batch {config.edit.max_batch}), {denoising_steps(config.edit)} steps, "
-        f"{counts['unet_evaluations']} denoiser evaluations",
+        f"{counts['unet_evaluations']} denoiser evaluations"
+        + (" at most (early rejection stops failing members part-way)" if config.edit.early_rejection.enabled else ""),
         f"shards: {counts['shards']} of up to {config.shards.seeds_per_shard} seeds each",
         "no model was loaded",
     ]

@@ -63,7 +63,7 @@ def generation_settings(config) -> dict:
         out["mask"] = {k: v for k, v in to_plain(edit.mask).items() if k not in ("model", "revision")}
     if edit.backend == "text_to_image":
         out.update(sampler="ddim", guidance_range=edit.guidance_range, p2p=to_plain(edit.p2p),
-                   prompts=list(config.input.prompts))
+                   prompts=list(config.input.prompts), early_rejection=to_plain(edit.early_rejection))
     return out
 
 

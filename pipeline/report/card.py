@@ -159,5 +159,8 @@ def _backend_settings(edit: dict) -> str:
         fraction = p2p.get("fraction_range") or p2p.get("fraction")
         control = (f"prompt-to-prompt self-attention{' and cross-attention' if p2p.get('cross_attention') else ''} "
                    f"for a {fraction} fraction of steps" if p2p.get("enabled") else "no attention control")
-        return f"DDIM, shared noise per candidate set, {control}, "
+        early = edit.get("early_rejection") or {}
+        stops = (f"early rejection after a {early.get('at_fraction')} fraction of steps (margin {early.get('margin')}), "
+                 if early.get("enabled") else "")
+        return f"DDIM, shared noise per candidate set, {control}, {stops}"
     return ""

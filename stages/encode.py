@@ -186,6 +186,6 @@ class SampleEncoder:
 
 def drop_raw_images(row: dict) -> None:
     row["image_rgb"] = None
-    row["candidate_bases"] = None if row.get("candidate_bases") is None else []
+    row["candidate_bases"] = None
     for cand in row.get("candidates") or []:
         cand["image_rgb"] = None

@@ -36,6 +36,37 @@ class GenerateContext:
     stopped: dict[tuple[int, str], dict] = field(default_factory=dict)  # (candidate, member_id) -> early verdict
 
 
+@dataclass
+class DenoisingBatch:
+    """The rows denoised together: latents and guidance per row; the text conditioning and the
+    attention-control tables for both halves of the classifier-free guidance batch (unconditional first)."""
+
+    latents: object
+    scale: object
+    embeds: object
+    added: dict | None  # SDXL's pooled text embeddings and time ids
+    base: object  # each row's base row
+    injected: object  # steps x rows: under self-attention control
+    self_source: object  # steps x rows: whose queries and keys a row's self-attention uses
+    token_map: object | None  # cross-attention refine: member token -> base token
+
+    def keep(self, positions: list[int]) -> "DenoisingBatch":
+        """Only the rows at ``positions``: both halves shrink alike, and row indices are renumbered."""
+        import torch
+
+        size, m, device = self.latents.shape[0], len(positions), self.latents.device
+        columns = torch.tensor(positions + [p + size for p in positions], device=device)
+        renumber = torch.full((2 * size,), -1, dtype=torch.long, device=device)
+        renumber[columns] = torch.arange(2 * m, device=device)
+        return DenoisingBatch(
+            latents=self.latents[columns[:m]], scale=self.scale[columns[:m]], embeds=self.embeds[columns],
+            added=None if self.added is None else {name: value[columns] for name, value in self.added.items()},
+            base=renumber[self.base[columns]], injected=self.injected[:, columns],
+            self_source=renumber[self.self_source[:, columns]],
+            token_map=None if self.token_map is None else self.token_map[columns],
+        )
+
+
 class TextToImageEditor(Editor):
     prompt_field = "target_caption"
 
@@ -227,57 +258,45 @@ class TextToImageEditor(Editor):
             embeds, added = self._encode(prompts)
             scheduler = DDIMScheduler.from_config(self.scheduler_config)
             scheduler.set_timesteps(steps, device=self.device)
-            latents = noise.to(self.device, embeds.dtype) * scheduler.init_noise_sigma
-            scale = torch.tensor(guidance, device=self.device, dtype=embeds.dtype).view(-1, 1, 1, 1)
             # Which rows are under control at each step, worked out once: nothing on the GPU waits on
             # the host inside the loop. The unconditional half (the first n rows) is never controlled.
             cutoffs = [round(f * steps) for f in fractions]
             base = torch.tensor(base_rows + [b + n for b in base_rows], device=self.device)
-            rows = torch.arange(2 * n, device=self.device)
             injected = torch.tensor([[False] * n + [c > i for c in cutoffs] for i in range(steps)], device=self.device)
-            self_source = torch.where(injected, base, rows)  # steps x 2n
-            control = self.control
-            control.base_rows = base
-            control.token_map = self._token_maps(prompts, base_rows) if self.config.p2p.cross_attention else None
+            batch = DenoisingBatch(
+                latents=noise.to(self.device, embeds.dtype) * scheduler.init_noise_sigma,
+                scale=torch.tensor(guidance, device=self.device, dtype=embeds.dtype).view(-1, 1, 1, 1),
+                embeds=embeds, added=added, base=base, injected=injected,
+                self_source=torch.where(injected, base, torch.arange(2 * n, device=self.device)),  # steps x 2n
+                token_map=self._token_maps(prompts, base_rows) if self.config.p2p.cross_attention else None,
+            )
             alive = list(range(n))  # the rows still denoising, in batch order
+            control = self.control
             try:
                 for i, t in enumerate(scheduler.timesteps):
                     active = any(cutoffs[r] > i for r in alive)
-                    control.self_source = self_source[i] if active else None
-                    control.cross_rows = injected[i] if active and control.token_map is not None else None
+                    control.base_rows, control.token_map = batch.base, batch.token_map
+                    control.self_source = batch.self_source[i] if active else None
+                    control.cross_rows = batch.injected[i] if active and batch.token_map is not None else None
+                    latents = batch.latents
                     model_input = scheduler.scale_model_input(torch.cat([latents, latents]), t)
-                    predicted = pipe.unet(model_input, t, encoder_hidden_states=embeds, added_cond_kwargs=added).sample
+                    predicted = pipe.unet(model_input, t, encoder_hidden_states=batch.embeds,
+                                          added_cond_kwargs=batch.added).sample
                     uncond, cond = predicted.chunk(2)
-                    step = scheduler.step(uncond + scale * (cond - uncond), t, latents)
-                    latents = step.prev_sample
+                    step = scheduler.step(uncond + batch.scale * (cond - uncond), t, latents)
+                    batch.latents = step.prev_sample
                     self.denoised_rows += len(alive)
-                    if i + 1 != check_after:
-                        continue
-                    clean = self.decode(step.pred_original_sample)
-                    stop = judge(alive, clean)
-                    if not stop:
-                        continue
-                    verdicts.update(stop)
-                    for r, image in zip(alive, clean):
-                        if r in stop:
-                            images[r] = image
-                    keep = [k for k, r in enumerate(alive) if r not in stop]
-                    alive = [alive[k] for k in keep]
-                    # Both halves of the batch shrink alike; row indices in the tables are renumbered.
-                    m, columns = len(keep), torch.tensor(keep + [k + len(stop) + len(keep) for k in keep],
-                                                         device=self.device)
-                    renumber = torch.full((len(columns) + 2 * len(stop),), -1, device=self.device, dtype=torch.long)
-                    renumber[columns] = torch.arange(2 * m, device=self.device)
-                    latents, scale = latents[columns[:m]], scale[columns[:m]]
-                    embeds = embeds[columns]
-                    if added is not None:
-                        added = {name: value[columns] for name, value in added.items()}
-                    self_source, injected = renumber[self_source[:, columns]], injected[:, columns]
-                    control.base_rows = base = renumber[base[columns]]
-                    if control.token_map is not None:
-                        control.token_map = control.token_map[columns]
+                    if i + 1 == check_after:
+                        clean = self.decode(step.pred_original_sample)
+                        stop = judge(alive, clean)
+                        if stop:
+                            verdicts.update(stop)
+                            images = [clean[alive.index(r)] if r in stop else image for r, image in enumerate(images)]
+                            keep = [k for k, r in enumerate(alive) if r not in stop]
+                            alive = [alive[k] for k in keep]
+                            batch = batch.keep(keep)
             finally:
                 control.off()
-            for r, image in zip(alive, self.decode(latents)):
+            for r, image in zip(alive, self.decode(batch.latents)):
                 images[r] = image
         return images, verdicts

@@ -14,48 +14,32 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
-import common  # noqa: F401,E402  (puts the repository on sys.path, offline Hub)
+from common import run_stages  # noqa: E402  (sets sys.path and HF_HUB_OFFLINE)
 
-from pipeline.config import load_config, with_models_resolved  # noqa: E402
+from pipeline.config import load_config  # noqa: E402
 from pipeline.cost import CLIP_L14_TFLOP, DENOISER_TFLOP_512, VAE_DECODE_TFLOP_512  # noqa: E402
-from pipeline.graph import stage_specs  # noqa: E402
-from pipeline.run import provenance  # noqa: E402
-from pipeline.tiny_models import resolve_model_ref  # noqa: E402
-from stages.ingest import list_seeds  # noqa: E402
 
 
 def run(config_path: str, overrides: dict) -> tuple[dict, list[dict]]:
-    loaded = load_config(config_path, overrides)
-    config = with_models_resolved(loaded.config, resolve_model_ref)
-    table = list_seeds(config.input, config.shards.seeds_per_shard, None, loaded.concepts)
-    seconds, editor = {}, None
-    for spec in stage_specs(config, loaded.taxonomy, provenance(loaded)):
-        if spec.name == "encode":
-            break
-        stage = spec.factory()
-        stage.setup()
-        started = time.perf_counter()
-        table = stage(table)
-        seconds[spec.name] = time.perf_counter() - started
-        if spec.name == "edit":
-            editor = stage
+    table, stages, timings = run_stages(load_config(config_path, overrides), stop_before="encode")
+    editor = stages["edit"]
+    seconds = {name: timing["run_s"] for name, timing in timings.items()}
     rows = table.to_pylist()
     candidates = [c for r in rows for c in r["candidates"] or []]
     accepted = sum(c["status"] == "accepted" for c in candidates)
     early = sum((c["reason"] or "").startswith("early rejection") for c in candidates)
-    # The filter embeds each candidate and its base once; early rejection embeds every row at its check.
-    checked = editor.decoded_rows - sum(1 for r in rows for b in r["candidate_bases"] or [] if b) - (len(candidates) - early)
+    # CLIP embeds every row at the check, then in the filter each base and each candidate not stopped.
+    filtered = sum(b is not None for r in rows for b in r["candidate_bases"] or []) + len(candidates) - early
     tflop = (editor.denoised_rows * 2 * DENOISER_TFLOP_512["sd"] + editor.decoded_rows * VAE_DECODE_TFLOP_512
-             + (checked + len(candidates) - early) * CLIP_L14_TFLOP)
+             + (editor.judged_rows + filtered) * CLIP_L14_TFLOP)
     compute_s = seconds["edit"] + seconds["filter"]
     return {
         "edit_s": round(seconds["edit"], 2), "filter_s": round(seconds["filter"], 2),
         "sets": len(rows), "accepted_sets": sum(r["set_status"] == "accepted" for r in rows),
         "candidates": len(candidates), "failing_a_check": sum(bool(c.get("failed_checks")) for c in candidates),
         "stopped_early": early, "accepted_images": accepted,
-        "denoised_rows": editor.denoised_rows, "decoded_rows": editor.decoded_rows,
+        "denoised_rows": editor.denoised_rows, "decoded_rows": editor.decoded_rows, "judged_rows": editor.judged_rows,
         "accepted_images_per_cpu_s": round(accepted / compute_s, 3),
         "sd15_512_tflop": round(tflop, 1),
         "sd15_512_tflop_per_accepted_image": round(tflop / accepted, 1) if accepted else None,

@@ -20,23 +20,20 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np  # noqa: E402
 import common  # noqa: F401,E402  (puts the repository on sys.path, offline Hub)
 
 from pipeline.cost import CLIP_L14_TFLOP, PEAK_TFLOPS, tflop_per_image  # noqa: E402
+from pipeline.tiny_models import clip_tokenizer  # noqa: E402
 
 
 def clip_text_config(hidden: int, layers: int, heads: int, act: str, projection: int):
-    from transformers import CLIPTextConfig
+    from pipeline.tiny_models import clip_text_config as config
 
-    return CLIPTextConfig(hidden_size=hidden, intermediate_size=4 * hidden, num_attention_heads=heads,
-                          num_hidden_layers=layers, vocab_size=49408, max_position_embeddings=77,
-                          hidden_act=act, projection_dim=projection, bos_token_id=49406, eos_token_id=49407,
-                          pad_token_id=49407)
+    return config(hidden_size=hidden, intermediate_size=4 * hidden, num_attention_heads=heads,
+                  num_hidden_layers=layers, hidden_act=act, projection_dim=projection)
 
 
 def sd_vae(scaling_factor: float):
@@ -47,13 +44,6 @@ def sd_vae(scaling_factor: float):
                          sample_size=512, scaling_factor=scaling_factor)
 
 
-def tokenizer():
-    from pipeline.tiny_models import build_clip_tokenizer
-
-    with tempfile.TemporaryDirectory() as work:
-        return build_clip_tokenizer(Path(work))
-
-
 def build_ip2p():
     """timbrooks/instruct-pix2pix's architecture: SD 1.5 UNet with 8 input channels, SD VAE, CLIP ViT-L text."""
     from diffusers import EulerAncestralDiscreteScheduler, StableDiffusionInstructPix2PixPipeline, UNet2DConditionModel
@@ -62,7 +52,7 @@ def build_ip2p():
     unet = UNet2DConditionModel(sample_size=64, in_channels=8, out_channels=4, cross_attention_dim=768)
     return StableDiffusionInstructPix2PixPipeline(
         unet=unet, vae=sd_vae(0.18215), text_encoder=CLIPTextModel(clip_text_config(768, 12, 12, "quick_gelu", 768)),
-        tokenizer=tokenizer(), scheduler=EulerAncestralDiscreteScheduler(
+        tokenizer=clip_tokenizer(), scheduler=EulerAncestralDiscreteScheduler(
             beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
@@ -84,7 +74,7 @@ def build_sdxl():
     return StableDiffusionXLPipeline(
         unet=unet, vae=sd_vae(0.13025), text_encoder=CLIPTextModel(clip_text_config(768, 12, 12, "quick_gelu", 768)),
         text_encoder_2=CLIPTextModelWithProjection(clip_text_config(1280, 32, 20, "gelu", 1280)),
-        tokenizer=tokenizer(), tokenizer_2=tokenizer(), scheduler=EulerDiscreteScheduler(
+        tokenizer=clip_tokenizer(), tokenizer_2=clip_tokenizer(), scheduler=EulerDiscreteScheduler(
             beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000),
     )
 

@@ -11,40 +11,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from common import run_stages  # noqa: E402  (sets sys.path and HF_HUB_OFFLINE)
 
-from pipeline.config import load_config, with_models_resolved  # noqa: E402
-from pipeline.graph import stage_specs  # noqa: E402
+from pipeline.config import load_config  # noqa: E402
 from pipeline.run import provenance, run_pipeline  # noqa: E402
-from pipeline.tiny_models import resolve_model_ref  # noqa: E402
-from stages.ingest import list_seeds  # noqa: E402
 from stages.shard_writer import ShardWriter  # noqa: E402
 from stages.storage import Storage  # noqa: E402
 
 
 def plain_loop(loaded, output: str) -> dict:
     """The script a user would write instead: every stage in turn, in one process."""
-    config = with_models_resolved(loaded.config, resolve_model_ref)
-    table = list_seeds(config.input, config.shards.seeds_per_shard)
-    timings = {}
-    record = provenance(loaded)
-    for spec in stage_specs(config, loaded.taxonomy, record):
-        stage = spec.factory()
-        started = time.perf_counter()
-        stage.setup()
-        setup = time.perf_counter() - started
-        rows_in = table.num_rows
-        started = time.perf_counter()
-        table = stage(table)
-        seconds = time.perf_counter() - started
-        timings[spec.name] = {"setup_s": round(setup, 3), "run_s": round(seconds, 3), "rows_in": rows_in,
-                              "rows_per_s": round(rows_in / seconds, 2) if seconds else None}
-    writer = ShardWriter(config.shards, Storage(output), record)
+    table, _, timings = run_stages(loaded)
+    writer = ShardWriter(loaded.config.shards, Storage(output), provenance(loaded))
     writer.setup()
     started = time.perf_counter()
     rows = table.to_pylist()

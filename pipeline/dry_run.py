@@ -75,7 +75,10 @@ def describe(loaded: LoadedConfig, seeds: int | None = None, limit: int | None =
     lines.append(f"  {'stage':<8} {'model':<44} {'actors':>6} {'cpus':>5} {'gpus':>5} {'batch':>5}")
     models = {"caption": config.caption.model, "edit": f"{config.edit.model} [{config.edit.backend}]",
               "filter": config.filter.model, "concept": config.concept.model,
-              "encode": f"JPEG q{config.shards.jpeg_quality} + provenance + thumbnails"}
+              "encode": " + ".join([f"JPEG q{config.shards.jpeg_quality}"] + [
+                  part for part, on in (("provenance", config.shards.provenance.metadata),
+                                        ("watermark", config.shards.provenance.watermark),
+                                        ("thumbnails", config.shards.thumbnail_size)) if on])}
     for spec in stage_specs(config, loaded.taxonomy, provenance(loaded)):
         r = spec.resources
         lines.append(

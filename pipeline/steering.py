@@ -36,12 +36,14 @@ def _replace_hidden(output, hidden):
     return hidden
 
 
-def _token_mean(hidden, attention_mask):
-    """Mean over real tokens when the layer is on the text sequence; over all positions otherwise."""
+def _token_sum(hidden, attention_mask):
+    """(sum of hidden states, count) over real tokens when the layer is on the text sequence; over all
+    positions otherwise."""
     if attention_mask is not None and hidden.dim() == 3 and hidden.shape[:2] == attention_mask.shape:
         mask = attention_mask.to(hidden.dtype).unsqueeze(-1)
-        return (hidden * mask).sum(dim=(0, 1)) / mask.sum()
-    return hidden.reshape(-1, hidden.shape[-1]).mean(dim=0)
+        return (hidden * mask).sum(dim=(0, 1)), float(mask.sum())
+    flat = hidden.reshape(-1, hidden.shape[-1])
+    return flat.sum(dim=0), float(flat.shape[0])
 
 
 class _Capture:
@@ -76,11 +78,8 @@ def mean_activation(model, layer: str, batches: Iterable[dict]):
     with _Capture(model, layer) as capture, torch.no_grad():
         for batch in batches:
             model(**batch)
-            hidden = capture.hidden.float()
-            mask = batch.get("attention_mask")
-            tokens = float(mask.sum()) if mask is not None and hidden.shape[:2] == mask.shape else hidden[..., 0].numel()
-            mean = _token_mean(hidden, mask)
-            total = mean * tokens if total is None else total + mean * tokens
+            summed, tokens = _token_sum(capture.hidden.float(), batch.get("attention_mask"))
+            total = summed if total is None else total + summed
             weight += tokens
     if total is None:
         raise ValueError("no inputs: a mean activation needs at least one batch")

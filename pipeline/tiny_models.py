@@ -128,7 +128,9 @@ def _tiny_vae(**extra):
     return AutoencoderKL(**settings)
 
 
-def _tiny_clip_text_config(**extra):
+def clip_text_config(**extra):
+    """A CLIP text encoder config with CLIP's vocabulary and special token ids; tiny sizes unless
+    ``extra`` gives others (benchmarks/gpu_editor.py builds the production sizes with it)."""
     from transformers import CLIPTextConfig
 
     settings = dict(
@@ -152,7 +154,8 @@ def _sharpen_attention(unet, factor: float = 6.0) -> None:
                 module.to_k.weight.mul_(factor)
 
 
-def _clip_tokenizer():
+def clip_tokenizer():
+    """CLIP's tokenizer in memory, from the BPE vocabulary open_clip ships."""
     with tempfile.TemporaryDirectory() as work:
         return build_clip_tokenizer(Path(work))
 
@@ -171,8 +174,8 @@ def _save_sd_pipeline(out: Path, pipeline_class, unet, scheduler) -> None:
     from transformers import CLIPTextModel
 
     pipe = pipeline_class(
-        unet=unet, vae=_tiny_vae(), text_encoder=CLIPTextModel(_tiny_clip_text_config()),
-        tokenizer=_clip_tokenizer(), scheduler=scheduler,
+        unet=unet, vae=_tiny_vae(), text_encoder=CLIPTextModel(clip_text_config()),
+        tokenizer=clip_tokenizer(), scheduler=scheduler,
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
     pipe.save_pretrained(out, safe_serialization=True)
@@ -224,9 +227,9 @@ def build_sdxl(out: Path) -> None:
     )
     _sharpen_attention(unet)
     pipe = StableDiffusionXLPipeline(
-        unet=unet, vae=_tiny_vae(), text_encoder=CLIPTextModel(_tiny_clip_text_config()),
-        text_encoder_2=CLIPTextModelWithProjection(_tiny_clip_text_config(projection_dim=32)),
-        tokenizer=_clip_tokenizer(), tokenizer_2=_clip_tokenizer(), scheduler=_sd_scheduler(),
+        unet=unet, vae=_tiny_vae(), text_encoder=CLIPTextModel(clip_text_config()),
+        text_encoder_2=CLIPTextModelWithProjection(clip_text_config(projection_dim=32)),
+        tokenizer=clip_tokenizer(), tokenizer_2=clip_tokenizer(), scheduler=_sd_scheduler(),
         force_zeros_for_empty_prompt=True,
     )
     pipe.save_pretrained(out, safe_serialization=True)
@@ -269,8 +272,8 @@ def build_flux_kontext(out: Path) -> None:
     )
     t5 = T5EncoderModel(T5Config(vocab_size=128, d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4))
     pipe = FluxKontextPipeline(
-        transformer=transformer, vae=vae, text_encoder=CLIPTextModel(_tiny_clip_text_config(projection_dim=32)),
-        tokenizer=_clip_tokenizer(), text_encoder_2=t5, tokenizer_2=_t5_tokenizer(),
+        transformer=transformer, vae=vae, text_encoder=CLIPTextModel(clip_text_config(projection_dim=32)),
+        tokenizer=clip_tokenizer(), text_encoder_2=t5, tokenizer_2=_t5_tokenizer(),
         scheduler=FlowMatchEulerDiscreteScheduler(),
     )
     pipe.save_pretrained(out, safe_serialization=True)

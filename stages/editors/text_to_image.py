@@ -91,6 +91,7 @@ class TextToImageEditor(Editor):
             self.judge.setup()
         self.denoised_rows = 0  # rows x steps through the UNet (each with its unconditional twin)
         self.decoded_rows = 0  # images through the VAE decoder: final ones and early rejection's predictions
+        self.judged_rows = 0  # predicted images early rejection scored with CLIP
         return pipe
 
     def draws(self, noise_seed: int) -> dict:
@@ -288,6 +289,7 @@ class TextToImageEditor(Editor):
                     self.denoised_rows += len(alive)
                     if i + 1 == check_after:
                         clean = self.decode(step.pred_original_sample)
+                        self.judged_rows += len(alive)
                         stop = judge(alive, clean)
                         if stop:
                             verdicts.update(stop)

@@ -1,4 +1,5 @@
-"""Shared pieces of the benchmarks: synthetic seed folders, a process-tree RSS sampler, a timed run."""
+"""Shared pieces of the benchmarks: synthetic seed folders, a process-tree RSS sampler, a timed run.
+Importing it puts the repository on sys.path, keeps the Hub offline and registers the tiny models."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
+
+from pipeline.testing import tiny_models  # noqa: F401,E402  (registers tiny:NAME model references)
 
 
 def write_seeds(root: Path, count: int, size: int = 96) -> Path:
@@ -81,8 +84,8 @@ def timed_pipeline_run(loaded, output: str) -> dict:
     """Run the Ray pipeline; time Ray start-up apart, and the steady state from shard write times."""
     import ray
 
-    from pipeline.graph import init_ray
-    from pipeline.run import run_pipeline
+    from pipeline.execution.ray_executor import init_ray
+    from pipeline.execution.run import run_pipeline
 
     started = time.perf_counter()
     init_ray(loaded.config.ray)
@@ -103,32 +106,3 @@ def timed_pipeline_run(loaded, output: str) -> dict:
         steady = sets_per_shard * (len(shard_times) - 1) / (shard_times[-1] - shard_times[0])
     return {"ray_start_s": round(ray_start_s, 2), "run_s": round(total, 2), "shards": len(shard_times),
             "steady_sets_per_s": round(steady, 3) if steady else None, "summary": summary}
-
-
-def run_stages(loaded, stop_before: str | None = None):
-    """Every stage of the run in turn, in this process: each built and set up once, as its actor would
-    be, then called on all the seeds. Returns the last table, the stages by name, and per stage its
-    set-up and run seconds."""
-    from pipeline.config import with_models_resolved
-    from pipeline.graph import stage_specs
-    from pipeline.run import provenance
-    from pipeline.tiny_models import resolve_model_ref
-    from stages.ingest import list_seeds
-
-    config = with_models_resolved(loaded.config, resolve_model_ref)
-    table = list_seeds(config.input, config.shards.seeds_per_shard, None, loaded.concepts)
-    stages, timings = {}, {}
-    for spec in stage_specs(config, loaded.taxonomy, provenance(loaded)):
-        if spec.name == stop_before:
-            break
-        stage = stages[spec.name] = spec.factory()
-        started = time.perf_counter()
-        stage.setup()
-        setup = time.perf_counter() - started
-        rows_in = table.num_rows
-        started = time.perf_counter()
-        table = stage(table)
-        seconds = time.perf_counter() - started
-        timings[spec.name] = {"setup_s": round(setup, 3), "run_s": round(seconds, 3), "rows_in": rows_in,
-                              "rows_per_s": round(rows_in / seconds, 2) if seconds else None}
-    return table, stages, timings

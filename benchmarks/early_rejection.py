@@ -15,31 +15,33 @@ from __future__ import annotations
 import argparse
 import json
 
-from common import run_stages  # noqa: E402  (sets sys.path and HF_HUB_OFFLINE)
+import common  # noqa: F401,E402  (sets sys.path and HF_HUB_OFFLINE)
 
-from pipeline.config import load_config  # noqa: E402
-from pipeline.cost import CLIP_L14_TFLOP, DENOISER_TFLOP_512, VAE_DECODE_TFLOP_512  # noqa: E402
+from pipeline.commands.cost import CLIP_L14_TFLOP, DENOISER_TFLOP_512, VAE_DECODE_TFLOP_512  # noqa: E402
+from pipeline.config.loading import load_config  # noqa: E402
+from pipeline.execution.local import run_stages  # noqa: E402
+from schemas.records import STATUS_ACCEPTED  # noqa: E402
 
 
 def run(config_path: str, overrides: dict) -> tuple[dict, list[dict]]:
-    table, stages, timings = run_stages(load_config(config_path, overrides), stop_before="encode")
-    editor = stages["edit"]
-    seconds = {name: timing["run_s"] for name, timing in timings.items()}
-    rows = table.to_pylist()
+    result = run_stages(load_config(config_path, overrides), stop_before="encode")
+    work = result.stages["edit"].counters
+    seconds = {name: timing["run_s"] for name, timing in result.timings.items()}
+    rows = result.table.to_pylist()
     candidates = [c for r in rows for c in r["candidates"] or []]
-    accepted = sum(c["status"] == "accepted" for c in candidates)
+    accepted = sum(c["status"] == STATUS_ACCEPTED for c in candidates)
     early = sum((c["reason"] or "").startswith("early rejection") for c in candidates)
     # CLIP embeds every row at the check, then in the filter each base and each candidate not stopped.
     filtered = sum(b is not None for r in rows for b in r["candidate_bases"] or []) + len(candidates) - early
-    tflop = (editor.denoised_rows * 2 * DENOISER_TFLOP_512["sd"] + editor.decoded_rows * VAE_DECODE_TFLOP_512
-             + (editor.judged_rows + filtered) * CLIP_L14_TFLOP)
+    tflop = (work["denoised_rows"] * 2 * DENOISER_TFLOP_512["sd"] + work["decoded_rows"] * VAE_DECODE_TFLOP_512
+             + (work["judged_rows"] + filtered) * CLIP_L14_TFLOP)
     compute_s = seconds["edit"] + seconds["filter"]
     return {
         "edit_s": round(seconds["edit"], 2), "filter_s": round(seconds["filter"], 2),
-        "sets": len(rows), "accepted_sets": sum(r["set_status"] == "accepted" for r in rows),
+        "sets": len(rows), "accepted_sets": sum(r["set_status"] == STATUS_ACCEPTED for r in rows),
         "candidates": len(candidates), "failing_a_check": sum(bool(c.get("failed_checks")) for c in candidates),
         "stopped_early": early, "accepted_images": accepted,
-        "denoised_rows": editor.denoised_rows, "decoded_rows": editor.decoded_rows, "judged_rows": editor.judged_rows,
+        "denoised_rows": work["denoised_rows"], "decoded_rows": work["decoded_rows"], "judged_rows": work["judged_rows"],
         "accepted_images_per_cpu_s": round(accepted / compute_s, 3),
         "sd15_512_tflop": round(tflop, 1),
         "sd15_512_tflop_per_accepted_image": round(tflop / accepted, 1) if accepted else None,

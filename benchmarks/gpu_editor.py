@@ -25,12 +25,12 @@ import time
 import numpy as np  # noqa: E402
 import common  # noqa: F401,E402  (puts the repository on sys.path, offline Hub)
 
-from pipeline.cost import CLIP_L14_TFLOP, PEAK_TFLOPS, tflop_per_image  # noqa: E402
-from pipeline.tiny_models import clip_tokenizer  # noqa: E402
+from pipeline.commands.cost import CLIP_L14_TFLOP, PEAK_TFLOPS, tflop_per_image  # noqa: E402
+from pipeline.testing.tiny_transformers import clip_tokenizer  # noqa: E402
 
 
 def clip_text_config(hidden: int, layers: int, heads: int, act: str, projection: int):
-    from pipeline.tiny_models import clip_text_config as config
+    from pipeline.testing.tiny_transformers import clip_text_config as config
 
     return config(hidden_size=hidden, intermediate_size=4 * hidden, num_attention_heads=heads,
                   num_hidden_layers=layers, hidden_act=act, projection_dim=projection)
@@ -115,8 +115,8 @@ def rate(images: int, seconds: float, tflop: float, peak: float | None) -> dict:
 def editor_stage(pipe, args, batch: int):
     """counterfactory's InstructPix2Pix editor around ``pipe``: set rows in, a batch of ``batch`` images."""
     from schemas.records import SET, rows_to_table
-    from stages.edit import EditConfig
-    from stages.editors.instruct_pix2pix import InstructPix2PixEditor
+    from stages.edit.config import EditConfig
+    from stages.edit.instruct_pix2pix import InstructPix2PixEditor
 
     config = EditConfig(steps=args.steps, resolution=args.resolution, max_batch=batch, device=args.device,
                         dtype=args.dtype)
@@ -129,7 +129,7 @@ def editor_stage(pipe, args, batch: int):
            "width": args.resolution, "height": args.resolution, "status": "ok", "set_id": "bench-axis",
            "axis": "axis", "members": members, "candidate_seeds": [1]}
     table = rows_to_table([row], SET)
-    return lambda: editor(table)
+    return lambda: editor.process_rows(table.to_pylist())  # the model is already loaded: no start()
 
 
 def bench_ip2p(args, peak, dtype) -> dict:

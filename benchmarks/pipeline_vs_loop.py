@@ -17,23 +17,23 @@ from pathlib import Path
 
 from common import timed_pipeline_run, write_seeds  # noqa: E402  (sets sys.path and HF_HUB_OFFLINE)
 
-from pipeline.config import load_config, with_models_resolved  # noqa: E402
-from pipeline.graph import stage_specs  # noqa: E402
-from pipeline.run import provenance  # noqa: E402
-from pipeline.tiny_models import resolve_model_ref  # noqa: E402
-from stages.ingest import list_seeds  # noqa: E402
-from stages.shard_writer import ShardWriter  # noqa: E402
-from stages.storage import Storage  # noqa: E402
+from pipeline.config.loading import load_config  # noqa: E402
+from pipeline.config.model_refs import with_models_resolved  # noqa: E402
+from pipeline.execution.provenance import provenance  # noqa: E402
+from pipeline.execution.stage_list import stage_specs  # noqa: E402
+from pipeline.output.shard_writer import ShardWriter  # noqa: E402
+from pipeline.output.storage import Storage  # noqa: E402
+from stages.ingest.listing import list_seeds  # noqa: E402
 
 
 def plain_loop(loaded, output: str, chunk: int) -> dict:
     """Load every model once, then push ``chunk`` seeds at a time through each stage and write a tar."""
-    config = with_models_resolved(loaded.config, resolve_model_ref)
+    config = with_models_resolved(loaded.config)
     started = time.perf_counter()
     record = provenance(loaded)
     stages = [spec.factory() for spec in stage_specs(config, loaded.taxonomy, record)]
     for stage in stages:
-        stage.setup()
+        stage.start()
     writer = ShardWriter(config.shards, Storage(output), record)
     writer.setup()
     setup_s = time.perf_counter() - started

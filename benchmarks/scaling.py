@@ -15,7 +15,7 @@ from pathlib import Path
 
 from common import RssSampler, timed_pipeline_run, write_seeds  # noqa: E402
 
-from pipeline.config import load_config  # noqa: E402
+from pipeline.config.loading import load_config  # noqa: E402
 
 
 def one_run(config: str, seeds: int, tmp: Path) -> dict:

@@ -14,17 +14,20 @@ import os
 import tempfile
 import time
 
-from common import run_stages  # noqa: E402  (sets sys.path and HF_HUB_OFFLINE)
+import common  # noqa: F401,E402  (sets sys.path and HF_HUB_OFFLINE)
 
-from pipeline.config import load_config  # noqa: E402
-from pipeline.run import provenance, run_pipeline  # noqa: E402
-from stages.shard_writer import ShardWriter  # noqa: E402
-from stages.storage import Storage  # noqa: E402
+from pipeline.config.loading import load_config  # noqa: E402
+from pipeline.execution.local import run_stages  # noqa: E402
+from pipeline.execution.provenance import provenance  # noqa: E402
+from pipeline.execution.run import run_pipeline  # noqa: E402
+from pipeline.output.shard_writer import ShardWriter  # noqa: E402
+from pipeline.output.storage import Storage  # noqa: E402
 
 
 def plain_loop(loaded, output: str) -> dict:
     """The script a user would write instead: every stage in turn, in one process."""
-    table, _, timings = run_stages(loaded)
+    result = run_stages(loaded)
+    table, timings = result.table, result.timings
     writer = ShardWriter(loaded.config.shards, Storage(output), provenance(loaded))
     writer.setup()
     started = time.perf_counter()

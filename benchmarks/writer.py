@@ -31,10 +31,10 @@ from pathlib import Path
 import numpy as np  # noqa: E402
 import common  # noqa: F401,E402  (puts the repository on sys.path, offline Hub)
 
-from stages.encode import SampleEncoder  # noqa: E402
-from stages.imaging import encode_jpeg, from_raw  # noqa: E402
-from stages.shard_writer import ShardConfig, ShardWriter  # noqa: E402
-from stages.storage import Storage  # noqa: E402
+from pipeline.output.shard_writer import ShardWriter  # noqa: E402
+from pipeline.output.storage import Storage  # noqa: E402
+from stages.encode import SampleEncoder, ShardConfig  # noqa: E402
+from stages.utils.imaging import encode_jpeg, from_raw  # noqa: E402
 
 PROVENANCE = {"models": {"captioner": "c", "editor": "e", "clip": "k"}, "revisions": {}, "generation": {},
               "run_seed": 0, "config_hash": "bench", "concept_groups": {}}
@@ -130,9 +130,9 @@ def main() -> int:
             encoder = SampleEncoder(config, PROVENANCE)
             writer = ShardWriter(config, Storage(os.path.join(tmp, name)), PROVENANCE)
             writer.setup()
-            encoded = encoder.encode_rows(copy.deepcopy(rows))
+            encoded = encoder.process_rows(copy.deepcopy(rows))
             write = best_of(args.repeat, lambda _: writer.write_shard(0, encoded))
-            one_core = best_of(args.repeat, lambda fresh: writer.write_shard(0, encoder.encode_rows(fresh)),
+            one_core = best_of(args.repeat, lambda fresh: writer.write_shard(0, encoder.process_rows(fresh)),
                                prepare=lambda: copy.deepcopy(rows))
             if name == "default":
                 same_bytes = best_of(args.repeat, lambda _: add_files(Path(tmp) / "same.tar", encoded_files(encoded)))

@@ -1,6 +1,7 @@
-"""Record types shared by every stage boundary, key formats and the shard metadata schema.
+"""Record types shared by every stage boundary, statuses, score names, output layout names, key formats,
+the sample JSON schema and the taxonomy records.
 
-Nothing in here imports the rest of counterfactory: stages and pipeline build on it.
+What lives here may import nothing of counterfactory's: ``stages`` and ``pipeline`` build on it.
 """
 
 SCHEMA_VERSION = 1

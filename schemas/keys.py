@@ -15,15 +15,15 @@ VALUE_ID_PATTERN = re.compile(r"\A[a-z0-9_]+\Z")
 MAX_KEY_LENGTH = 200
 
 
-class KeyError_(ValueError):
+class KeyFormatError(ValueError):
     """A key that breaks the key format."""
 
 
 def validate_key(key: str, what: str = "key") -> str:
     if not isinstance(key, str) or not KEY_PATTERN.match(key):
-        raise KeyError_(f"{what} {key!r} must match [a-z0-9_-]+ (no dots, no upper case, no spaces)")
+        raise KeyFormatError(f"{what} {key!r} must match [a-z0-9_-]+ (no dots, no upper case, no spaces)")
     if len(key) > MAX_KEY_LENGTH:
-        raise KeyError_(f"{what} {key[:40]!r}... is longer than {MAX_KEY_LENGTH} characters")
+        raise KeyFormatError(f"{what} {key[:40]!r}... is longer than {MAX_KEY_LENGTH} characters")
     return key
 
 
@@ -40,7 +40,7 @@ def member_id(values: list[str]) -> str:
     """``['asian', 'female'] -> 'asian-female'``: value ids joined in the axis' attribute order."""
     for value in values:
         if not VALUE_ID_PATTERN.match(value):
-            raise KeyError_(f"attribute value id {value!r} must match [a-z0-9_]+")
+            raise KeyFormatError(f"attribute value id {value!r} must match [a-z0-9_]+")
     return validate_key("-".join(values), "member_id")
 
 
@@ -66,5 +66,5 @@ SHARD_NAME_PATTERN = re.compile(r"\A(?P<prefix>[a-z0-9_-]+)-(?P<index>\d{6})\.(?
 def parse_shard_name(name: str) -> tuple[str, int, str]:
     match = SHARD_NAME_PATTERN.match(name)
     if not match:
-        raise KeyError_(f"{name!r} is not a shard name of the form PREFIX-NNNNNN.tar|parquet")
+        raise KeyFormatError(f"{name!r} is not a shard name of the form PREFIX-NNNNNN.tar|parquet")
     return match["prefix"], int(match["index"]), match["ext"]

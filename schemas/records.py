@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-STATUS_OK = "ok"
+STATUS_OK = "ok"  # a seed row that decoded (seed level: ok | error)
 STATUS_ERROR = "error"
-STATUS_ACCEPTED = "accepted"
+STATUS_ACCEPTED = "accepted"  # a candidate or set the filter kept (set level: accepted | rejected | error)
 STATUS_REJECTED = "rejected"
+
+# The filter's CLIP scores of a candidate, each with a threshold (filter.thresholds), then the safety score.
+CLIP_SCORES = ("text_image", "directional", "image_image", "attribute_margin")
+SCORE_NAMES = CLIP_SCORES + ("nsfw",)
 
 # Listing of inputs, made on the driver: cheap, no image bytes yet.
 SEED_REF = pa.schema(
@@ -45,9 +49,6 @@ _SEED_IMAGE_FIELDS = [
 
 # After ingest (decode + normalise).
 SEED = pa.schema(list(SEED_REF) + _SEED_IMAGE_FIELDS)
-
-# After caption: the caption column is filled for every ok row.
-CAPTIONED = SEED
 
 MEMBER = pa.struct(
     [
@@ -148,6 +149,11 @@ MANIFEST = pa.schema(
         pa.field("config_hash", pa.string(), nullable=False),
     ]
 )
+
+
+def member_attributes(member: dict) -> dict[str, str]:
+    """A MEMBER's attributes as ``{attribute: value}``."""
+    return {a["attribute"]: a["value"] for a in member["attributes"]}
 
 
 def rows_to_table(rows: list[dict], schema: pa.Schema) -> pa.Table:

@@ -6,6 +6,20 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
+from schemas import SCHEMA_VERSION
+
+# What every file and sample JSON names as its maker.
+GENERATOR = f"counterfactory (sample schema {SCHEMA_VERSION})"
+# A sample's files in a shard: {set_id}.src.jpg, {set_id}.{member_id}.jpg, {set_id}.json
+SOURCE_FILE = "src.jpg"
+JSON_FILE = "json"
+THUMB_SOURCE_ID = "src"  # the seed's member_id in the thumbnail index
+
+
+def member_file(member_id: str) -> str:
+    return f"{member_id}.jpg"
+
+
 SAMPLE_SCHEMA_PATH = Path(__file__).with_name("sample.schema.json")
 
 

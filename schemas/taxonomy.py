@@ -8,6 +8,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from schemas.articles import with_article
+
 
 @dataclass(frozen=True)
 class AttributeValue:
@@ -59,7 +61,7 @@ class Taxonomy:
                 pairs = self.conversations[key]
                 break
         words = concept.words if concept else "person"
-        fill = {"concept": words, "a_concept": f"{'an' if words[:1].lower() in 'aeiou' else 'a'} {words}"}
+        fill = {"concept": words, "a_concept": with_article(words)}
         turns = []
         for i, (question, answer) in enumerate(pairs):
             turns.append({"from": "human", "value": ("<image>\n" if i == 0 else "") + question.format(**fill)})

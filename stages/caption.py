@@ -9,14 +9,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-import pyarrow as pa
-
-from schemas.records import CAPTIONED, STATUS_OK, rows_to_table
-from stages import faults
-from stages.imaging import from_raw
-from stages.row_errors import fail_seed
-from stages.resources import Resources
-from stages.torch_runtime import resolve_device, resolve_dtype, set_threads
+from schemas.records import SEED, STATUS_OK
+from stages.base import Resources, SeedStage
+from stages.utils.imaging import from_raw
+from stages.utils.torch_runtime import resolve_device, resolve_dtype, set_threads
 
 FALLBACK_CAPTION = "a photo of a person"
 
@@ -56,10 +52,13 @@ def clean_caption(text: str, prompt: str | None) -> str:
     return text or FALLBACK_CAPTION
 
 
-class Captioner:
+class Captioner(SeedStage):
+    name = "caption"
+    output_schema = SEED
+
     def __init__(self, config: CaptionConfig):
+        super().__init__()
         self.config = config
-        self.model = None
 
     def setup(self) -> None:
         from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -88,30 +87,24 @@ class Captioner:
                 **inputs, max_new_tokens=self.config.max_new_tokens, num_beams=self.config.num_beams, do_sample=False
             )
         texts = self.processor.batch_decode(output, skip_special_tokens=True)
+        self.counters["images_captioned"] += len(images)
         return [clean_caption(t, self.config.prompt) for t in texts]
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        if self.model is None:
-            self.setup()
-        rows = batch.to_pylist()
-        todo = [
-            i for i, row in enumerate(rows)
-            if row["status"] == STATUS_OK and (self.config.overwrite or not (row.get("caption") or "").strip())
-        ]
-        if todo:
-            if self.config.batch_across_seeds:
-                try:
-                    images = [from_raw(rows[i]["image_rgb"], rows[i]["width"], rows[i]["height"]) for i in todo]
-                    for i, caption in zip(todo, self.caption_images(images)):
-                        rows[i]["caption"] = caption
-                    todo = []
-                except Exception:  # fall back to one seed at a time to find the culprit
-                    pass
-            for i in todo:
-                try:
-                    faults.check_row("caption", rows[i])
-                    image = from_raw(rows[i]["image_rgb"], rows[i]["width"], rows[i]["height"])
-                    (rows[i]["caption"],) = self.caption_images([image])
-                except Exception as exc:
-                    fail_seed(rows[i], "caption", exc)
-        return rows_to_table(rows, CAPTIONED)
+    def wants(self, row: dict) -> bool:
+        return row["status"] == STATUS_OK and (self.config.overwrite or not (row.get("caption") or "").strip())
+
+    def process_row(self, row: dict) -> None:
+        (row["caption"],) = self.caption_images([from_raw(row["image_rgb"], row["width"], row["height"])])
+
+    def process_rows(self, rows: list[dict]) -> list[dict]:
+        todo = [row for row in rows if self.wants(row)]
+        if self.config.batch_across_seeds and todo:
+            try:
+                captions = self.caption_images([from_raw(r["image_rgb"], r["width"], r["height"]) for r in todo])
+            except Exception:  # fall back to one seed at a time to find the culprit
+                return super().process_rows(rows)
+            for row, caption in zip(todo, captions):
+                row["caption"] = caption
+            self.counters["rows"] += len(todo)
+            return rows
+        return super().process_rows(rows)

@@ -12,15 +12,12 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-import pyarrow as pa
 
-from schemas.records import SEED, STATUS_OK, rows_to_table
+from schemas.records import SEED, STATUS_OK
 from schemas.taxonomy import Concept
-from stages.clip_model import ClipEmbedder
-from stages import faults
-from stages.imaging import from_raw
-from stages.row_errors import fail_seed
-from stages.resources import Resources
+from stages.base import Resources, SeedStage
+from stages.models.clip import ClipEmbedder
+from stages.utils.imaging import from_raw
 
 
 @dataclass
@@ -44,11 +41,15 @@ class ConceptConfig:
         return found
 
 
-class ZeroShotConcept:
+class ZeroShotConcept(SeedStage):
+    name = "concept"
+    output_schema = SEED
+
     def __init__(self, config: ConceptConfig, concepts: list[Concept]):
+        super().__init__()
         self.config = config
         self.concepts = list(concepts)
-        self.embedder = None
+        self.allowed = {c.id for c in self.concepts}
 
     def setup(self) -> None:
         self.embedder = ClipEmbedder(self.config.model, self.config.pretrained, self.config.device, self.config.precision)
@@ -60,20 +61,11 @@ class ZeroShotConcept:
         best = int(np.argmax(probs))
         return self.concepts[best].id, float(probs[best])
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        if self.embedder is None:
-            self.setup()
-        allowed = {c.id for c in self.concepts}
-        rows = batch.to_pylist()
-        for row in rows:
-            if row["status"] != STATUS_OK or row.get("concept") in allowed:
-                continue
-            try:
-                faults.check_row("concept", row)
-                concept, probability = self.classify(from_raw(row["image_rgb"], row["width"], row["height"]))
-            except Exception as exc:
-                fail_seed(row, "concept", exc)
-                continue
-            if probability >= self.config.min_probability:
-                row["concept"], row["concept_source"] = concept, "zero_shot"
-        return rows_to_table(rows, SEED)
+    def wants(self, row: dict) -> bool:
+        return row["status"] == STATUS_OK and row.get("concept") not in self.allowed
+
+    def process_row(self, row: dict) -> None:
+        concept, probability = self.classify(from_raw(row["image_rgb"], row["width"], row["height"]))
+        if probability >= self.config.min_probability:
+            row["concept"], row["concept_source"] = concept, "zero_shot"
+            self.counters["labelled"] += 1

@@ -14,19 +14,50 @@ other copy); then it drops the raw images.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 
-import pyarrow as pa
 from PIL import Image
 
-from schemas import SCHEMA_VERSION
-from schemas.records import SET, STATUS_ACCEPTED, rows_to_table
-from stages import faults
-from stages.imaging import encode_jpeg, from_raw
-from stages.provenance import WATERMARK_METHOD, apply_watermark, encode_with_provenance
-from stages.row_errors import fail_set
-from stages.shard_writer import GENERATOR, SCORE_NAMES, ShardConfig, member_attributes
+from schemas import SCHEMA_VERSION, keys
+from schemas.records import SCORE_NAMES, SET, STATUS_ACCEPTED, member_attributes
+from schemas.sample import GENERATOR, SOURCE_FILE, member_file
+from stages.base import Resources, SetStage
+from stages.utils.imaging import encode_jpeg, from_raw
+from stages.utils.provenance import WATERMARK_METHOD, ProvenanceConfig, apply_watermark, encode_with_provenance
 
 THUMBNAIL_QUALITY = 85
+
+
+@dataclass
+class ShardConfig:
+    """The ``shards`` section: what the shards hold and how their files are encoded."""
+
+    prefix: str = "cf"
+    seeds_per_shard: int = 100  # every shard covers a fixed range of seeds: resumable, contiguous names
+    jpeg_quality: int = 95
+    thumbnail_size: int = 96  # thumbs/ keeps a small JPEG of every candidate, rejected ones too; 0 = none
+    provenance: ProvenanceConfig = field(default_factory=ProvenanceConfig)
+
+    def problems(self) -> list[tuple[str, str]]:
+        found = []
+        try:
+            keys.validate_key(self.prefix, "prefix")
+        except keys.KeyFormatError as exc:
+            found.append(("prefix", str(exc)))
+        if self.seeds_per_shard < 1:
+            found.append(("seeds_per_shard", "must be >= 1"))
+        if self.thumbnail_size < 0:
+            found.append(("thumbnail_size", "must be >= 0 (0 turns thumbnails off)"))
+        if not 1 <= self.jpeg_quality <= 100:
+            found.append(("jpeg_quality", "must be between 1 and 100"))
+        return found
+
+
+@dataclass
+class EncodeConfig:
+    """The ``encode`` section: the encode stage's actor pool (CPU only; the shard writer is the driver)."""
+
+    resources: Resources = field(default_factory=Resources)
 
 
 def thumbnail(image: Image.Image, size: int) -> bytes:
@@ -40,15 +71,16 @@ def thumbnail(image: Image.Image, size: int) -> bytes:
     return encode_jpeg(image, THUMBNAIL_QUALITY)
 
 
-class SampleEncoder:
+class SampleEncoder(SetStage):
     """``provenance`` says which models and settings made the images (recorded in every file)."""
 
+    name = "encode"
+    output_schema = SET
+
     def __init__(self, config: ShardConfig, provenance: dict):
+        super().__init__()
         self.config = config
         self.provenance = provenance
-
-    def setup(self) -> None:
-        pass
 
     def watermark_label(self) -> dict | None:
         config = self.config.provenance
@@ -71,7 +103,7 @@ class SampleEncoder:
                     "noise_seed": cand["noise_seed"],
                     "guidance_scale": cand.get("guidance_scale"),
                     "p2p_fraction": cand.get("p2p_fraction"),
-                    "file": f"{member['member_id']}.jpg",
+                    "file": member_file(member["member_id"]),
                     "scores": {k: cand.get(k) for k in SCORE_NAMES},
                 }
             )
@@ -85,7 +117,7 @@ class SampleEncoder:
             "concept": row["concept"],
             "concept_group": prov["concept_groups"].get(row["concept"]),
             "concept_source": row["concept_source"],
-            "source": {"uri": row["source_uri"], "member": row.get("source_member"), "caption": row["caption"], "file": "src.jpg",
+            "source": {"uri": row["source_uri"], "member": row.get("source_member"), "caption": row["caption"], "file": SOURCE_FILE,
                        "generated": row.get("candidate_bases") is not None},
             "members": members,
             "models": prov["models"],
@@ -166,22 +198,18 @@ class SampleEncoder:
             row["sample_json"] = json.dumps(self.sample_json(row, chosen), sort_keys=True, indent=1).encode("utf-8")
         drop_raw_images(row)
 
-    def encode_rows(self, rows: list[dict]) -> list[dict]:
-        for row in rows:
-            try:
-                faults.check_row("encode", row)
-                self.encode_row(row)
-            except Exception as exc:
-                for name in ("src_jpeg", "sample_json"):
-                    row[name] = None
-                for cand in row.get("candidates") or []:
-                    cand["jpeg"] = None
-                drop_raw_images(row)
-                fail_set(row, "encode", exc)
-        return rows
+    def process_row(self, row: dict) -> None:
+        self.encode_row(row)
+        self.counters["jpegs"] += sum(1 for c in row.get("candidates") or [] if c.get("jpeg") is not None)
+        self.counters["jpegs"] += row.get("src_jpeg") is not None
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        return rows_to_table(self.encode_rows(batch.to_pylist()), SET)
+    def on_error(self, row: dict, exc: Exception) -> list[dict]:
+        for name in ("src_jpeg", "sample_json"):
+            row[name] = None
+        for cand in row.get("candidates") or []:
+            cand["jpeg"] = None
+        drop_raw_images(row)
+        return super().on_error(row, exc)
 
 
 def drop_raw_images(row: dict) -> None:

@@ -1,12 +1,7 @@
 """Filter: score every member candidate with open_clip and decide what the set keeps.
 
-Scores (InstructPix2Pix / SocialCounterfactuals conventions, all cosine similarities):
-  text_image        image of the candidate vs its target caption
-  directional       (candidate - seed) image direction vs (target - source) caption direction
-  image_image       candidate vs seed image
-  attribute_margin  zero-shot among the set's member phrases: P(target) - max P(other member)
-A candidate passes when every enabled threshold holds and, with ``safety.enabled``, its NSFW score
-(stages/safety.py, on the same embeddings) is at most the safety threshold. Per member the best passing candidate by
+The scores and checks are stages/models/clip_checks.py's. A candidate passes when every enabled threshold
+holds and, with ``safety.enabled``, its NSFW score (stages/models/safety.py, on the same embeddings) is at most the safety threshold. Per member the best passing candidate by
 ``rank_by`` is kept; a set is accepted when at least ``min_members`` members have one (0 = all).
 In generate mode (the set carries ``candidate_bases``) each candidate is judged against its own base
 image and one whole candidate set is kept: members of different candidates show different scenes.
@@ -19,27 +14,12 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-import pyarrow as pa
 
-from schemas.records import SET, STATUS_ACCEPTED, STATUS_OK, STATUS_REJECTED, rows_to_table
-from stages.clip_model import ClipEmbedder
-from stages import faults
-from stages.imaging import from_raw
-from stages.row_errors import fail_set
-from stages.resources import Resources
-from stages.safety import SafetyConfig, SafetyScorer
-
-SCORES = ("text_image", "directional", "image_image", "attribute_margin")
-
-
-@dataclass
-class Thresholds:
-    """Minimum score per check; null turns a check off. Defaults are the published ones."""
-
-    text_image: float | None = 0.2
-    directional: float | None = 0.2
-    image_image: float | None = 0.7
-    attribute_margin: float | None = 0.0
+from schemas.records import SET, STATUS_ACCEPTED, STATUS_OK, STATUS_REJECTED
+from stages.base import Resources, SetStage
+from stages.models.clip_checks import ClipChecks, Thresholds
+from stages.models.safety import SafetyConfig, SafetyScorer
+from stages.utils.imaging import from_raw
 
 
 @dataclass
@@ -66,83 +46,24 @@ class FilterConfig:
         return found
 
 
-def _cos(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.dot(a, b))
+class ClipFilter(SetStage):
+    name = "filter"
+    output_schema = SET
 
-
-def directional_similarity(img: np.ndarray, src: np.ndarray, txt: np.ndarray, src_txt: np.ndarray) -> float | None:
-    """None when the caption did not change: there is no direction to agree with."""
-    d_img, d_txt = img - src, txt - src_txt
-    n_img, n_txt = np.linalg.norm(d_img), np.linalg.norm(d_txt)
-    if n_txt < 1e-6 or n_img < 1e-6:
-        return None
-    return float(np.dot(d_img, d_txt) / (n_img * n_txt))
-
-
-class ClipFilter:
     def __init__(self, config: FilterConfig):
+        super().__init__()
         self.config = config
-        self.embedder = None
-        self.safety = None
 
     def setup(self) -> None:
-        self.embedder = ClipEmbedder(self.config.model, self.config.pretrained, self.config.device, self.config.precision)
-        if self.config.safety.enabled:
-            self.safety = SafetyScorer(self.config.safety, self.embedder)
+        self.checks = ClipChecks(self.config)
+        self.embedder = self.checks.embedder
+        self.safety = SafetyScorer(self.config.safety, self.embedder) if self.config.safety.enabled else None
 
-    def text_embeddings(self, texts: list[str]) -> dict[str, np.ndarray]:
-        """Embed one set's texts in one call of fixed composition.
+    def wants(self, row: dict) -> bool:
+        return row["status"] == STATUS_OK and row["candidates"] is not None and row["set_status"] is None
 
-        No cache across sets: which texts a call holds would then depend on how Ray batched the sets
-        before, and batch composition moves float32 results in the last bits, which moves scores.
-        """
-        unique = list(dict.fromkeys(texts))
-        return dict(zip(unique, self.embedder.texts(unique)))
-
-    def score_candidate(self, img, src, text: dict, caption: str, target: dict, probs: np.ndarray, index: int) -> dict:
-        """Scores of one candidate; ``probs`` are its zero-shot probabilities over the set's members."""
-        others = np.delete(probs, index)
-        return {
-            "text_image": _cos(img, text[target["target_caption"]]),
-            "directional": directional_similarity(img, src, text[target["target_caption"]], text[caption]),
-            "image_image": _cos(img, src),
-            "attribute_margin": float(probs[index] - (others.max() if len(others) else 0.0)),
-        }
-
-    def failed_checks(self, scores: dict, margin: float = 0.0) -> list[str]:
-        """The enabled checks a candidate fails: by more than ``margin`` below the threshold."""
-        failed = []
-        for name in SCORES:
-            minimum = getattr(self.config.thresholds, name)
-            value = scores.get(name)
-            if minimum is not None and value is not None and value < minimum - margin:
-                failed.append(name)
-        return failed
-
-    def set_texts(self, caption: str, members: list[dict]) -> tuple[list[str], dict[str, np.ndarray]]:
-        """The set's attribute prompts, and the embeddings of its caption, targets and those prompts."""
-        prompts = [self.config.attribute_prompt.format(phrase=m["phrase"]) for m in members]
-        return prompts, self.text_embeddings([caption] + [m["target_caption"] for m in members] + prompts)
-
-    def judge_predicted(self, caption: str, members: list[dict], sources: dict, items: list[tuple], margin: float) -> list[dict]:
-        """Early rejection's check of predicted images part-way through sampling. ``sources`` maps a
-        candidate to its predicted base image, ``items`` are (candidate, member index, image). Returns
-        per item its scores and the checks it fails by more than ``margin`` (empty: keep going)."""
-        prompts, text = self.set_texts(caption, members)
-        keys = sorted(sources)
-        embeddings = self.embedder.images([sources[k] for k in keys] + [image for _, _, image in items])
-        source_embeddings = dict(zip(keys, embeddings[: len(keys)]))
-        item_embeddings = embeddings[len(keys):]
-        probs = self.embedder.zero_shot(item_embeddings, np.stack([text[p] for p in prompts]))
-        out = []
-        for (key, index, _), img, item_probs in zip(items, item_embeddings, probs):
-            scores = self.score_candidate(img, source_embeddings[key], text, caption, members[index], item_probs, index)
-            scores = {k: (None if v is None else float(v)) for k, v in scores.items()}
-            failed = self.failed_checks(scores, margin)
-            below = f" - {margin:g} margin" if margin else ""
-            reasons = [f"{n} {scores[n]:.4f} < {getattr(self.config.thresholds, n):.4f}{below}" for n in failed]
-            out.append({"scores": scores, "failed_checks": failed, "reason": "; ".join(reasons)})
-        return out
+    def process_row(self, row: dict) -> None:
+        self.judge_set(row)
 
     def _rank(self, cand: dict) -> float:
         value = cand.get(self.config.rank_by)
@@ -151,7 +72,8 @@ class ClipFilter:
     def judge_set(self, row: dict) -> None:
         members = row["members"]
         index_of = {m["member_id"]: i for i, m in enumerate(members)}
-        prompts, text = self.set_texts(row["caption"], members)
+        checks = self.checks
+        prompts, text = checks.set_texts(row["caption"], members)
         # Errors, and members the editor already stopped (early rejection), keep their status.
         live = [c for c in row["candidates"] if c["status"] is None and c["image_rgb"] is not None]
         bases = row.get("candidate_bases")
@@ -163,6 +85,7 @@ class ClipFilter:
             images = [from_raw(bases[c], row["width"], row["height"]) for c in source_keys]
         images += [from_raw(c["image_rgb"], c["width"], c["height"]) for c in live]
         embeddings = self.embedder.images(images)
+        self.counters["images_scored"] += len(images)
         n_sources = len(source_keys)
         sources = dict(zip(source_keys, embeddings[:n_sources]))
         nsfw = self.safety.scores(embeddings) if self.safety else [None] * len(embeddings)
@@ -178,10 +101,10 @@ class ClipFilter:
         for cand, img, cand_probs, cand_nsfw in zip(live, cand_embeddings, probs, nsfw[n_sources:]):
             index = index_of[cand["member_id"]]
             key = cand["candidate"] if bases is not None else None
-            scores = self.score_candidate(img, sources[key], text, row["caption"], members[index], cand_probs, index)
+            scores = checks.score_candidate(img, sources[key], text, row["caption"], members[index], cand_probs, index)
             cand.update({k: (None if v is None else float(v)) for k, v in scores.items()})
-            cand["failed_checks"] = self.failed_checks(scores)
-            reasons = [f"{n} {scores[n]:.4f} < {getattr(self.config.thresholds, n):.4f}" for n in cand["failed_checks"]]
+            cand["failed_checks"] = checks.failed_checks(scores)
+            reasons = checks.failure_reasons(scores, cand["failed_checks"])
             if cand_nsfw is not None:
                 cand["nsfw"] = float(cand_nsfw)
                 if self.safety.is_unsafe(cand_nsfw):
@@ -254,16 +177,3 @@ class ClipFilter:
         for cand, cand_nsfw in zip(live, nsfw[1:]):
             cand.update(nsfw=float(cand_nsfw), failed_checks=["nsfw_source"], status=STATUS_REJECTED, reason=reason)
         row["set_status"], row["set_reason"] = STATUS_REJECTED, reason
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        if self.embedder is None:
-            self.setup()
-        rows = batch.to_pylist()
-        for row in rows:
-            if row["status"] == STATUS_OK and row["candidates"] is not None and row["set_status"] is None:
-                try:
-                    faults.check_row("filter", row)
-                    self.judge_set(row)
-                except Exception as exc:
-                    fail_set(row, "filter", exc)
-        return rows_to_table(rows, SET)

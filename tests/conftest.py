@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
+from pipeline.testing import tiny_models  # noqa: F401 (registers tiny:NAME model references)
+
 # Property tests draw the same examples on every run (a red CI must be reproducible); the "thorough"
 # profile (HYPOTHESIS_PROFILE=thorough) searches far wider when changing the code they cover.
 settings.register_profile("default", derandomize=True, deadline=None)
@@ -58,7 +60,7 @@ socket.socket.connect = _guarded_connect
 @pytest.fixture(scope="session")
 def tiny_cache(tmp_path_factory) -> Path:
     """The tiny models, built once per test session into a private cache."""
-    from pipeline import tiny_models
+    from pipeline.testing import tiny_models
 
     cache = Path(os.environ.get("COUNTERFACTORY_TEST_CACHE") or tmp_path_factory.mktemp("tiny-models"))
     os.environ["COUNTERFACTORY_CACHE"] = str(cache)
@@ -69,14 +71,14 @@ def tiny_cache(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny(tiny_cache) -> dict[str, str]:
-    from pipeline import tiny_models
+    from pipeline.testing import tiny_models
 
     return {name: str(tiny_cache / name) for name in tiny_models.BUILDERS}
 
 
 @pytest.fixture(scope="session")
 def taxonomy():
-    from pipeline.taxonomy import load_taxonomy
+    from pipeline.config.taxonomy import load_taxonomy
 
     return load_taxonomy(REPO / "configs" / "taxonomy.yaml")
 
@@ -90,8 +92,8 @@ def local_ray(tiny_cache):
     """
     import ray
 
-    from pipeline.config import RayConfig
-    from pipeline.graph import init_ray
+    from pipeline.config.sections import RayConfig
+    from pipeline.execution.ray_executor import init_ray
 
     init_ray(RayConfig(num_cpus=2, num_gpus=1))
     yield ray
@@ -101,8 +103,8 @@ def local_ray(tiny_cache):
 @pytest.fixture(scope="session")
 def mini_output(local_ray, tmp_path_factory) -> Path:
     """The shipped mini-run's output (configs/mini.yaml as a user runs it), made once per session."""
-    from pipeline.config import load_config
-    from pipeline.run import run_pipeline
+    from pipeline.config.loading import load_config
+    from pipeline.execution.run import run_pipeline
 
     out = tmp_path_factory.mktemp("mini-run") / "out"
     loaded = load_config(REPO / "configs" / "mini.yaml", {"input.path": str(REPO / "configs" / "mini_seeds")})

@@ -109,13 +109,14 @@ WRITER_PROVENANCE = {  # what run.provenance() passes the encode stage and the s
 def write_sets(out, rows: list[dict], index: int = 0, config=None):
     """What a run does with filtered sets: the encode stage, then the driver's shard writer."""
     from stages.encode import SampleEncoder
-    from stages.shard_writer import ShardConfig, ShardWriter
-    from stages.storage import Storage
+    from pipeline.output.shard_writer import ShardWriter
+    from stages.encode import ShardConfig
+    from pipeline.output.storage import Storage
 
     config = config or ShardConfig(prefix="t")
     writer = ShardWriter(config, Storage(str(out)), WRITER_PROVENANCE)
     writer.setup()
-    return writer.write_shard(index, SampleEncoder(config, WRITER_PROVENANCE).encode_rows(rows))
+    return writer.write_shard(index, SampleEncoder(config, WRITER_PROVENANCE).process_rows(rows))
 
 
 def set_row(index: int, status: str, images: dict[str, Image.Image] | None = None, concept: str = "chef") -> dict:
@@ -154,7 +155,7 @@ def set_row(index: int, status: str, images: dict[str, Image.Image] | None = Non
 @contextmanager
 def injected_faults(spec: str):
     """Install a fault spec (stages/faults.py) in this process for the block, and remove it after."""
-    from stages import faults
+    from stages.utils import faults
 
     faults.install(spec)
     try:

@@ -7,12 +7,12 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.config import parse_config
-from pipeline.errors import ConfigError
-from pipeline.verify import read_tar_samples
+from pipeline.config.loading import parse_config
+from pipeline.config.errors import ConfigError
+from pipeline.output.verify import read_tar_samples
 from schemas import keys
-from stages.phrasing import swap_caption
-from stages.shard_writer import ShardConfig
+from stages.sets.phrasing import swap_caption
+from stages.encode import ShardConfig
 from tests.conftest import REPO
 from tests.helpers import set_row, write_sets
 

@@ -1,5 +1,5 @@
-"""``counterfactory report OUT``: preview page, plots, data card and Croissant metadata of an output."""
+"""``counterfactory report OUT``: the data card (card: README.md, croissant.json), the preview page (preview),
+the plots (plots), read from an output's contents (contents) and written by build.
 
-from pipeline.report.build import write_report
-
-__all__ = ["write_report"]
+May import: schemas, pipeline.output.
+"""

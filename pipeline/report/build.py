@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 
+from pipeline.output.stats import collect
+from pipeline.output.storage import Storage
 from pipeline.report.card import render_card, render_croissant
 from pipeline.report.contents import OutputContents
 from pipeline.report.plots import acceptance_plot, members_per_value, score_histograms
 from pipeline.report.preview import render_preview
-from pipeline.stats import collect
-from stages.storage import Storage
+from schemas.layout import CARD_FILE, CROISSANT_FILE, PLOTS_DIR, PREVIEW_FILE
 
-PLOTS = ("plots/acceptance.png", "plots/scores.png", "plots/members_per_value.png")
+PLOTS = ("acceptance.png", "scores.png", "members_per_value.png")
 
 
 def write_report(storage: Storage, max_sets: int = 500, pictures: bool = True) -> list[str]:
@@ -19,15 +20,15 @@ def write_report(storage: Storage, max_sets: int = 500, pictures: bool = True) -
     contents = OutputContents.load(storage)
     stats, _ = collect(storage)
     written = []
-    storage.write_atomic(render_card(contents, stats).encode("utf-8"), "README.md")
-    storage.write_atomic((json.dumps(render_croissant(contents), indent=2) + "\n").encode("utf-8"), "croissant.json")
-    written += ["README.md", "croissant.json"]
+    storage.write_atomic(render_card(contents, stats).encode("utf-8"), CARD_FILE)
+    storage.write_atomic((json.dumps(render_croissant(contents), indent=2) + "\n").encode("utf-8"), CROISSANT_FILE)
+    written += [CARD_FILE, CROISSANT_FILE]
     if pictures:
-        storage.write_atomic(render_preview(contents, max_sets).encode("utf-8"), "preview.html")
+        storage.write_atomic(render_preview(contents, max_sets).encode("utf-8"), PREVIEW_FILE)
         thresholds = contents.run.get("config", {}).get("filter", {}).get("thresholds", {})
         sets = contents.sets()
         for name, data in zip(PLOTS, (acceptance_plot(sets), score_histograms(contents.manifest, thresholds),
                                       members_per_value(contents.manifest))):
-            storage.write_atomic(data, *name.split("/"))
-        written += ["preview.html", *PLOTS]
+            storage.write_atomic(data, PLOTS_DIR, name)
+        written += [PREVIEW_FILE, *(f"{PLOTS_DIR}/{name}" for name in PLOTS)]
     return written

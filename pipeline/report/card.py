@@ -6,13 +6,16 @@ import json
 from collections import Counter, defaultdict
 
 from pipeline.report.contents import OutputContents
+from schemas.layout import MANIFEST_DIR, SHARDS_DIR
+from schemas.records import SCORE_NAMES, STATUS_ACCEPTED
+from stages.edit import registry
 
 
 def accepted_counts(contents: OutputContents) -> dict[str, Counter]:
     """concept -> Counter of "attribute=value" over accepted member images."""
     counts: dict[str, Counter] = defaultdict(Counter)
     for row in contents.manifest:
-        if row["status"] == "accepted":
+        if row["status"] == STATUS_ACCEPTED:
             for attribute, value in json.loads(row["attributes"] or "{}").items():
                 counts[str(row["concept"])][f"{attribute}={value}"] += 1
     return counts
@@ -33,7 +36,7 @@ def render_card(contents: OutputContents, stats: dict) -> str:
     config = contents.run.get("config", {})
     card = config.get("card", {})
     run, edit, filt, cap, concept = (config.get(k, {}) for k in ("run", "edit", "filter", "caption", "concept"))
-    prefix = config.get("shards", {}).get("prefix", "cf")
+    prefix = config.get("shards", {}).get("prefix")
     last = max(len(contents.sizes) - 1, 0)
     sets = stats.get("sets", {})
     lines = [
@@ -46,13 +49,13 @@ def render_card(contents: OutputContents, stats: dict) -> str:
         "",
         "## Composition",
         "",
-        f"- {stats.get('samples', 0)} accepted sets in `shards/{prefix}-{{000000..{last:06d}}}.tar` (WebDataset; "
+        f"- {stats.get('samples', 0)} accepted sets in `{SHARDS_DIR}/{prefix}-{{000000..{last:06d}}}.tar` (WebDataset; "
         "`{set_id}.src.jpg`, `{set_id}.{member_id}.jpg`, `{set_id}.json`)",
         "- sets by status: " + ", ".join(f"{k} {v}" for k, v in sorted(sets.items())),
         "- candidates by status: " + ", ".join(f"{k} {v}" for k, v in sorted(stats.get("candidates", {}).items())),
         f"- seeds: {stats.get('seeds', {}).get('total', 0)}, of which {stats.get('seeds', {}).get('error', 0)} "
         "could not be used (see the manifest's `reason`)",
-        "- `manifest/*.parquet`: one row per member candidate, accepted, rejected or errored, with every score",
+        f"- `{MANIFEST_DIR}/*.parquet`: one row per member candidate, accepted, rejected or errored, with every score",
         "",
         "Accepted member images per concept and attribute value:",
         "",
@@ -104,12 +107,12 @@ def render_croissant(contents: OutputContents) -> dict:
     """Croissant 1.0 metadata: the files, and the fields of one manifest record."""
     config = contents.run.get("config", {})
     card = config.get("card", {})
-    prefix = config.get("shards", {}).get("prefix", "cf")
+    prefix = config.get("shards", {}).get("prefix")
     fields = [
         ("set_id", "sc:Text"), ("seed_id", "sc:Text"), ("axis", "sc:Text"), ("concept", "sc:Text"),
         ("member_id", "sc:Text"), ("attributes", "sc:Text"), ("candidate", "sc:Integer"), ("status", "sc:Text"),
-        ("reason", "sc:Text"), ("target_caption", "sc:Text"), ("text_image", "sc:Float"), ("directional", "sc:Float"),
-        ("image_image", "sc:Float"), ("attribute_margin", "sc:Float"), ("nsfw", "sc:Float"), ("shard", "sc:Text"), ("file", "sc:Text"),
+        ("reason", "sc:Text"), ("target_caption", "sc:Text"),
+        *((name, "sc:Float") for name in SCORE_NAMES), ("shard", "sc:Text"), ("file", "sc:Text"),
     ]
     return {
         "@context": {"@language": "en", "@vocab": "https://schema.org/", "cr": "http://mlcommons.org/croissant/",
@@ -128,9 +131,9 @@ def render_croissant(contents: OutputContents) -> dict:
         "isAccessibleForFree": True,
         "distribution": [
             {"@type": "cr:FileSet", "@id": "shards", "name": "shards", "encodingFormat": "application/x-tar",
-             "includes": f"shards/{prefix}-*.tar"},
+             "includes": f"{SHARDS_DIR}/{prefix}-*.tar"},
             {"@type": "cr:FileSet", "@id": "manifests", "name": "manifests",
-             "encodingFormat": "application/x-parquet", "includes": f"manifest/{prefix}-*.parquet"},
+             "encodingFormat": "application/x-parquet", "includes": f"{MANIFEST_DIR}/{prefix}-*.parquet"},
         ],
         "recordSet": [{
             "@type": "cr:RecordSet", "@id": "candidates", "name": "candidates",
@@ -145,22 +148,6 @@ def render_croissant(contents: OutputContents) -> dict:
 
 
 def _backend_settings(edit: dict) -> str:
-    backend = edit.get("backend")
-    if backend == "instruct_pix2pix":
-        return f"image guidance {edit.get('image_guidance_scale')}, "
-    if backend == "img2img":
-        return f"strength {edit.get('strength')}, "
-    if backend == "inpaint":
-        mask = edit.get("mask") or {}
-        return (f"strength {edit.get('strength')}, CLIPSeg mask `{mask.get('model')}` \"{mask.get('prompt')}\" "
-                f"(threshold {mask.get('threshold')}, dilate {mask.get('dilate')} px, feather {mask.get('feather')} px), ")
-    if backend == "text_to_image":
-        p2p = edit.get("p2p") or {}
-        fraction = p2p.get("fraction_range") or p2p.get("fraction")
-        control = (f"prompt-to-prompt self-attention{' and cross-attention' if p2p.get('cross_attention') else ''} "
-                   f"for a {fraction} fraction of steps" if p2p.get("enabled") else "no attention control")
-        early = edit.get("early_rejection") or {}
-        stops = (f"early rejection after a {early.get('at_fraction')} fraction of steps (margin {early.get('margin')}), "
-                 if early.get("enabled") else "")
-        return f"DDIM, shared noise per candidate set, {control}, {stops}"
-    return ""
+    """The backend's own settings as its module words them (nothing for a backend this code lacks)."""
+    editor = registry.BACKENDS.get(edit.get("backend"))
+    return editor.card_settings(edit) if editor else ""

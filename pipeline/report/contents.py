@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from stages.shard_writer import MANIFEST_DIR, THUMBS_DIR
-from stages.storage import Storage
+from pipeline.output.storage import Storage
+from schemas.layout import MANIFEST_DIR, RUN_FILE, SIZES_FILE, THUMBS_DIR
 
 
 @dataclass
@@ -24,8 +24,8 @@ class OutputContents:
         tables = [pq.read_table(storage.open_input(MANIFEST_DIR, name)) for name in storage.list(MANIFEST_DIR)
                   if name.endswith(".parquet")]
         rows = pa.concat_tables(tables).to_pylist() if tables else []
-        run = json.loads(storage.read_bytes("run.json")) if storage.exists("run.json") else {}
-        sizes = json.loads(storage.read_bytes("sizes.json")) if storage.exists("sizes.json") else {}
+        run = json.loads(storage.read_bytes(RUN_FILE)) if storage.exists(RUN_FILE) else {}
+        sizes = json.loads(storage.read_bytes(SIZES_FILE)) if storage.exists(SIZES_FILE) else {}
         return cls(storage=storage, manifest=rows, run=run, sizes=sizes)
 
     def sets(self) -> list[dict]:

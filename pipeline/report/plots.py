@@ -7,7 +7,7 @@ import io
 import json
 from collections import Counter, defaultdict
 
-SCORES = ("text_image", "directional", "image_image", "attribute_margin")
+from schemas.records import CLIP_SCORES, STATUS_ACCEPTED
 
 
 def _png(fig) -> bytes:
@@ -30,7 +30,7 @@ def acceptance_plot(sets: list[dict]) -> bytes:
     for s in sets:
         key = f"{s['concept']} / {s['axis']}"
         totals[key] += 1
-        accepted[key] += s["set_status"] == "accepted"
+        accepted[key] += s["set_status"] == STATUS_ACCEPTED
     keys = sorted(totals)
     rates = [accepted[k] / totals[k] for k in keys]
     notes = [f"{accepted[k]}/{totals[k]}" for k in keys]
@@ -56,8 +56,8 @@ def _bars(labels: list[str], values: list[float], color: str, xlabel: str, title
 
 def score_histograms(rows: list[dict], thresholds: dict) -> bytes:
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(SCORES), figsize=(4 * len(SCORES), 3))
-    for ax, name in zip(axes, SCORES):
+    fig, axes = plt.subplots(1, len(CLIP_SCORES), figsize=(4 * len(CLIP_SCORES), 3))
+    for ax, name in zip(axes, CLIP_SCORES):
         values = [r[name] for r in rows if r.get(name) is not None]
         ax.hist(values, bins=30, color="#4a6fa5")
         if thresholds.get(name) is not None:
@@ -73,7 +73,7 @@ def score_histograms(rows: list[dict], thresholds: dict) -> bytes:
 def members_per_value(rows: list[dict]) -> bytes:
     counts: dict[str, Counter] = defaultdict(Counter)
     for r in rows:
-        if r["status"] == "accepted":
+        if r["status"] == STATUS_ACCEPTED:
             for attribute, value in json.loads(r["attributes"] or "{}").items():
                 counts[attribute][value] += 1
     labels, values = [], []

@@ -7,6 +7,7 @@ import html
 import json
 
 from pipeline.report.contents import OutputContents
+from schemas.sample import THUMB_SOURCE_ID
 
 SCORE_LABELS = (("text_image", "ti"), ("directional", "dir"), ("image_image", "ii"), ("attribute_margin", "attr"))
 
@@ -86,7 +87,7 @@ def render_preview(contents: OutputContents, max_sets: int = 500) -> str:
                      f'{html.escape(s["set_status"])}</span></h2>')
         parts.append(f'<p class="caption">{html.escape(str(s["concept"]))} · {html.escape(s["axis"])} · '
                      f'{html.escape(s["caption"] or s["source_uri"])}</p><div class="grid">')
-        parts.append(f'<figure class="src">{_img(thumbs.get((s["set_id"], "src", None)), "seed")}'
+        parts.append(f'<figure class="src">{_img(thumbs.get((s["set_id"], THUMB_SOURCE_ID, None)), "seed")}'
                      f"<figcaption>seed</figcaption></figure>")
         for row in sorted(s["candidates"], key=lambda r: (r["member_id"] or "", r["candidate"] or 0)):
             values = ", ".join(f"{k}={v}" for k, v in json.loads(row["attributes"] or "{}").items())

@@ -1,24 +1,18 @@
 """Every edit backend end to end from a config: generate mode through Ray (the shipped
 configs/mini_generate.yaml), the photo backends through the same stages and writer in one process."""
 
-import itertools
 import json
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.config import load_config, with_models_resolved
-from pipeline.graph import stage_specs
-from pipeline.run import provenance, run_pipeline
-from pipeline.stats import collect
-from pipeline.tiny_models import resolve_model_ref
-from pipeline.verify import read_tar_samples, verify_output
+from pipeline.config.loading import load_config
+from pipeline.execution.local import run_local
+from pipeline.execution.run import run_pipeline
+from pipeline.output.verify import read_tar_samples, verify_output
 from schemas.sample import sample_errors
-from stages.ingest import list_seeds
-from stages.provenance import read_provenance
-from stages.shard_writer import ShardWriter
-from stages.storage import Storage
+from stages.utils.provenance import read_provenance
 from tests.conftest import REPO
 
 
@@ -71,23 +65,8 @@ def test_generated_samples_keep_one_candidate_set_and_say_the_base_is_generated(
 
 
 def run_in_process(config_path, overrides: dict, out) -> None:
-    """The run's stages in order (encode last), each built and set up as its actor would be, then the
-    shard writer."""
-    loaded = load_config(config_path, overrides)
-    config = with_models_resolved(loaded.config, resolve_model_ref)
-    table = list_seeds(config.input, config.shards.seeds_per_shard, None, loaded.concepts)
-    record = provenance(loaded)
-    for spec in stage_specs(config, loaded.taxonomy, record):
-        stage = spec.factory()
-        stage.setup()
-        table = stage(table)
-    storage = Storage(str(out))
-    writer = ShardWriter(config.shards, storage, record)
-    writer.setup()
-    for index, rows in itertools.groupby(table.to_pylist(), key=lambda r: r["shard_index"]):
-        writer.write_shard(index, list(rows))
-    _, sizes = collect(storage)
-    storage.write_atomic(json.dumps(sizes).encode(), "sizes.json")
+    """The run's stages in order in this process (the local executor), then the shard writer."""
+    run_local(load_config(config_path, overrides), str(out))
 
 
 PHOTO_BACKENDS = {

@@ -13,7 +13,7 @@ def test_plan_prints_graph_and_counts_without_loading_a_model(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    for stage in ("ingest", "caption", "plan", "edit", "filter", "encode", "write"):
+    for stage in ("ingest", "caption", "sets", "edit", "filter", "encode", "write"):
         assert f"  {stage} " in out
     assert "seeds: 7" in out and "sets: 14" in out
     assert "diffusion: 112 edited images" in out  # 7 seeds x (2 + 6 members) x 2 candidates

@@ -4,8 +4,8 @@ import sys
 import pytest
 import yaml
 
-from pipeline.config import load_config, parse_config
-from pipeline.errors import ConfigError
+from pipeline.config.loading import load_config, parse_config
+from pipeline.config.errors import ConfigError
 from tests.conftest import REPO
 
 CONFIGS = REPO / "configs"

@@ -4,8 +4,8 @@ import sys
 
 import pytest
 
-from pipeline.config import load_config
-from pipeline.cost import estimate, images_per_second, tflop_per_image
+from pipeline.config.loading import load_config
+from pipeline.commands.cost import estimate, images_per_second, tflop_per_image
 from tests.conftest import REPO
 
 
@@ -49,7 +49,8 @@ def test_flops_per_image_by_backend_and_model_family():
 
 
 def test_generate_mode_counts_the_base_images_and_img2img_only_its_strength_of_steps():
-    from pipeline.dry_run import denoising_steps, plan_counts
+    from pipeline.commands.plan import plan_counts
+    from stages.edit.img2img import Img2ImgEditor
 
     loaded = load_config(REPO / "configs" / "generate_sd15.yaml")
     counts = plan_counts(loaded, seeds=10)
@@ -58,4 +59,4 @@ def test_generate_mode_counts_the_base_images_and_img2img_only_its_strength_of_s
     assert counts["rendered_images"] == 10 * (members + 3) and counts["editor_pipeline_calls"] == 10 * 3
     img2img = load_config(REPO / "configs" / "mini.yaml", {"edit.backend": "img2img", "edit.steps": 20,
                                                           "edit.strength": 0.6}).config.edit
-    assert denoising_steps(img2img) == 12
+    assert Img2ImgEditor.denoising_steps(img2img) == 12

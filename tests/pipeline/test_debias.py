@@ -4,7 +4,7 @@ import random
 import pytest
 import torch
 
-from pipeline.debias import MIN_SHARE, Prediction, asd_loss, max_skew_at_k, resample_epoch, sample_skew, skew_table
+from pipeline.trainers.debias import MIN_SHARE, Prediction, asd_loss, max_skew_at_k, resample_epoch, sample_skew, skew_table
 
 
 def test_skew_by_hand():

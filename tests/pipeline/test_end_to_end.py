@@ -10,9 +10,9 @@ import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
 
-from pipeline.config import load_config
-from pipeline.run import run_pipeline
-from pipeline.verify import verify_output
+from pipeline.config.loading import load_config
+from pipeline.execution.run import run_pipeline
+from pipeline.output.verify import verify_output
 from schemas.sample import sample_errors
 from tests.conftest import REPO
 
@@ -102,7 +102,7 @@ def test_shards_read_back_with_webdataset_and_ray_data(runs):
     keys = sorted(row["__key__"] for row in ds.iter_rows())
     assert keys == sorted(accepted)
 
-    from pipeline.readers import ray_dataset
+    from pipeline.trainers.readers import ray_dataset
 
     assert sorted(row["__key__"] for row in ray_dataset(str(out)).iter_rows()) == keys
 
@@ -226,7 +226,7 @@ def test_data_card_numbers_equal_the_manifests(runs):
 def test_readers_select_from_manifests_and_split_shards_over_workers(runs):
     import torch.utils.data
 
-    from pipeline.readers import MemberDataset, accepted_members, iter_members, iter_sets
+    from pipeline.trainers.readers import MemberDataset, accepted_members, iter_members, iter_sets
 
     out, _ = runs[0]
     rows = manifest(out)

@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from pipeline import cli
-from pipeline.verify import verify_output
+from pipeline.commands import cli
+from pipeline.output.verify import verify_output
 from tests.conftest import REPO
 from tests.helpers import HOSTILE_FOLDER_ERRORS, png_bytes, write_hostile_folder
 

@@ -6,7 +6,7 @@ import os
 import pytest
 import yaml
 
-from pipeline.verify import verify_output
+from pipeline.output.verify import verify_output
 from tests.conftest import REPO
 from tests.ray_cluster import LocalCluster
 

@@ -2,8 +2,8 @@ import shutil
 
 import pytest
 
-from pipeline.errors import ConfigError
-from pipeline.model_refs import check_reference
+from pipeline.config.errors import ConfigError
+from pipeline.config.model_refs import check_reference
 from stages.caption import CaptionConfig, Captioner
 from tests.helpers import noise_image
 
@@ -28,13 +28,13 @@ def test_a_pickle_checkpoint_is_refused_naming_the_file_and_the_switch(pickled_c
     message = str(err.value)
     assert "pytorch_model.bin is a pickle checkpoint" in message and "caption.allow_pickle: true" in message
     with pytest.raises(Exception):  # the loader itself refuses too
-        Captioner(CaptionConfig(model=str(pickled_captioner), dtype="float32")).setup()
+        Captioner(CaptionConfig(model=str(pickled_captioner), dtype="float32")).start()
 
 
 def test_with_the_switch_the_pickle_checkpoint_loads(pickled_captioner):
     check_reference("caption.model", str(pickled_captioner), None, "run.yaml", allow_pickle=True)
     captioner = Captioner(CaptionConfig(model=str(pickled_captioner), dtype="float32", num_beams=1, allow_pickle=True))
-    captioner.setup()
+    captioner.start()
     assert captioner.caption_images([noise_image(0)])[0]
 
 

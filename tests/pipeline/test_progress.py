@@ -1,6 +1,6 @@
 import io
 
-from pipeline.progress import Progress
+from pipeline.execution.progress import Progress
 
 
 class FakeClock:

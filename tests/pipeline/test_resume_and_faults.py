@@ -10,12 +10,13 @@ import time
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.config import load_config
-from pipeline.output_state import LOCK_FILE, OutputLock, OutputRefused
-from pipeline.run import run_pipeline
-from pipeline.verify import verify_output
-from stages import faults
-from stages.storage import Storage
+from pipeline.config.loading import load_config
+from pipeline.output.state import OutputLock, OutputRefused
+from schemas.layout import LOCK_FILE
+from pipeline.execution.run import run_pipeline
+from pipeline.output.verify import verify_output
+from stages.utils import faults
+from pipeline.output.storage import Storage
 from tests.conftest import REPO
 
 OVERRIDES = {"shards.seeds_per_shard": 1, "input.path": str(REPO / "configs" / "mini_seeds")}

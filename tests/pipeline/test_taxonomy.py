@@ -3,8 +3,8 @@ import copy
 import pytest
 import yaml
 
-from pipeline.errors import ConfigError
-from pipeline.taxonomy import parse_taxonomy, restrict_values
+from pipeline.config.errors import ConfigError
+from pipeline.config.taxonomy import parse_taxonomy, restrict_values
 from tests.conftest import REPO
 
 

@@ -9,14 +9,14 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline import cli
-from pipeline.debias import Prediction, sample_skew, skew_table
-from pipeline.evaluate import evaluate_output
-from pipeline.llava import IGNORE_INDEX, asd_epoch, concept_predictions, encode_member
-from pipeline.readers import iter_members
-from pipeline.steering import gradient_steering_vector, steer, steering_vector_from_sets
-from stages.clip_model import ClipEmbedder
-from stages.shard_writer import ShardConfig
+from pipeline.commands import cli
+from pipeline.trainers.debias import Prediction, sample_skew, skew_table
+from pipeline.trainers.evaluate import evaluate_output
+from pipeline.trainers.llava import IGNORE_INDEX, asd_epoch, concept_predictions, encode_member
+from pipeline.trainers.readers import iter_members
+from pipeline.trainers.steering import gradient_steering_vector, steer, steering_vector_from_sets
+from stages.models.clip import ClipEmbedder
+from stages.encode import ShardConfig
 from tests.helpers import set_row, write_sets
 
 LAYER = "model.language_model.layers.0"
@@ -27,7 +27,7 @@ def llava(tiny):
     from transformers import AutoProcessor, LlavaForConditionalGeneration
 
     torch.manual_seed(0)
-    from pipeline.steering import prompt_inputs
+    from pipeline.trainers.steering import prompt_inputs
 
     model = LlavaForConditionalGeneration.from_pretrained(tiny["llava"]).eval()
     processor = AutoProcessor.from_pretrained(tiny["llava"])
@@ -104,7 +104,7 @@ def test_a_steering_vector_from_mini_run_sets_is_applied_during_generate(members
     assert vector.shape == (model.config.text_config.hidden_size,) and torch.isfinite(vector).all()
     assert float(vector.norm()) > 0 and no_hooks(model)
 
-    from pipeline.steering import prompt_inputs
+    from pipeline.trainers.steering import prompt_inputs
 
     inputs = prompt_inputs(processor, [members[0]["image"]], "Describe the person in this image.")
     plain = model.generate(**inputs, max_new_tokens=4, do_sample=False, output_scores=True, return_dict_in_generate=True)
@@ -118,7 +118,7 @@ def test_a_steering_vector_from_mini_run_sets_is_applied_during_generate(members
 
 def test_projection_removes_the_component_and_subtraction_shifts_by_the_vector(members, llava):
     model, processor = llava
-    from pipeline.steering import prompt_inputs
+    from pipeline.trainers.steering import prompt_inputs
 
     inputs = prompt_inputs(processor, [members[0]["image"]], "Describe the person in this image.")
     vector = torch.randn(model.config.text_config.hidden_size, generator=torch.Generator().manual_seed(0))

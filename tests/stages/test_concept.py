@@ -1,13 +1,13 @@
 from schemas.records import SEED, rows_to_table
 from stages.concept import ConceptConfig, ZeroShotConcept
-from stages.plan import PlanConfig, Planner
+from stages.sets.stage import PlanConfig, SetPlanner
 from tests.helpers import error_seed_row, noise_image, seed_row
 
 
 def test_unlabelled_seeds_get_a_zero_shot_concept_and_labelled_ones_keep_theirs(tiny, taxonomy):
     concepts = [taxonomy.concepts[c] for c in ("chef", "science", "arts")]
     stage = ZeroShotConcept(ConceptConfig(model=tiny["clip"], precision="fp32"), concepts)
-    stage.setup()
+    stage.start()
     rows = [
         seed_row(noise_image(1), 0, caption="a man"),
         dict(seed_row(noise_image(2), 1, caption="a man"), concept="chef", concept_source="source"),
@@ -21,7 +21,7 @@ def test_unlabelled_seeds_get_a_zero_shot_concept_and_labelled_ones_keep_theirs(
     assert (labelled[1]["concept"], labelled[1]["concept_source"]) == ("chef", "source")
     assert labelled[2]["concept_source"] == "zero_shot"
     assert labelled[3]["concept"] is None
-    sets = Planner(PlanConfig(axes=["gender"]), taxonomy, 0)(out).to_pylist()
+    sets = SetPlanner(PlanConfig(axes=["gender"]), taxonomy, 0)(out).to_pylist()
     assert [s["concept_source"] for s in sets[:3]] == ["zero_shot", "source", "zero_shot"]
 
 

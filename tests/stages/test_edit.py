@@ -1,17 +1,17 @@
 import numpy as np
 import pytest
 
-from schemas.records import CAPTIONED, SET, rows_to_table
-from stages.edit import EditConfig
-from stages.editors.instruct_pix2pix import InstructPix2PixEditor
-from stages.plan import PlanConfig, Planner
+from schemas.records import SEED, SET, rows_to_table
+from stages.edit.config import EditConfig
+from stages.edit.instruct_pix2pix import InstructPix2PixEditor
+from stages.sets.stage import PlanConfig, SetPlanner
 from tests.helpers import error_seed_row, injected_faults, seed_row, noise_image
 
 
 def make_editor(tiny, **overrides) -> InstructPix2PixEditor:
     settings = dict(model=tiny["instruct-pix2pix"], steps=2, resolution=32, dtype="float32", max_batch=8)
     editor = InstructPix2PixEditor(EditConfig(**{**settings, **overrides}))
-    editor.setup()
+    editor.start()
     return editor
 
 
@@ -21,8 +21,8 @@ def editor(tiny):
 
 
 def planned(taxonomy, rows, candidates=2):
-    return Planner(PlanConfig(axes=["gender", "race"], candidates_per_set=candidates), taxonomy, run_seed=3)(
-        rows_to_table(rows, CAPTIONED)
+    return SetPlanner(PlanConfig(axes=["gender", "race"], candidates_per_set=candidates), taxonomy, run_seed=3)(
+        rows_to_table(rows, SEED)
     )
 
 
@@ -67,7 +67,7 @@ def test_out_of_memory_splits_the_chunk_and_still_renders_every_candidate(tiny, 
     editor = make_editor(tiny)
     with injected_faults("oom:edit:2"):
         (gender, race) = editor(planned(taxonomy, [seed_row(noise_image(5))])).to_pylist()
-    assert editor.oom_splits > 0
+    assert editor.counters["oom_splits"] > 0
     assert all(c["error"] is None and c["image_rgb"] for c in gender["candidates"] + race["candidates"])
 
 

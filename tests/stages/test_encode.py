@@ -6,8 +6,9 @@ from PIL import Image
 
 from schemas.records import SET, rows_to_table
 from stages.encode import SampleEncoder
-from stages.shard_writer import ShardConfig, ShardWriter
-from stages.storage import Storage
+from pipeline.output.shard_writer import ShardWriter
+from stages.encode import ShardConfig
+from pipeline.output.storage import Storage
 from tests.helpers import MINI_SEEDS, WRITER_PROVENANCE, injected_faults, set_row, write_sets
 
 

@@ -1,13 +1,14 @@
 import pytest
 
-from schemas.records import CAPTIONED, rows_to_table
-from stages.edit import EditConfig
-from stages.editors.instruct_pix2pix import InstructPix2PixEditor
-from stages.clip_model import ClipEmbedder
-from stages.filter import ClipFilter, FilterConfig, Thresholds, directional_similarity
-from stages.imaging import from_raw
-from stages.safety import SafetyConfig
-from stages.plan import PlanConfig, Planner
+from schemas.records import SEED, rows_to_table
+from stages.edit.config import EditConfig
+from stages.edit.instruct_pix2pix import InstructPix2PixEditor
+from stages.models.clip import ClipEmbedder
+from stages.filter import ClipFilter, FilterConfig
+from stages.models.clip_checks import Thresholds, directional_similarity
+from stages.utils.imaging import from_raw
+from stages.models.safety import SafetyConfig
+from stages.sets.stage import PlanConfig, SetPlanner
 from tests.helpers import seed_row, noise_image
 
 import numpy as np
@@ -18,15 +19,15 @@ OFF = Thresholds(text_image=None, directional=None, image_image=None, attribute_
 @pytest.fixture(scope="module")
 def edited(tiny, taxonomy):
     rows = [seed_row(noise_image(7), 0, caption="a man cooking"), seed_row(noise_image(8), 1, caption="a woman reading")]
-    sets = Planner(PlanConfig(axes=["gender"], candidates_per_set=3), taxonomy, run_seed=1)(rows_to_table(rows, CAPTIONED))
+    sets = SetPlanner(PlanConfig(axes=["gender"], candidates_per_set=3), taxonomy, run_seed=1)(rows_to_table(rows, SEED))
     editor = InstructPix2PixEditor(EditConfig(model=tiny["instruct-pix2pix"], steps=2, resolution=32, dtype="float32"))
-    editor.setup()
+    editor.start()
     return editor(sets)
 
 
 def run_filter(tiny, edited, **config):
     f = ClipFilter(FilterConfig(model=tiny["clip"], precision="fp32", **config))
-    f.setup()
+    f.start()
     return f(edited).to_pylist()
 
 

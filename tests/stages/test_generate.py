@@ -4,12 +4,15 @@ import numpy as np
 import pytest
 
 from schemas.records import SEED_REF, SET, rows_to_table
-from stages.edit import EarlyRejectionConfig, EditConfig, PromptToPromptConfig
-from stages.editors.p2p import token_map
-from stages.editors.text_to_image import TextToImageEditor
-from stages.filter import ClipFilter, FilterConfig, Thresholds
-from stages.ingest import DecodeSeeds, IngestConfig, list_seeds
-from stages.plan import PlanConfig, Planner
+from stages.edit.config import EarlyRejectionConfig, EditConfig, PromptToPromptConfig
+from stages.edit.p2p import token_map
+from stages.edit.text_to_image import TextToImageEditor
+from stages.filter import ClipFilter, FilterConfig
+from stages.models.clip_checks import Thresholds
+from stages.ingest.config import IngestConfig
+from stages.ingest.decode import DecodeSeeds
+from stages.ingest.listing import list_seeds
+from stages.sets.stage import PlanConfig, SetPlanner
 
 OFF = Thresholds(text_image=None, directional=None, image_image=None, attribute_margin=None)
 
@@ -18,7 +21,7 @@ def generated_sets(taxonomy, concepts=("chef", "science"), candidates=2, axes=("
     ingest = IngestConfig(kind="generate", prompts=["a photo of {a_concept}"])
     refs = list_seeds(ingest, 4, concepts=[taxonomy.concepts[c] for c in concepts])
     seeds = DecodeSeeds(ingest)(refs)
-    return Planner(PlanConfig(axes=list(axes), candidates_per_set=candidates), taxonomy, run_seed=5)(seeds)
+    return SetPlanner(PlanConfig(axes=list(axes), candidates_per_set=candidates), taxonomy, run_seed=5)(seeds)
 
 
 def make_editor(tiny, filter_config=None, **overrides):
@@ -26,7 +29,7 @@ def make_editor(tiny, filter_config=None, **overrides):
                     dtype="float32", max_batch=8)
     settings.update(overrides)
     editor = TextToImageEditor(EditConfig(**settings), filter_config)
-    editor.setup()
+    editor.start()
     return editor
 
 
@@ -117,7 +120,7 @@ def test_token_map_aligns_shared_words_and_leaves_the_new_ones_free():
 def test_filter_keeps_one_whole_candidate_set_and_its_base_becomes_the_source(tiny, editor, taxonomy):
     edited = editor(generated_sets(taxonomy, ("chef", "science"), candidates=3))
     judge = ClipFilter(FilterConfig(model=tiny["clip"], precision="fp32", thresholds=OFF, rank_by="text_image"))
-    judge.setup()
+    judge.start()
     for row in judge(edited).to_pylist():
         assert row["set_status"] == "accepted"
         accepted = [c for c in row["candidates"] if c["status"] == "accepted"]
@@ -151,15 +154,15 @@ def test_early_rejection_stops_members_the_filter_would_reject_and_the_others_fi
                            early_rejection=EarlyRejectionConfig(enabled=True, at_fraction=0.5, margin=0.0))
 
     sets = generated_sets(taxonomy, ("chef", "science"), candidates=3)
-    before = editor.denoised_rows
+    before = editor.counters["denoised_rows"]
     full = editor(sets).to_pylist()
-    full_rows = editor.denoised_rows - before
+    full_rows = editor.counters["denoised_rows"] - before
     members = [(r["set_id"], c["candidate"], c["member_id"]) for r in full for c in r["candidates"]]
 
     strict = early_editor(1.0)  # no image reaches a cosine of 1: every member stops after 2 of 4 steps
     stopped = strict(sets).to_pylist()
     # Two sets, one call each: 3 base rows finish their 4 steps, 6 member rows stop after 2.
-    assert strict.denoised_rows == 2 * (3 * 4 + 6 * 2) and full_rows > strict.denoised_rows
+    assert strict.counters["denoised_rows"] == 2 * (3 * 4 + 6 * 2) and full_rows > strict.counters["denoised_rows"]
     for early, done in zip(stopped, full):
         for cand, final in zip(early["candidates"], done["candidates"]):
             assert cand["status"] == "rejected" and cand["failed_checks"] == ["text_image"]
@@ -177,7 +180,7 @@ def test_early_rejection_stops_members_the_filter_would_reject_and_the_others_fi
     bar = float(np.median(list(weakest.values())))
     partial = early_editor(bar)(sets).to_pylist()
     judged = ClipFilter(FilterConfig(model=tiny["clip"], precision="fp32", thresholds=OFF, rank_by="text_image"))
-    judged.setup()
+    judged.start()
     kept = judged(rows_to_table(partial, SET)).to_pylist()
     predicted = {(r["set_id"], c["candidate"], c["member_id"]): c["text_image"] for r in stopped for c in r["candidates"]}
     for early, done, after in zip(partial, full, kept):

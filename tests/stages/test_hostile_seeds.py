@@ -4,7 +4,9 @@ import os
 
 import pytest
 
-from stages.ingest import DecodeSeeds, IngestConfig, list_seeds
+from stages.ingest.config import IngestConfig
+from stages.ingest.decode import DecodeSeeds
+from stages.ingest.listing import list_seeds
 from tests.helpers import HOSTILE_FOLDER_ERRORS as EXPECTED_ERRORS, write_hostile_folder
 
 

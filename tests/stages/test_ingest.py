@@ -8,9 +8,14 @@ import pytest
 from PIL import Image
 
 from schemas.records import SEED
-from stages.imaging import array_from_raw
-from stages.ingest import DecodeSeeds, IngestConfig, list_seeds
+from stages.ingest.config import IngestConfig
+from stages.ingest.decode import DecodeSeeds
+from stages.ingest.listing import list_seeds
 from tests.helpers import png_bytes
+
+
+def pixels_of(raw: bytes, width: int, height: int) -> np.ndarray:
+    return np.frombuffer(raw, dtype=np.uint8).reshape(int(height), int(width), 3)
 
 
 def decode(config: IngestConfig, limit=None):
@@ -63,12 +68,12 @@ def test_images_are_normalised_to_rgb_with_orientation_and_size_bounds(tmp_path)
     assert all(r["status"] == "ok" for r in rows.values()), [r["error"] for r in rows.values()]
     exif_row = rows["a_exif.jpg"]
     assert (exif_row["width"], exif_row["height"]) == (30, 60)
-    pixels = array_from_raw(exif_row["image_rgb"], exif_row["width"], exif_row["height"])
+    pixels = pixels_of(exif_row["image_rgb"], exif_row["width"], exif_row["height"])
     assert pixels[2, 15, 2] > 200 and pixels[-2, 15, 0] > 200  # blue band now on top
-    assert tuple(array_from_raw(rows["b_alpha.png"]["image_rgb"], 40, 40)[0, 0]) == (255, 255, 255)
-    assert tuple(array_from_raw(rows["e_16bit.png"]["image_rgb"], 40, 40)[0, 0]) == (255, 255, 255)
-    assert tuple(array_from_raw(rows["f_gray.png"]["image_rgb"], 40, 40)[0, 0]) == (128, 128, 128)
-    assert array_from_raw(rows["d_cmyk.jpg"]["image_rgb"], 40, 40)[0, 0, 0] > 200
+    assert tuple(pixels_of(rows["b_alpha.png"]["image_rgb"], 40, 40)[0, 0]) == (255, 255, 255)
+    assert tuple(pixels_of(rows["e_16bit.png"]["image_rgb"], 40, 40)[0, 0]) == (255, 255, 255)
+    assert tuple(pixels_of(rows["f_gray.png"]["image_rgb"], 40, 40)[0, 0]) == (128, 128, 128)
+    assert pixels_of(rows["d_cmyk.jpg"]["image_rgb"], 40, 40)[0, 0, 0] > 200
     assert (rows["g_big.png"]["width"], rows["g_big.png"]["height"]) == (100, 50)
 
 

@@ -3,22 +3,23 @@
 import numpy as np
 import pytest
 
-from schemas.records import CAPTIONED, rows_to_table
-from stages.edit import EditConfig, MaskConfig
-from stages.editors.img2img import Img2ImgEditor
-from stages.editors.inpaint import InpaintEditor
-from stages.editors.kontext import FluxKontextEditor
-from stages.editors.masks import RegionSegmenter, blend, region_mask
-from stages.imaging import square_crop
-from stages.plan import PlanConfig, Planner
+from schemas.records import SEED, rows_to_table
+from stages.edit.config import EditConfig
+from stages.models.segmenter import MaskConfig
+from stages.edit.img2img import Img2ImgEditor
+from stages.edit.inpaint import InpaintEditor
+from stages.edit.flux_kontext import FluxKontextEditor
+from stages.models.segmenter import RegionSegmenter, blend, region_mask
+from stages.utils.imaging import square_crop
+from stages.sets.stage import PlanConfig, SetPlanner
 from tests.helpers import noise_image, seed_row
 
 SIDE = 32
 
 
 def planned(taxonomy, rows, candidates=2, axes=("gender",)):
-    return Planner(PlanConfig(axes=list(axes), candidates_per_set=candidates), taxonomy, run_seed=3)(
-        rows_to_table(rows, CAPTIONED)
+    return SetPlanner(PlanConfig(axes=list(axes), candidates_per_set=candidates), taxonomy, run_seed=3)(
+        rows_to_table(rows, SEED)
     )
 
 
@@ -41,7 +42,7 @@ def test_img2img_changes_the_seed_more_at_higher_strength(tiny, taxonomy):
     for strength in (0.25, 1.0):
         editor = Img2ImgEditor(EditConfig(backend="img2img", model=tiny["stable-diffusion"], steps=8,
                                           strength=strength, resolution=SIDE, dtype="float32"))
-        editor.setup()
+        editor.start()
         (row,) = editor(planned(taxonomy, [seed_row(image)])).to_pylist()
         assert {(c["member_id"], c["candidate"]) for c in row["candidates"]} == {
             (m, c) for m in ("male", "female") for c in (0, 1)}
@@ -61,7 +62,7 @@ def inpaint_editor(tiny, threshold: float, **mask):
         backend="inpaint", model=tiny["stable-diffusion-inpaint"], steps=3, strength=1.0, resolution=SIDE,
         dtype="float32", mask=MaskConfig(model=tiny["clipseg"], threshold=threshold, **mask),
     ))
-    editor.setup()
+    editor.start()
     return editor
 
 
@@ -116,7 +117,7 @@ def test_kontext_renders_each_member_at_the_seed_size_whatever_shares_the_batch(
     editor = FluxKontextEditor(EditConfig(backend="flux_kontext", model=tiny["flux-kontext"], steps=2,
                                           guidance_scale=2.5, resolution=SIDE, dtype="float32",
                                           max_sequence_length=32))
-    editor.setup()
+    editor.start()
     a, b = seed_row(noise_image(1), 0, seed_id="aaa"), seed_row(noise_image(2), 1, seed_id="bbb")
     together = editor(planned(taxonomy, [a, b])).to_pylist()
     (alone,) = editor(planned(taxonomy, [b])).to_pylist()

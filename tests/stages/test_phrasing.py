@@ -1,6 +1,7 @@
 import pytest
 
-from stages.phrasing import fix_articles, instruction, person_phrase, swap_caption
+from schemas.articles import fix_articles
+from stages.sets.phrasing import instruction, person_phrase, swap_caption
 
 
 def values(taxonomy, *pairs):

@@ -1,13 +1,13 @@
 from schemas import keys
-from schemas.records import CAPTIONED, SET, rows_to_table
-from stages.plan import PlanConfig, Planner
+from schemas.records import SEED, SET, rows_to_table
+from stages.sets.stage import PlanConfig, SetPlanner
 from tests.helpers import error_seed_row, seed_row, noise_image
 
 
 def plan(taxonomy, rows, **config):
-    planner = Planner(PlanConfig(**config), taxonomy, run_seed=7)
-    planner.setup()
-    table = planner(rows_to_table(rows, CAPTIONED))
+    planner = SetPlanner(PlanConfig(**config), taxonomy, run_seed=7)
+    planner.start()
+    table = planner(rows_to_table(rows, SEED))
     assert table.schema == SET
     return table.to_pylist()
 

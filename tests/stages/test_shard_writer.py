@@ -9,8 +9,8 @@ from PIL import Image
 
 from schemas.records import MANIFEST
 from schemas.sample import sample_errors
-from stages.provenance import ProvenanceConfig, read_provenance, read_watermark
-from stages.shard_writer import ShardConfig
+from stages.utils.provenance import ProvenanceConfig, read_provenance, read_watermark
+from stages.encode import ShardConfig
 from tests.helpers import MINI_SEEDS, set_row, write_sets
 
 def write(tmp_path, rows, config=None):

@@ -1,0 +1,80 @@
+"""``plan CONFIG``: the stage graph with its resources and the work it implies, without loading a model."""
+
+from __future__ import annotations
+
+import math
+
+from pipeline.config.loading import LoadedConfig
+from pipeline.execution.provenance import provenance
+from pipeline.execution.stage_list import stage_specs
+from schemas.layout import tar_name
+from stages.edit import registry
+from stages.ingest.listing import list_seeds
+
+
+def plan_counts(loaded: LoadedConfig, seeds: int) -> dict:
+    config, taxonomy = loaded.config, loaded.taxonomy
+    members = {axis: len(taxonomy.axis_value_combinations(axis)) for axis in config.plan.axes}
+    candidates = config.plan.candidates_per_set
+    editor = registry.backend(config.edit.backend)
+    per_set = [editor.images_and_calls(m, candidates, config.edit) for m in members.values()]
+    rendered = seeds * sum(n for n, _ in per_set)
+    calls = seeds * sum(c for _, c in per_set)
+    return {
+        "seeds": seeds,
+        "axes": members,
+        "sets": seeds * len(members),
+        "members": seeds * sum(members.values()),
+        "candidates_per_set": candidates,
+        "edited_images": seeds * sum(members.values()) * candidates,
+        "rendered_images": rendered,  # edited images plus generate mode's base images
+        "editor_pipeline_calls": calls,
+        "unet_evaluations": rendered * editor.denoising_steps(config.edit) * editor.denoiser_evals_per_step,
+        "shards": math.ceil(seeds / config.shards.seeds_per_shard) if seeds else 0,
+    }
+
+
+def describe(loaded: LoadedConfig, seeds: int | None = None, limit: int | None = None) -> tuple[str, int]:
+    config = loaded.config
+    lines = [f"config {loaded.path} (hash {loaded.config_hash})", ""]
+    if seeds is None:
+        try:
+            seeds = list_seeds(config.input, config.shards.seeds_per_shard, limit, loaded.concepts).num_rows
+            source = ("generated from input.prompts" if config.input.kind == "generate"
+                      else f"listed from {config.input.kind} {config.input.path}")
+        except (FileNotFoundError, OSError, ValueError) as exc:
+            seeds, source = 0, f"input not readable here ({exc}); pass --seeds N to size the run"
+    else:
+        source = "as given by --seeds"
+    lines.append("stage graph (Ray Data actor pools, in order):")
+    lines.append(f"  {'stage':<8} {'model':<44} {'actors':>6} {'cpus':>5} {'gpus':>5} {'batch':>5}")
+    models = {"caption": config.caption.model, "edit": f"{config.edit.model} [{config.edit.backend}]",
+              "filter": config.filter.model, "concept": config.concept.model,
+              "encode": " + ".join([f"JPEG q{config.shards.jpeg_quality}"] + [
+                  part for part, on in (("provenance", config.shards.provenance.metadata),
+                                        ("watermark", config.shards.provenance.watermark),
+                                        ("thumbnails", config.shards.thumbnail_size)) if on])}
+    for spec in stage_specs(config, loaded.taxonomy, provenance(loaded)):
+        r = spec.resources
+        lines.append(
+            f"  {spec.name:<8} {models.get(spec.name, '-'):<44} {r.actors:>6} {r.num_cpus:>5g} {r.num_gpus:>5g} {r.batch_size:>5}"
+        )
+    shard_names = tar_name(config.shards.prefix, 0).replace("000000", "NNNNNN")
+    lines.append(f"  {'write':<8} {'(driver) ' + shard_names + ' + manifest':<44}")
+    counts = plan_counts(loaded, seeds)
+    extra = counts["rendered_images"] - counts["edited_images"]
+    bases = f" + {extra} base images" if extra else ""
+    lines += ["", f"seeds: {seeds} ({source})"]
+    for axis, n in counts["axes"].items():
+        lines.append(f"  axis {axis}: {n} members per set")
+    lines += [
+        f"sets: {counts['sets']}",
+        f"members: {counts['members']} x {counts['candidates_per_set']} candidate(s)",
+        f"diffusion: {counts['edited_images']} edited images{bases} in {counts['editor_pipeline_calls']} "
+        f"model calls (max_batch {config.edit.max_batch}), {registry.backend(config.edit.backend).denoising_steps(config.edit)} steps, "
+        f"{counts['unet_evaluations']} denoiser evaluations"
+        + (" at most (early rejection stops failing members part-way)" if config.edit.early_rejection.enabled else ""),
+        f"shards: {counts['shards']} of up to {config.shards.seeds_per_shard} seeds each",
+        "no model was loaded",
+    ]
+    return "\n".join(lines), seeds

@@ -1,0 +1,72 @@
+"""The run config's sections as typed dataclasses: the driver's own (run, ray, report, card) and, for each
+stage, the section its stage module declares. ``PipelineConfig`` is one YAML file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from stages.caption import CaptionConfig
+from stages.concept import ConceptConfig
+from stages.edit.config import EditConfig
+from stages.encode import EncodeConfig, ShardConfig
+from stages.filter import FilterConfig
+from stages.ingest.config import IngestConfig
+from stages.sets.stage import PlanConfig
+
+
+@dataclass
+class RunSection:
+    seed: int = 0  # every random draw derives from it (with the set id and candidate index)
+    output: str = "out"  # local path or URI (s3://bucket/prefix)
+    name: str = "counterfactory"
+
+
+@dataclass
+class RayConfig:
+    address: str | None = None  # null: RAY_ADDRESS if set, else a local Ray
+    num_cpus: float | None = None  # local Ray only
+    num_gpus: float | None = None  # local Ray only: logical GPUs to declare
+    preserve_order: bool = True
+
+
+@dataclass
+class CardConfig:
+    """What the data card says about the dataset beyond what the run records."""
+
+    description: str | None = None
+    license: str | None = None
+    creators: list[str] = field(default_factory=list)
+    citation: str | None = None
+
+
+@dataclass
+class ReportConfig:
+    enabled: bool = True  # write preview.html and plots at the end of run
+    max_sets: int = 500  # sets shown in preview.html (first ones by seed order)
+    progress_interval: float = 10.0  # seconds between progress lines when output is not a terminal
+
+    def problems(self) -> list[tuple[str, str]]:
+        found = []
+        if self.max_sets < 1:
+            found.append(("max_sets", "must be >= 1"))
+        if self.progress_interval <= 0:
+            found.append(("progress_interval", "must be > 0"))
+        return found
+
+
+@dataclass
+class PipelineConfig:
+    run: RunSection = field(default_factory=RunSection)
+    taxonomy: str = "taxonomy.yaml"
+    restrict_values: dict[str, list[str]] = field(default_factory=dict)  # attribute -> values to use
+    input: IngestConfig = field(default_factory=IngestConfig)
+    caption: CaptionConfig = field(default_factory=CaptionConfig)
+    concept: ConceptConfig = field(default_factory=ConceptConfig)
+    plan: PlanConfig = field(default_factory=PlanConfig)
+    edit: EditConfig = field(default_factory=EditConfig)
+    filter: FilterConfig = field(default_factory=FilterConfig)
+    shards: ShardConfig = field(default_factory=ShardConfig)
+    encode: EncodeConfig = field(default_factory=EncodeConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+    card: CardConfig = field(default_factory=CardConfig)

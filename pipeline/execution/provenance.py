@@ -1,0 +1,41 @@
+"""What a run's files say about how they were made: models, revisions, generation settings, run seed and
+config hash (the sample JSON, each image's own metadata, the manifest)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from pipeline.config.loading import LoadedConfig
+from pipeline.config.model_refs import run_models
+from stages.edit import registry
+
+# The roles a sample records, always present (null when the run has no such model).
+RECORDED_ROLES = ("captioner", "editor", "clip")
+
+
+def generation_settings(config) -> dict:
+    """What decided the pixels: the settings every backend shares, then the backend's own."""
+    edit = config.edit
+    safety = config.filter.safety
+    return {
+        "backend": edit.backend, "steps": edit.steps, "guidance_scale": edit.guidance_scale,
+        "resolution": edit.resolution, "candidates_per_set": config.plan.candidates_per_set,
+        "thresholds": asdict(config.filter.thresholds), "rank_by": config.filter.rank_by,
+        "safety": {"enabled": safety.enabled, "threshold": safety.threshold},
+        **registry.backend(edit.backend).generation_settings(config),
+    }
+
+
+def provenance(loaded: LoadedConfig) -> dict:
+    config = loaded.config
+    uses = [u for u in run_models(config) if u.role != "concept"]
+    models = {role: None for role in RECORDED_ROLES} | {u.role: u.ref for u in uses}
+    revisions = {role: None for role in RECORDED_ROLES} | {u.role: u.revision for u in uses}
+    return {
+        "models": models,
+        "revisions": revisions,
+        "generation": generation_settings(config),
+        "run_seed": config.run.seed,
+        "config_hash": loaded.config_hash,
+        "concept_groups": {c.id: c.group for c in loaded.taxonomy.concepts.values()},
+    }

@@ -1,0 +1,131 @@
+"""Run a config end to end: list seeds, skip completed shards, run the Ray Data graph, write shards,
+then the run files (sizes, stats, run record, data card) from what the output holds."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.config.loading import LoadedConfig
+from pipeline.config.model_refs import check_model_refs, with_models_resolved
+from pipeline.execution.progress import Progress
+from pipeline.execution.provenance import provenance
+from pipeline.execution.ray_executor import build_dataset, content_ids, init_ray, read_work
+from pipeline.output.run_record import json_bytes, run_record
+from pipeline.output.shard_writer import ShardResult, ShardWriter
+from pipeline.output.state import OutputLock, check_config_hash, completed_shards, remove_temporaries
+from pipeline.output.stats import collect, seen_seed_ids
+from pipeline.output.storage import Storage
+from pipeline.report.build import write_report
+from schemas.layout import RUN_FILE, SIZES_FILE, STATS_FILE
+from schemas.records import STATUS_OK
+from stages.base import fail_set
+from stages.ingest.listing import list_seeds
+from stages.ingest.reading import duplicate_reason, mark_duplicates
+
+
+@dataclass
+class RunSummary:
+    output: str
+    shards: list[ShardResult] = field(default_factory=list)  # written by this run
+    skipped_shards: list[int] = field(default_factory=list)  # already complete, left untouched
+    stats: dict = field(default_factory=dict)
+    work: dict = field(default_factory=dict)  # stage -> counters of the work this run did
+    seconds: float = 0.0
+
+
+def _process(dataset, writer: ShardWriter, first_seen: dict, summary: RunSummary, lock: OutputLock, log,
+             progress: Progress) -> None:
+    """Consume the graph's rows in seed order and write each shard as soon as its last seed is in."""
+    pending: list[dict] = []
+    pending_index = None
+
+    def flush():
+        result = writer.write_shard(pending_index, pending)
+        summary.shards.append(result)
+        lock.heartbeat()
+        progress.shard_written()
+        log(f"counterfactory: wrote {result.tar_name} ({result.samples} sets) and {result.manifest_name} "
+            f"({result.manifest_rows} rows)")
+
+    for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
+        for row in batch.to_pylist():
+            if pending_index is not None and row["shard_index"] != pending_index:
+                flush()
+                pending = []
+            pending_index = row["shard_index"]
+            if row["status"] == STATUS_OK:
+                first = first_seen.setdefault(row["seed_id"], row["seed_index"])
+                if first != row["seed_index"]:  # the same image listed twice is edited once
+                    fail_set(row, duplicate_reason(first))
+            pending.append(row)
+            progress.row(row)
+    if pending_index is not None:
+        flush()
+
+
+def run_pipeline(
+    loaded: LoadedConfig,
+    output: str | None = None,
+    limit: int | None = None,
+    log: Callable[[str], None] = print,
+    report: bool | None = None,
+    progress_stream=None,
+) -> RunSummary:
+    """Run, or resume into an output made with the same config; refuse another config's output."""
+    started = time.time()
+    config = loaded.config
+    check_model_refs(config, loaded.path)
+    storage = Storage(output or config.run.output)
+    summary = RunSummary(output=storage.uri)
+    lock = OutputLock(storage)
+    lock.acquire()
+    try:
+        resuming = check_config_hash(storage, loaded.config_hash)
+        storage.makedirs()
+        storage.write_atomic(json_bytes(run_record(loaded, "running", started=started)), RUN_FILE)
+        remove_temporaries(storage)
+        seed_refs = list_seeds(config.input, config.shards.seeds_per_shard, limit, loaded.concepts)
+        done = completed_shards(storage, seed_refs, config.shards.prefix) if resuming else set()
+        summary.skipped_shards = sorted(done)
+        todo = seed_refs.filter(pc.invert(pc.is_in(seed_refs.column("shard_index"), value_set=_int_array(done))))
+        where = "generated from input.prompts" if config.input.kind == "generate" else f"listed from {config.input.path}"
+        log(f"counterfactory: {seed_refs.num_rows} seeds {where}; output {storage.uri}")
+        if done:
+            log(f"counterfactory: resuming: {len(done)} shard(s) already complete, {todo.num_rows} seeds to go")
+        record = provenance(loaded)
+        writer = ShardWriter(config.shards, storage, record)
+        writer.setup()
+        if todo.num_rows:
+            init_ray(config.ray)
+            first_seen = seen_seed_ids(storage, done, config.shards.prefix)
+            if config.input.dedupe and config.input.kind != "generate":
+                todo = mark_duplicates(todo, content_ids(todo, config), first_seen)
+            dataset, work = build_dataset(todo, with_models_resolved(config), loaded.taxonomy, record)
+            already = seed_refs.num_rows - todo.num_rows
+            progress = Progress(seed_refs.num_rows, already, stream=progress_stream,
+                                interval=config.report.progress_interval)
+            _process(dataset, writer, first_seen, summary, lock, log, progress)
+            progress.finish()
+            summary.work = read_work(work)
+        summary.seconds = time.time() - started
+        summary.stats, sizes = collect(storage)
+        timing = {"seconds": round(summary.seconds, 3), "shards_written": len(summary.shards),
+                  "shards_skipped": len(done)}
+        storage.write_atomic(json_bytes(sizes), SIZES_FILE)
+        # stage_work: what this run's stages did (a resumed run counts only its own shards' work)
+        storage.write_atomic(json_bytes({**summary.stats, "timing": timing, "stage_work": summary.work}), STATS_FILE)
+        storage.write_atomic(json_bytes(run_record(loaded, "complete", started=started, timing=timing)), RUN_FILE)
+        pictures = config.report.enabled if report is None else report
+        write_report(storage, config.report.max_sets, pictures=pictures)
+    finally:
+        lock.release()
+    return summary
+
+
+def _int_array(values: set[int]):
+    return pa.array(sorted(values), type=pa.int64())

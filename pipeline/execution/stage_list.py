@@ -1,0 +1,49 @@
+"""The stages of a run, in order, each with how to build it and the resources it asks for: what both
+executors (Ray, local) run."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Callable
+
+from pipeline.config.loading import allowed_concepts
+from pipeline.config.sections import PipelineConfig
+from schemas.taxonomy import Taxonomy
+from stages.base import Resources, Stage
+from stages.caption import Captioner
+from stages.concept import ZeroShotConcept
+from stages.edit import registry
+from stages.encode import SampleEncoder
+from stages.filter import ClipFilter
+from stages.ingest.decode import DecodeSeeds
+from stages.sets.stage import SetPlanner
+
+
+@dataclass
+class StageSpec:
+    name: str
+    factory: Callable[[], Stage]
+    resources: Resources
+
+
+def stage_specs(config: PipelineConfig, taxonomy: Taxonomy, provenance: dict) -> list[StageSpec]:
+    """``provenance`` (pipeline.execution.provenance) is what the encoded files say about how they were made.
+    The editor class is looked up here, on the driver, so a backend registered by the caller reaches the
+    workers with the factory."""
+    specs = [StageSpec(DecodeSeeds.name, functools.partial(DecodeSeeds, config.input), config.input.resources)]
+    if config.input.kind != "generate":  # generated seeds have no photo: the caption is the base prompt
+        specs.append(StageSpec(Captioner.name, functools.partial(Captioner, config.caption), config.caption.resources))
+        if config.concept.model:
+            concepts = allowed_concepts(config, taxonomy)
+            specs.append(StageSpec(ZeroShotConcept.name, functools.partial(ZeroShotConcept, config.concept, concepts),
+                                   config.concept.resources))
+    editor = registry.backend(config.edit.backend)
+    return specs + [
+        StageSpec(SetPlanner.name, functools.partial(SetPlanner, config.plan, taxonomy, config.run.seed),
+                  config.plan.resources),
+        StageSpec(editor.name, functools.partial(editor, config.edit, config.filter), config.edit.resources),
+        StageSpec(ClipFilter.name, functools.partial(ClipFilter, config.filter), config.filter.resources),
+        StageSpec(SampleEncoder.name, functools.partial(SampleEncoder, config.shards, provenance),
+                  config.encode.resources),
+    ]

@@ -1,0 +1,72 @@
+"""Run statistics and shard sizes, computed from the manifests on storage (so a resumed run counts
+the shards an earlier run wrote exactly as it counts its own)."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+
+import pyarrow.parquet as pq
+
+from schemas import SCHEMA_VERSION
+from schemas.keys import parse_shard_name
+from pipeline.output.storage import Storage
+from schemas.layout import MANIFEST_DIR, manifest_name, tar_name
+from schemas.records import STATUS_ACCEPTED, STATUS_ERROR, STATUS_OK
+from stages.ingest.reading import is_duplicate
+
+COLUMNS = ["seed_index", "seed_status", "set_id", "set_status", "axis", "concept", "status", "sample_key", "reason"]
+
+
+def collect(storage: Storage) -> tuple[dict, dict]:
+    """``(stats, sizes)``: counts by status, concept and axis; shard name -> accepted samples."""
+    seeds: dict[int, str] = {}
+    sets: dict[tuple, str] = {}
+    by_concept_axis: dict[str, Counter] = defaultdict(Counter)
+    candidates = Counter()
+    error_kinds = Counter()
+    sizes: dict[str, int] = {}
+    for name in storage.list(MANIFEST_DIR):
+        try:
+            prefix, index, ext = parse_shard_name(name)
+        except ValueError:
+            continue
+        rows = pq.read_table(storage.open_input(MANIFEST_DIR, name), columns=COLUMNS).to_pylist()
+        samples = set()
+        for row in rows:
+            seeds.setdefault(row["seed_index"], row["seed_status"])
+            key = (row["seed_index"], row["set_id"])
+            if key not in sets:
+                sets[key] = row["set_status"]
+                by_concept_axis[f"{row['concept']}/{row['axis']}"][row["set_status"]] += 1
+            candidates[row["status"]] += 1
+            if row["status"] == STATUS_ERROR and row["reason"]:
+                error_kinds[row["reason"].split(":")[0]] += 1
+            if row["status"] == STATUS_ACCEPTED:
+                samples.add(row["sample_key"])
+        sizes[tar_name(prefix, index)] = len(samples)
+    seed_counts = Counter(seeds.values())
+    stats = {
+        "schema_version": SCHEMA_VERSION,
+        "seeds": {"total": len(seeds), "ok": seed_counts.get(STATUS_OK, 0), "error": seed_counts.get(STATUS_ERROR, 0)},
+        "sets": dict(sorted(Counter(sets.values()).items())),
+        "candidates": dict(sorted(candidates.items())),
+        "samples": sum(sizes.values()),
+        "shards": len(sizes),
+        "sets_by_concept_axis": {k: dict(sorted(v.items())) for k, v in sorted(by_concept_axis.items())},
+        "candidate_error_kinds": dict(sorted(error_kinds.items())),
+    }
+    return stats, dict(sorted(sizes.items()))
+
+
+def seen_seed_ids(storage: Storage, shard_indices: set[int], prefix: str) -> dict[str, int]:
+    """seed_id -> first seed_index among completed shards, so duplicates stay duplicates on resume."""
+    seen: dict[str, int] = {}
+    for index in sorted(shard_indices):
+        table = pq.read_table(
+            storage.open_input(MANIFEST_DIR, manifest_name(prefix, index)),
+            columns=["seed_id", "seed_index", "seed_status", "reason"],
+        )
+        for row in table.to_pylist():
+            if row["seed_status"] == STATUS_OK and not is_duplicate(row["reason"]):
+                seen.setdefault(row["seed_id"], row["seed_index"])
+    return seen

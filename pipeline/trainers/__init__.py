@@ -1,0 +1,5 @@
+"""The trainers' side: reading an output (readers), the ASD debiasing maths (debias), LLaVA-format
+encoding and a reference ASD epoch (llava), steering vectors (steering), MaxSkew@K of a CLIP model (evaluate).
+
+May import: schemas, stages (models), pipeline.output, pipeline.config. Never the run path's executors.
+"""

@@ -1,0 +1,71 @@
+"""The ``input`` section: where seeds come from, and the checks on it."""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass, field
+from typing import Literal
+
+from schemas.articles import fix_articles
+from stages.base import Resources
+
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")
+
+
+@dataclass
+class IngestConfig:
+    kind: Literal["folder", "webdataset", "parquet", "generate"] = "folder"
+    path: str = ""  # folder, tar file, folder of tars, brace pattern of tars, or parquet file
+    # generate: no seed photos; one seed per concept x prompt template x seeds_per_prompt, whose caption is
+    # the template filled with the concept ("a photo of {a_concept}" -> "a photo of a chef")
+    prompts: list[str] = field(default_factory=lambda: ["a photo of {a_concept}"])
+    seeds_per_prompt: int = 1
+    max_pixels: int = 40_000_000  # larger images are refused (decompression bombs)
+    min_side: int = 16
+    max_side: int = 1024  # longer side is scaled down to this
+    concept_from_folder: bool = True  # folder input: a sub-folder named after a concept labels its images
+    dedupe: bool = True  # hash every input first so a repeated image is edited once, not once per copy
+    resources: Resources = field(default_factory=lambda: Resources(num_cpus=0.5, batch_size=16))
+
+    def problems(self) -> list[tuple[str, str]]:
+        found = []
+        if self.kind == "generate":
+            return found + _prompt_problems(self.prompts, self.seeds_per_prompt)
+        if not self.path:
+            found.append(("path", "is required"))
+        if self.min_side < 1 or self.max_side < self.min_side:
+            found.append(("max_side", "must be >= min_side >= 1"))
+        if self.max_pixels < self.min_side * self.min_side:
+            found.append(("max_pixels", "must allow at least a min_side x min_side image"))
+        return found
+
+
+PROMPT_FIELDS = ("concept", "a_concept")
+GENERATED_URI = "generate:"  # source_uri prefix of seeds made from text
+
+
+def _prompt_problems(prompts: list[str], seeds_per_prompt: int) -> list[tuple[str, str]]:
+    found = []
+    if not prompts:
+        found.append(("prompts", "must list at least one template"))
+    for i, template in enumerate(prompts):
+        try:
+            names = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+        except ValueError as exc:
+            found.append((f"prompts[{i}]", f"is not a valid template ({exc})"))
+            continue
+        unknown = names - set(PROMPT_FIELDS)
+        if unknown:
+            found.append((f"prompts[{i}]", f"unknown placeholder(s) {sorted(unknown)}; allowed: {{concept}}, {{a_concept}}"))
+        elif not names:
+            found.append((f"prompts[{i}]", "must contain {concept} or {a_concept}"))
+    if seeds_per_prompt < 1:
+        found.append(("seeds_per_prompt", "must be >= 1"))
+    return found
+
+
+def base_prompt(template: str, concept_words: str) -> str:
+    """``"a photo of {a_concept}"`` + ``"office worker"`` -> ``"a photo of an office worker"``."""
+    return fix_articles(template.format(concept=concept_words, a_concept=f"a {concept_words}"))
+
+

@@ -1,0 +1,219 @@
+"""Listing seeds: every input of a folder, WebDataset tars, a parquet list or generate mode's prompts as a
+SEED_REF row, in a stable order, each assigned to its output shard.
+
+Listing runs once on the driver and reads no image bytes (only tar headers and the small metadata files
+beside images in tars).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import tarfile
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from schemas.records import SEED_REF, rows_to_table
+from stages.ingest.config import GENERATED_URI, IMAGE_EXTENSIONS, IngestConfig, base_prompt
+
+
+def _list_generated(config: IngestConfig, concepts) -> list[dict]:
+    """Generate mode: one seed per concept x template x seeds_per_prompt, its caption the base prompt."""
+    refs = []
+    for concept in concepts:
+        for t, template in enumerate(config.prompts):
+            prompt = base_prompt(template, concept.words)
+            for k in range(config.seeds_per_prompt):
+                seed_id = f"{concept.id}-p{t}-{k}"
+                refs.append(_ref(GENERATED_URI + seed_id, None, source_seed_id=seed_id, concept=concept.id, caption=prompt))
+    return refs
+
+
+
+def _ref(source_uri: str, member: str | None = None, **extra) -> dict:
+    ref = {"source_uri": source_uri, "source_member": member, **extra}
+    if ref.get("concept"):
+        ref["concept_source"] = "source"
+    return ref
+
+
+def _is_local(fs) -> bool:
+    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
+    return "file" in protocols or "local" in protocols
+
+
+def _full_uri(fs, path: str) -> str:
+    """Local files keep plain paths; remote ones get their protocol back."""
+    return path if _is_local(fs) else fs.unstrip_protocol(path)
+
+
+def _is_image_name(name: str) -> bool:
+    return "." in name and name.rsplit(".", 1)[1].lower() in IMAGE_EXTENSIONS
+
+
+def _display(path: str) -> tuple[str, bytes | None]:
+    """A path as valid UTF-8 text for manifests, plus its exact bytes when the text had to escape them."""
+    try:
+        path.encode("utf-8")
+        return path, None
+    except UnicodeEncodeError:
+        raw = os.fsencode(path)
+        return raw.decode("utf-8", errors="backslashreplace"), raw
+
+
+def _list_local_folder(config: IngestConfig) -> list[dict]:
+    """Every image-named entry under the root, and every entry that only looks like one.
+
+    Symlinks that lead outside the root, and folders named like images, are listed with the problem
+    so that they end as error rows instead of vanishing; hidden files and folders are skipped.
+    """
+    root = config.path
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"input.path {config.path!r} is not a folder")
+    real_root = os.path.realpath(root)
+    entries: list[tuple[str, str | None]] = []  # (relative path, listing problem)
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel_dir = os.path.relpath(dirpath, root)
+        rel_dir = "" if rel_dir == "." else rel_dir
+        dirnames[:] = [d for d in sorted(dirnames) if not d.startswith(".")]
+        for name in dirnames:
+            full = os.path.join(dirpath, name)
+            if os.path.islink(full) and not _inside(os.path.realpath(full), real_root):
+                entries.append((os.path.join(rel_dir, name), "symlink points outside the input folder"))
+            elif _is_image_name(name):
+                entries.append((os.path.join(rel_dir, name), "a folder, not an image file"))
+        for name in filenames:
+            if name.startswith(".") or not _is_image_name(name):
+                continue
+            full = os.path.join(dirpath, name)
+            problem = None
+            if os.path.islink(full) and not _inside(os.path.realpath(full), real_root):
+                problem = "symlink points outside the input folder"
+            entries.append((os.path.join(rel_dir, name), problem))
+    refs = []
+    for rel, problem in sorted(entries, key=lambda e: os.fsencode(e[0])):
+        text, raw = _display(os.path.join(root, rel))
+        parts = rel.split(os.sep)
+        concept = parts[0] if (config.concept_from_folder and len(parts) > 1) else None
+        refs.append(_ref(text, concept=_display(concept)[0] if concept else None,
+                         source_path=raw, source_error=problem))
+    return refs
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _list_folder(config: IngestConfig) -> list[dict]:
+    fs, root = fsspec.core.url_to_fs(config.path)
+    if _is_local(fs):
+        return _list_local_folder(config)
+    if not fs.isdir(root):
+        raise FileNotFoundError(f"input.path {config.path!r} is not a folder")
+    refs = []
+    for path in sorted(fs.find(root, withdirs=False)):
+        rel = posixpath.relpath(path, root)
+        if any(part.startswith(".") for part in rel.split("/")) or not _is_image_name(posixpath.basename(rel)):
+            continue
+        folder = posixpath.dirname(rel)
+        concept = folder.split("/")[0] if (config.concept_from_folder and folder) else None
+        refs.append(_ref(fs.unstrip_protocol(path), concept=concept))
+    return refs
+
+
+def _tar_paths(path: str) -> list[str]:
+    if "{" in path:
+        import braceexpand
+
+        return list(braceexpand.braceexpand(path))
+    fs, root = fsspec.core.url_to_fs(path)
+    if fs.isdir(root):
+        return [_full_uri(fs, p) for p in sorted(fs.glob(posixpath.join(root, "*.tar")))]
+    return [path]
+
+
+def _list_webdataset(config: IngestConfig) -> list[dict]:
+    refs = []
+    for tar_path in _tar_paths(config.path):
+        samples: dict[str, dict] = {}
+        order: list[str] = []
+        with fsspec.open(tar_path, "rb") as handle:
+            try:
+                tar = tarfile.open(fileobj=handle, mode="r|")  # plain tar only: seeds are read by offset
+            except tarfile.ReadError as exc:
+                raise ValueError(f"input.path: {tar_path} is not an uncompressed tar ({exc})") from None
+            for member in tar:
+                if not member.isfile():
+                    continue
+                base = posixpath.basename(member.name)
+                if "." not in base:
+                    continue
+                key = posixpath.join(posixpath.dirname(member.name), base.split(".", 1)[0])
+                ext = base.split(".", 1)[1].lower()
+                if key not in samples:
+                    samples[key] = {"image": None}
+                    order.append(key)
+                sample = samples[key]
+                if ext in IMAGE_EXTENSIONS and sample["image"] is None:
+                    sample["image"] = member.name
+                    sample["offset"], sample["size"] = member.offset_data, member.size
+                elif ext in ("txt", "caption", "json") and member.size < 1_000_000:
+                    text = tar.extractfile(member).read().decode("utf-8", errors="replace")
+                    if ext == "json":
+                        try:
+                            meta = json.loads(text)
+                        except ValueError:
+                            meta = {}
+                        if isinstance(meta, dict):
+                            sample.setdefault("concept", meta.get("concept"))
+                            sample.setdefault("caption", meta.get("caption"))
+                    else:
+                        sample["caption"] = text.strip()
+        for key in order:
+            sample = samples[key]
+            # A sample without an image is still listed: decode turns it into an error row.
+            refs.append(
+                _ref(tar_path, sample["image"] or f"{key}.<no image>", concept=sample.get("concept"),
+                     caption=sample.get("caption"), source_offset=sample.get("offset"),
+                     source_size=sample.get("size"))
+            )
+    return refs
+
+
+def _list_parquet(config: IngestConfig) -> list[dict]:
+    table = pq.read_table(config.path)
+    columns = set(table.column_names)
+    path_column = "path" if "path" in columns else "uri" if "uri" in columns else None
+    if path_column is None:
+        raise ValueError(f"input.path {config.path!r}: the parquet list needs a 'path' or 'uri' column")
+    base = posixpath.dirname(config.path)
+    refs = []
+    for row in table.to_pylist():
+        path = row.get(path_column)
+        if isinstance(path, str) and path and "://" not in path and not posixpath.isabs(path):
+            path = posixpath.join(base, path)
+        refs.append(
+            _ref(path if isinstance(path, str) else "", None, source_seed_id=row.get("seed_id"),
+                 concept=row.get("concept"), caption=row.get("caption"))
+        )
+    return refs
+
+
+def list_seeds(config: IngestConfig, seeds_per_shard: int, limit: int | None = None, concepts=()) -> pa.Table:
+    """Every input as a SEED_REF row, in a stable order, each assigned to its output shard.
+    ``concepts`` (taxonomy Concepts) are what generate mode makes base prompts for."""
+    if config.kind == "generate":
+        refs = _list_generated(config, concepts)
+    else:
+        refs = {"folder": _list_folder, "webdataset": _list_webdataset, "parquet": _list_parquet}[config.kind](config)
+    if limit is not None:
+        refs = refs[:limit]
+    for index, ref in enumerate(refs):
+        ref["seed_index"] = index
+        ref["shard_index"] = index // seeds_per_shard
+    return rows_to_table(refs, SEED_REF)
+
+

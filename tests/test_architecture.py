@@ -1,0 +1,119 @@
+"""The layout rules of DESIGN.md, checked on the source: no import cycle, stages below the driver side,
+schemas below everything, the run path free of the test models, modules of one concern (<= 300 lines)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGES = ("schemas", "stages", "pipeline")
+MAX_LINES = 300
+
+
+def modules() -> dict[str, Path]:
+    found = {}
+    for package in PACKAGES:
+        for path in sorted((REPO / package).rglob("*.py")):
+            parts = path.relative_to(REPO).with_suffix("").parts
+            name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+            found[name] = path
+    return found
+
+
+MODULES = modules()
+
+
+def imports_of(name: str) -> set[str]:
+    """Our modules ``name`` imports, anywhere in its body (function-level imports count)."""
+    path = MODULES[name]
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+            targets = [f"{base}.{alias.name}" for alias in node.names] + [base]
+        else:
+            continue
+        for target in targets:
+            while target and target not in MODULES:
+                target = target.rpartition(".")[0]
+            if target and target != name:
+                out.add(target)
+    return out
+
+
+GRAPH = {name: imports_of(name) for name in MODULES}
+
+
+def all_imports(name: str, graph: dict) -> set[str]:
+    seen, todo = set(), [name]
+    while todo:
+        for nxt in graph[todo.pop()]:
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
+
+
+def imported_names(path: Path) -> set[str]:
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            out |= {node.module or ""} | {f"{node.module}.{a.name}" for a in node.names}
+    return out
+
+
+def test_the_checker_sees_imports_and_cycles():
+    assert "stages.base" in GRAPH["stages.caption"] and "schemas.records" in GRAPH["stages.caption"]
+    planted = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert "a" in all_imports("a", planted) and "d" not in all_imports("a", planted)
+
+
+def test_no_module_imports_itself_through_others():
+    cycles = sorted(name for name in GRAPH if name in all_imports(name, GRAPH))
+    assert cycles == []
+
+
+@pytest.mark.parametrize("layer,forbidden", [
+    ("schemas", ("stages", "pipeline", "ray")),
+    ("stages", ("pipeline", "ray")),
+])
+def test_lower_layers_do_not_import_upper_ones(layer, forbidden):
+    offenders = [f"{name} imports {n}" for name, path in MODULES.items() if name.split(".")[0] == layer
+                 for n in sorted(imported_names(path)) if n.split(".")[0] in forbidden]
+    assert offenders == []
+
+
+def test_the_run_path_never_imports_the_test_models():
+    run_path = [n for n in MODULES if n.startswith(("pipeline.execution", "pipeline.config", "pipeline.output",
+                                                    "pipeline.report"))]
+    offenders = [n for n in run_path if any(m.startswith("pipeline.testing") for m in all_imports(n, GRAPH))]
+    assert offenders == []
+
+
+def test_the_run_path_imports_ray_data_in_one_module_only():
+    users = sorted(name for name, path in MODULES.items()
+                   if name.startswith(("pipeline.execution", "pipeline.config", "pipeline.output", "stages"))
+                   and any(n == "ray.data" or n.startswith("ray.data.") for n in imported_names(path)))
+    assert users == ["pipeline.execution.ray_executor"]
+
+
+def test_no_source_module_is_over_300_lines():
+    long = {name: n for name, path in MODULES.items() if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
+    assert long == {}
+
+
+def test_every_package_says_what_lives_there_and_what_it_may_import():
+    for name, path in MODULES.items():
+        if path.name == "__init__.py":
+            doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
+            assert "import" in doc.lower(), f"{name}/__init__.py says nothing of what it may import"

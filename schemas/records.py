@@ -9,6 +9,8 @@ From ``plan`` onward one row is one counterfactual set: its seed, its axis, its 
 
 from __future__ import annotations
 
+from typing import Literal
+
 import pyarrow as pa
 
 STATUS_OK = "ok"  # a seed row that decoded (seed level: ok | error)
@@ -19,6 +21,7 @@ STATUS_REJECTED = "rejected"
 # The filter's CLIP scores of a candidate, each with a threshold (filter.thresholds), then the safety score.
 CLIP_SCORES = ("text_image", "directional", "image_image", "attribute_margin")
 SCORE_NAMES = CLIP_SCORES + ("nsfw",)
+ClipScoreName = Literal[CLIP_SCORES]  # a config field naming one of them (filter.rank_by)
 
 # Listing of inputs, made on the driver: cheap, no image bytes yet.
 SEED_REF = pa.schema(

@@ -15,7 +15,7 @@ from typing import Literal
 
 import numpy as np
 
-from schemas.records import SET, STATUS_ACCEPTED, STATUS_OK, STATUS_REJECTED
+from schemas.records import SET, STATUS_ACCEPTED, STATUS_OK, STATUS_REJECTED, ClipScoreName
 from stages.base import Resources, SetStage
 from stages.models.clip_checks import ClipChecks, Thresholds
 from stages.models.safety import SafetyConfig, SafetyScorer
@@ -27,7 +27,7 @@ class FilterConfig:
     model: str = "ViT-L-14"  # open_clip name, hf-hub:ID, local directory, or tiny:NAME
     pretrained: str | None = "openai"  # open_clip pretrained tag (only with a plain model name)
     thresholds: Thresholds = field(default_factory=Thresholds)
-    rank_by: Literal["directional", "text_image", "image_image", "attribute_margin"] = "directional"
+    rank_by: ClipScoreName = "directional"
     min_members: int = 0  # members a set needs to be accepted; 0 = all of them
     attribute_prompt: str = "a photo of {phrase}"
     device: str = "auto"
@@ -117,7 +117,7 @@ class ClipFilter(SetStage):
                 cand["status"] = STATUS_REJECTED
                 cand["reason"] = "failed: " + "; ".join(reasons)
         passing = [c for c in live if not c["failed_checks"]]
-        needed = min(self.config.min_members or len(members), len(members))
+        needed = checks.members_needed(len(members))
         if bases is None:
             self._keep_best_per_member(row, passing, needed)
         else:

@@ -60,8 +60,6 @@ socket.socket.connect = _guarded_connect
 @pytest.fixture(scope="session")
 def tiny_cache(tmp_path_factory) -> Path:
     """The tiny models, built once per test session into a private cache."""
-    from pipeline.testing import tiny_models
-
     cache = Path(os.environ.get("COUNTERFACTORY_TEST_CACHE") or tmp_path_factory.mktemp("tiny-models"))
     os.environ["COUNTERFACTORY_CACHE"] = str(cache)
     for name in tiny_models.BUILDERS:
@@ -71,8 +69,6 @@ def tiny_cache(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny(tiny_cache) -> dict[str, str]:
-    from pipeline.testing import tiny_models
-
     return {name: str(tiny_cache / name) for name in tiny_models.BUILDERS}
 
 

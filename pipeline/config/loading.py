@@ -63,19 +63,25 @@ def _check_backend(config: PipelineConfig, taxonomy: Taxonomy, source: str) -> N
         editor = registry.backend(config.edit.backend)
     except ValueError as exc:
         raise ConfigError(source, "edit.backend", str(exc)) from None
-    makers = [name for name, e in registry.BACKENDS.items() if e.makes_own_seeds]
     generating = config.input.kind == "generate"
     if generating and not editor.makes_own_seeds:
         raise ConfigError(
             source, "edit.backend",
-            f"input.kind generate has no seed photos to edit: use a backend that makes its own base images "
-            f"({', '.join(makers)}; got {config.edit.backend})",
+            f"input.kind generate has no seed photos to edit: use backend {_backends_that('makes_own_seeds')} "
+            f"(got {config.edit.backend})",
         )
     if editor.makes_own_seeds and not generating:
         raise ConfigError(
             source, "input.kind",
             f"edit.backend {config.edit.backend} makes its own base images: use input.kind generate (got {config.input.kind})",
         )
+    if config.edit.guidance_range is not None and not editor.draws_per_candidate:
+        raise ConfigError(source, "edit.guidance_range", f"only the {_backends_that('draws_per_candidate')} backend draws "
+                                                         f"guidance per candidate (backend is {config.edit.backend})")
+    if config.edit.early_rejection.enabled and not editor.stops_early:
+        raise ConfigError(source, "edit.early_rejection.enabled",
+                          f"only the {_backends_that('stops_early')} backend can stop members part-way "
+                          f"(backend is {config.edit.backend})")
     for field, message in editor.config_problems(config):
         raise ConfigError(source, field, message)
     if generating:
@@ -86,6 +92,10 @@ def _check_backend(config: PipelineConfig, taxonomy: Taxonomy, source: str) -> N
                     source, f"input.prompts[{i}]",
                     f"names protected attribute word(s) {words}: the base prompt must be neutral, the members add them",
                 )
+
+
+def _backends_that(capability: str) -> str:
+    return " or ".join(name for name, editor in registry.BACKENDS.items() if getattr(editor, capability))
 
 
 def _check_cross_fields(config: PipelineConfig, source: str) -> None:

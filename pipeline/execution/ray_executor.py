@@ -16,26 +16,13 @@ import pyarrow as pa
 
 from pipeline.config.sections import PipelineConfig, RayConfig
 from pipeline.execution.stage_list import stage_specs
+from pipeline.execution.work_counter import WorkCounter
 from schemas.taxonomy import Taxonomy
 from stages.ingest.reading import content_ids as batch_content_ids
 from stages.utils import faults
 
 # Environment the workers need to behave like the driver (offline Hub access above all).
 FORWARDED_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME", "COUNTERFACTORY_CACHE")
-
-
-class WorkCounter:
-    """Adds up the stages' counters (a Ray actor). A batch retried after a crash counts twice: these are
-    the work done, retries included."""
-
-    def __init__(self):
-        self.totals: dict[str, Counter] = {}
-
-    def add(self, stage: str, counts: dict) -> None:
-        self.totals.setdefault(stage, Counter()).update(counts)
-
-    def read(self) -> dict[str, dict]:
-        return {stage: dict(sorted(c.items())) for stage, c in self.totals.items()}
 
 
 class StageActor:
@@ -90,7 +77,7 @@ def _blocks(seed_refs: pa.Table) -> list[pa.Table]:
     return [seed_refs.slice(i, size) for i in range(0, max(seed_refs.num_rows, 1), size)]
 
 
-def content_ids(seed_refs: pa.Table, config: PipelineConfig) -> dict[int, str]:
+def read_content_ids(seed_refs: pa.Table, config: PipelineConfig) -> dict[int, str]:
     """The dedupe pre-pass: every input's content id, read in parallel as Ray tasks."""
     import ray.data
 

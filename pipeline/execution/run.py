@@ -14,7 +14,7 @@ from pipeline.config.loading import LoadedConfig
 from pipeline.config.model_refs import check_model_refs, with_models_resolved
 from pipeline.execution.progress import Progress
 from pipeline.execution.provenance import provenance
-from pipeline.execution.ray_executor import build_dataset, content_ids, init_ray, read_work
+from pipeline.execution.ray_executor import build_dataset, init_ray, read_content_ids, read_work
 from pipeline.output.run_record import json_bytes, run_record
 from pipeline.output.shard_writer import ShardResult, ShardWriter
 from pipeline.output.state import OutputLock, check_config_hash, completed_shards, remove_temporaries
@@ -104,7 +104,7 @@ def run_pipeline(
             init_ray(config.ray)
             first_seen = seen_seed_ids(storage, done, config.shards.prefix)
             if config.input.dedupe and config.input.kind != "generate":
-                todo = mark_duplicates(todo, content_ids(todo, config), first_seen)
+                todo = mark_duplicates(todo, read_content_ids(todo, config), first_seen)
             dataset, work = build_dataset(todo, with_models_resolved(config), loaded.taxonomy, record)
             already = seed_refs.num_rows - todo.num_rows
             progress = Progress(seed_refs.num_rows, already, stream=progress_stream,

@@ -53,13 +53,8 @@ class Editor(SetStage):
     @classmethod
     def config_problems(cls, config) -> list[tuple[str, str]]:
         """Checks of the whole run config (``config.edit``, ``config.filter``, ...) that depend on the
-        backend, as (field path, message)."""
-        edit, found = config.edit, []
-        if edit.guidance_range is not None and not cls.draws_per_candidate:
-            found.append(("edit.guidance_range", f"the {cls.backend} backend does not draw guidance per candidate"))
-        if edit.early_rejection.enabled and not cls.stops_early:
-            found.append(("edit.early_rejection.enabled", f"the {cls.backend} backend cannot stop members part-way"))
-        return found
+        backend, as (field path, message). The capabilities above are checked by the config loader."""
+        return []
 
     @classmethod
     def denoising_steps(cls, edit: EditConfig) -> int:

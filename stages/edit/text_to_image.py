@@ -50,7 +50,7 @@ class TextToImageEditor(Editor):
     def config_problems(cls, config) -> list[tuple[str, str]]:
         from schemas.records import CLIP_SCORES
 
-        edit, found = config.edit, super().config_problems(config)
+        edit, found = config.edit, []
         if edit.max_batch < 2:
             found.append(("edit.max_batch", "text_to_image needs >= 2: a base image and at least one member per call"))
         if edit.early_rejection.enabled and edit.steps < 2:
@@ -206,7 +206,7 @@ class TextToImageEditor(Editor):
                                               [(c, position[m], image) for c, m, image in items],
                                               self.config.early_rejection.margin)
         total = len(context.members)
-        needed = min(self.filter_config.min_members or total, total)
+        needed = self.judge.members_needed(total)
         failing = Counter(c for (c, _, _), v in zip(items, verdicts) if v["failed_checks"])
         out = []
         for (candidate, _, _), verdict in zip(items, verdicts):

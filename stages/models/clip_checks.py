@@ -80,6 +80,10 @@ class ClipChecks:
                 failed.append(name)
         return failed
 
+    def members_needed(self, total: int) -> int:
+        """Passing members a set needs to be kept (``min_members``; 0 means all of them)."""
+        return min(self.config.min_members or total, total)
+
     def failure_reasons(self, scores: dict, failed: list[str], margin: float = 0.0) -> list[str]:
         below = f" - {margin:g} margin" if margin else ""
         return [f"{n} {scores[n]:.4f} < {getattr(self.config.thresholds, n):.4f}{below}" for n in failed]

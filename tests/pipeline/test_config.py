@@ -77,10 +77,21 @@ def test_config_hash_ignores_resources_but_not_what_changes_pixels():
     base = parse(mini_data()).config_hash
     data = mini_data()
     data["edit"]["resources"]["actors"] = 4
+    data["encode"] = {"resources": {"actors": 3}}  # a section of resources only: a config without it hashes alike
     data["run"]["output"] = "elsewhere"
+    assert parse(data).config_hash == base
+    del data["encode"]
     assert parse(data).config_hash == base
     data["edit"]["steps"] = 5
     assert parse(data).config_hash != base
+
+
+def test_the_encode_stage_resources_moved_out_of_shards_say_where_they_went():
+    data = mini_data()
+    data["shards"]["resources"] = data.pop("encode")["resources"]
+    with pytest.raises(ConfigError) as err:
+        parse(data)
+    assert err.value.field == "shards.resources" and "moved to encode.resources" in str(err.value)
 
 
 def test_cli_reports_a_config_error_in_one_line(tmp_path):

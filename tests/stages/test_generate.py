@@ -136,7 +136,7 @@ def test_filter_keeps_one_whole_candidate_set_and_its_base_becomes_the_source(ti
 def test_the_sdxl_family_renders_sets_with_attention_control_too(tiny, taxonomy):
     def rendered(p2p):
         editor = make_editor(tiny, model=tiny["sdxl"], p2p=p2p)
-        assert editor.is_xl
+        assert editor.sampler.is_xl
         (row,) = editor(generated_sets(taxonomy, ("chef",), candidates=1, axes=("race_gender",))).to_pylist()
         assert all(c["error"] is None and len(c["image_rgb"]) == 32 * 32 * 3 for c in row["candidates"])
         base = pixels(row["candidate_bases"][0])

@@ -6,7 +6,7 @@
 - ``clip``: the open_clip ViT-L/14 image tower at 224 px.
 
 For each batch size: images/s, achieved TFLOP/s from the cost model's FLOPs per image
-(pipeline/cost.py), and its share of the GPU's dense bf16 peak. ``--attention math`` swaps SDPA for
+(pipeline/commands/cost.py), and its share of the GPU's dense bf16 peak. ``--attention math`` swaps SDPA for
 diffusers' plain attention, ``--compile`` compiles the UNet. Prints JSON; record the numbers in
 benchmarks/RESULTS.md with the device and date.
 

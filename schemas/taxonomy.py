@@ -1,6 +1,6 @@
 """The social taxonomy as typed records: what the planner needs to phrase a set's members.
 
-Loaded and validated from ``configs/taxonomy.yaml`` by ``pipeline.taxonomy``; passed to stages as data.
+Loaded and validated from ``configs/taxonomy.yaml`` by ``pipeline.config.taxonomy``; passed to stages as data.
 """
 
 from __future__ import annotations

@@ -154,7 +154,7 @@ def set_row(index: int, status: str, images: dict[str, Image.Image] | None = Non
 
 @contextmanager
 def injected_faults(spec: str):
-    """Install a fault spec (stages/faults.py) in this process for the block, and remove it after."""
+    """Install a fault spec (stages/utils/faults.py) in this process for the block, and remove it after."""
     from stages.utils import faults
 
     faults.install(spec)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from pipeline.config.loading import LoadedConfig
+from pipeline.config.model_refs import run_models
 from pipeline.execution.provenance import provenance
 from pipeline.execution.stage_list import stage_specs
 from schemas.layout import tar_name
@@ -48,19 +49,25 @@ def describe(loaded: LoadedConfig, seeds: int | None = None, limit: int | None =
         source = "as given by --seeds"
     lines.append("stage graph (Ray Data actor pools, in order):")
     lines.append(f"  {'stage':<8} {'model':<44} {'actors':>6} {'cpus':>5} {'gpus':>5} {'batch':>5}")
-    models = {"caption": config.caption.model, "edit": f"{config.edit.model} [{config.edit.backend}]",
-              "filter": config.filter.model, "concept": config.concept.model,
-              "encode": " + ".join([f"JPEG q{config.shards.jpeg_quality}"] + [
+    editor = registry.backend(config.edit.backend)
+    stage_of_role = {"captioner": "caption", "concept": "concept", "editor": "edit", "segmenter": "edit",
+                     "clip": "filter"}
+    models: dict[str, str] = {}
+    for use in run_models(config):
+        stage = stage_of_role[use.role]
+        models[stage] = f"{models[stage]} + {use.ref}" if stage in models else use.ref
+    models["edit"] = f"{models['edit']} [{config.edit.backend}]"
+    models["encode"] = " + ".join([f"JPEG q{config.shards.jpeg_quality}"] + [
                   part for part, on in (("provenance", config.shards.provenance.metadata),
                                         ("watermark", config.shards.provenance.watermark),
-                                        ("thumbnails", config.shards.thumbnail_size)) if on])}
+                                        ("thumbnails", config.shards.thumbnail_size)) if on])
     for spec in stage_specs(config, loaded.taxonomy, provenance(loaded)):
         r = spec.resources
         lines.append(
             f"  {spec.name:<8} {models.get(spec.name, '-'):<44} {r.actors:>6} {r.num_cpus:>5g} {r.num_gpus:>5g} {r.batch_size:>5}"
         )
-    shard_names = tar_name(config.shards.prefix, 0).replace("000000", "NNNNNN")
-    lines.append(f"  {'write':<8} {'(driver) ' + shard_names + ' + manifest':<44}")
+    lines.append(f"  {'write':<8} {'(driver) ' + tar_name(config.shards.prefix, 0) + ', ... + manifests':<44}")
+    lines.append(f"edit backend {editor.backend}: {editor.summary}")
     counts = plan_counts(loaded, seeds)
     extra = counts["rendered_images"] - counts["edited_images"]
     bases = f" + {extra} base images" if extra else ""
@@ -71,7 +78,7 @@ def describe(loaded: LoadedConfig, seeds: int | None = None, limit: int | None =
         f"sets: {counts['sets']}",
         f"members: {counts['members']} x {counts['candidates_per_set']} candidate(s)",
         f"diffusion: {counts['edited_images']} edited images{bases} in {counts['editor_pipeline_calls']} "
-        f"model calls (max_batch {config.edit.max_batch}), {registry.backend(config.edit.backend).denoising_steps(config.edit)} steps, "
+        f"model calls (max_batch {config.edit.max_batch}), {editor.denoising_steps(config.edit)} steps, "
         f"{counts['unet_evaluations']} denoiser evaluations"
         + (" at most (early rejection stops failing members part-way)" if config.edit.early_rejection.enabled else ""),
         f"shards: {counts['shards']} of up to {config.shards.seeds_per_shard} seeds each",

@@ -82,8 +82,9 @@ def _check_backend(config: PipelineConfig, taxonomy: Taxonomy, source: str) -> N
         raise ConfigError(source, "edit.early_rejection.enabled",
                           f"only the {_backends_that('stops_early')} backend can stop members part-way "
                           f"(backend is {config.edit.backend})")
-    for field, message in editor.config_problems(config):
-        raise ConfigError(source, field, message)
+    problems = editor.config_problems(config)
+    if problems:
+        raise ConfigError(source, *problems[0])
     if generating:
         for i, template in enumerate(config.input.prompts):
             words = taxonomy.attribute_words_in(template)

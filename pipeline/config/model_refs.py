@@ -48,9 +48,15 @@ def _scheme_of(ref) -> RefScheme | None:
     return None
 
 
+TINY_HINT = ("tiny:NAME models are built by pipeline.testing.tiny_models: import it before loading the config "
+             "(the counterfactory command does)")
+
+
 def resolve_model_ref(ref: str) -> str:
     """A registered scheme's reference -> its local directory; anything else (Hub id, local dir) unchanged."""
     scheme = _scheme_of(ref)
+    if scheme is None and isinstance(ref, str) and ref.startswith("tiny:"):
+        raise ValueError(f"{ref!r}: {TINY_HINT}")
     return scheme.resolve(ref[len(scheme.prefix):]) if scheme else ref
 
 
@@ -150,6 +156,8 @@ def check_reference(field: str, ref: str, revision: str | None, source: str, all
             hint = f"; did you mean {', '.join(close)}?" if close else "; see open_clip.list_models()"
             raise ConfigError(source, field, f"unknown open_clip model {ref!r}{hint}")
         return
+    if ref.startswith("tiny:"):
+        raise ConfigError(source, field, f"{ref!r}: {TINY_HINT}")
     if not HUB_ID.match(ref):
         raise ConfigError(source, field, f"{ref!r} is neither a Hub id (org/name), a local directory nor tiny:NAME")
     if _offline() and not _in_hub_cache(ref, marker, revision):

@@ -44,10 +44,13 @@ def run_stages(loaded: LoadedConfig, stop_before: str | None = None, limit: int 
 
 
 def run_local(loaded: LoadedConfig, output: str, limit: int | None = None) -> LocalRun:
-    """A whole run in this process, without Ray and without resume: the stages, then the shard writer,
-    then sizes.json and stats.json. For tests and for debugging a backend on one machine."""
+    """A whole run in this process, without Ray: the stages, then the shard writer, then sizes.json and
+    stats.json. No resume, lock, run.json or report, and no dedupe pre-pass: a repeated image is edited and
+    then recorded as a duplicate, as ``run`` does with ``input.dedupe: false``. For tests and for debugging
+    a backend on one machine."""
     import itertools
 
+    from pipeline.execution.run import mark_repeated_seed
     from pipeline.output.run_record import json_bytes
     from pipeline.output.shard_writer import ShardWriter
     from pipeline.output.stats import collect
@@ -58,8 +61,12 @@ def run_local(loaded: LoadedConfig, output: str, limit: int | None = None) -> Lo
     storage = Storage(output)
     writer = ShardWriter(loaded.config.shards, storage, provenance(loaded))
     writer.setup()
+    first_seen: dict[str, int] = {}
     for index, rows in itertools.groupby(result.table.to_pylist(), key=lambda r: r["shard_index"]):
-        writer.write_shard(index, list(rows))
+        rows = list(rows)
+        for row in rows:
+            mark_repeated_seed(row, first_seen)
+        writer.write_shard(index, rows)
     stats, sizes = collect(storage)
     work = {name: dict(sorted(stage.counters.items())) for name, stage in result.stages.items()}
     storage.write_atomic(json_bytes(sizes), SIZES_FILE)

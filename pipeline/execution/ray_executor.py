@@ -41,7 +41,10 @@ class StageActor:
         out = self.stage(batch)
         gained = self.stage.counters - before
         if self.work is not None and gained:
-            self.work.add.remote(self.name, dict(gained))
+            import ray
+
+            # Waited for: an actor Ray Data tears down must not take its last counts with it.
+            ray.get(self.work.add.remote(self.name, dict(gained)))
         return out
 
 
@@ -123,7 +126,9 @@ def build_dataset(seed_refs: pa.Table, config: PipelineConfig, taxonomy: Taxonom
 
 
 def read_work(work) -> dict[str, dict]:
-    """What the stages counted, from the WorkCounter ``build_dataset`` made."""
+    """What the stages counted, from the WorkCounter ``build_dataset`` made; the counter is then stopped."""
     import ray
 
-    return ray.get(work.read.remote())
+    counts = ray.get(work.read.remote())
+    ray.kill(work)
+    return counts

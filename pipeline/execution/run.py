@@ -58,14 +58,20 @@ def _process(dataset, writer: ShardWriter, first_seen: dict, summary: RunSummary
                 flush()
                 pending = []
             pending_index = row["shard_index"]
-            if row["status"] == STATUS_OK:
-                first = first_seen.setdefault(row["seed_id"], row["seed_index"])
-                if first != row["seed_index"]:  # the same image listed twice is edited once
-                    fail_set(row, duplicate_reason(first))
+            mark_repeated_seed(row, first_seen)
             pending.append(row)
             progress.row(row)
     if pending_index is not None:
         flush()
+
+
+def mark_repeated_seed(row: dict, first_seen: dict[str, int]) -> None:
+    """A set whose seed id was seen at an earlier seed index becomes a duplicate error: one image listed
+    twice gives one set (the dedupe pre-pass usually catches it before any work)."""
+    if row["status"] == STATUS_OK:
+        first = first_seen.setdefault(row["seed_id"], row["seed_index"])
+        if first != row["seed_index"]:
+            fail_set(row, duplicate_reason(first))
 
 
 def run_pipeline(

@@ -9,6 +9,7 @@ from pipeline.report.contents import OutputContents
 from schemas.layout import MANIFEST_DIR, SHARDS_DIR
 from schemas.records import SCORE_NAMES, STATUS_ACCEPTED
 from stages.edit import registry
+from stages.encode import ShardConfig
 
 
 def accepted_counts(contents: OutputContents) -> dict[str, Counter]:
@@ -36,7 +37,7 @@ def render_card(contents: OutputContents, stats: dict) -> str:
     config = contents.run.get("config", {})
     card = config.get("card", {})
     run, edit, filt, cap, concept = (config.get(k, {}) for k in ("run", "edit", "filter", "caption", "concept"))
-    prefix = config.get("shards", {}).get("prefix")
+    prefix = config.get("shards", {}).get("prefix", ShardConfig.prefix)
     last = max(len(contents.sizes) - 1, 0)
     sets = stats.get("sets", {})
     lines = [
@@ -107,7 +108,7 @@ def render_croissant(contents: OutputContents) -> dict:
     """Croissant 1.0 metadata: the files, and the fields of one manifest record."""
     config = contents.run.get("config", {})
     card = config.get("card", {})
-    prefix = config.get("shards", {}).get("prefix")
+    prefix = config.get("shards", {}).get("prefix", ShardConfig.prefix)
     fields = [
         ("set_id", "sc:Text"), ("seed_id", "sc:Text"), ("axis", "sc:Text"), ("concept", "sc:Text"),
         ("member_id", "sc:Text"), ("attributes", "sc:Text"), ("candidate", "sc:Integer"), ("status", "sc:Text"),

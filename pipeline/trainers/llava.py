@@ -118,7 +118,7 @@ class AsdEpoch:
 def asd_epoch(model, processor, items: list[dict], optimizer, rng: random.Random, batch_size: int = 4,
               tau1: float = 1.0, tau2: float = 1.0, max_steps: int | None = None) -> AsdEpoch:
     """One ASD epoch over ``items`` (dicts with image, conversations, concept, attributes: what
-    ``pipeline.readers.iter_members`` yields): Skew re-estimated, pool resampled, weighted loss."""
+    ``pipeline.trainers.readers.iter_members`` yields): Skew re-estimated, pool resampled, weighted loss."""
     import math
 
     predictions = concept_predictions(model, processor, items)

@@ -100,7 +100,7 @@ def steering_vector(model, processor, layer: str, with_attribute: list, neutral:
 
 def steering_vector_from_sets(model, processor, layer: str, members: Iterable[dict], attribute: str, value: str,
                               **kwargs):
-    """Dataset-based vector from accepted sets (``pipeline.readers.iter_members`` items): members with
+    """Dataset-based vector from accepted sets (``pipeline.trainers.readers.iter_members`` items): members with
     ``attribute == value`` against the other members of the same sets."""
     members = list(members)
     sets_with_value = {m["set_id"] for m in members if m["attributes"].get(attribute) == value}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stages.edit.base import Editor, no_safety_checker
+from stages.edit.base import Editor, no_safety_checker, steps_from_strength
 from stages.edit.config import EditConfig
 
 
@@ -16,8 +16,7 @@ class Img2ImgEditor(Editor):
 
     @classmethod
     def denoising_steps(cls, edit: EditConfig) -> int:
-        """The pipeline starts part-way, at ``strength``, as diffusers does."""
-        return max(1, int(edit.steps * edit.strength))
+        return steps_from_strength(edit)
 
     @classmethod
     def generation_settings(cls, config) -> dict:

@@ -14,9 +14,8 @@ import numpy as np
 from PIL import Image
 
 from stages.base import ModelUse
-from stages.edit.base import Editor, no_safety_checker
+from stages.edit.base import Editor, no_safety_checker, steps_from_strength
 from stages.edit.config import EditConfig
-from stages.edit.img2img import Img2ImgEditor
 from stages.models.segmenter import RegionMask, RegionSegmenter, blend
 
 
@@ -31,7 +30,10 @@ class InpaintEditor(Editor):
     backend = "inpaint"
     summary = "repaint only the person (a CLIPSeg mask, dilated and feathered); the rest is kept"
     prompt_field = "target_caption"
-    denoising_steps = Img2ImgEditor.denoising_steps  # starts part-way, at strength, like img2img
+
+    @classmethod
+    def denoising_steps(cls, edit: EditConfig) -> int:
+        return steps_from_strength(edit)
 
     @classmethod
     def generation_settings(cls, config) -> dict:

@@ -16,6 +16,9 @@ from __future__ import annotations
 
 from difflib import SequenceMatcher
 
+import torch
+import torch.nn.functional as F
+
 
 def token_map(base_ids: list[int], member_ids: list[int]) -> list[int]:
     """For each member token, the position of the same token in the base prompt's alignment, or -1."""
@@ -80,8 +83,6 @@ class PromptToPromptProcessor:
         if attn.norm_k is not None:
             key = attn.norm_k(key)
 
-        import torch.nn.functional as F
-
         control = self.control
         if is_cross and control.cross_rows is not None and attention_mask is None:
             hidden_states = self._refined_cross_attention(attn, query, key, value)
@@ -99,8 +100,6 @@ class PromptToPromptProcessor:
         return hidden_states / attn.rescale_output_factor
 
     def _refined_cross_attention(self, attn, query, key, value):
-        import torch
-
         control = self.control
         probs = (query @ key.transpose(-1, -2) * attn.scale).softmax(dim=-1)  # B, heads, pixels, tokens
         base = probs[control.base_rows]

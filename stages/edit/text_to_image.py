@@ -2,7 +2,7 @@
 
 Each candidate renders the base prompt (the seed's caption, "a photo of a chef") and every member's
 target caption ("a photo of a female chef") from the same initial noise, with prompt-to-prompt attention
-control (``stages/editors/p2p.py``) for the first ``p2p_fraction`` of the steps. The sampler is DDIM with
+control (``stages/edit/p2p.py``) for the first ``p2p_fraction`` of the steps. The sampler is DDIM with
 eta 0, so the initial noise is the only randomness. Guidance and p2p fraction are fixed or drawn per
 candidate from the candidate's seed (``edit.guidance_range``, ``edit.p2p.fraction_range``).
 
@@ -24,10 +24,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from schemas.records import STATUS_REJECTED
+from dataclasses import asdict
+
+from schemas.records import CLIP_SCORES, STATUS_REJECTED
 from stages.edit.base import Editor, draw_uniform, no_safety_checker
 from stages.edit.config import EditConfig
-from stages.edit.p2p_sampler import PromptToPromptSampler
 
 
 @dataclass
@@ -48,8 +49,6 @@ class TextToImageEditor(Editor):
 
     @classmethod
     def config_problems(cls, config) -> list[tuple[str, str]]:
-        from schemas.records import CLIP_SCORES
-
         edit, found = config.edit, []
         if edit.max_batch < 2:
             found.append(("edit.max_batch", "text_to_image needs >= 2: a base image and at least one member per call"))
@@ -70,8 +69,6 @@ class TextToImageEditor(Editor):
 
     @classmethod
     def generation_settings(cls, config) -> dict:
-        from dataclasses import asdict
-
         edit = config.edit
         return {"sampler": "ddim", "guidance_range": edit.guidance_range, "p2p": asdict(edit.p2p),
                 "prompts": list(config.input.prompts), "early_rejection": asdict(edit.early_rejection)}
@@ -90,6 +87,8 @@ class TextToImageEditor(Editor):
     def load(self):
         import torch
         from diffusers import AutoPipelineForText2Image
+
+        from stages.edit.p2p_sampler import PromptToPromptSampler  # imports torch: only where a model loads
 
         pipe = self.from_pretrained(AutoPipelineForText2Image, **no_safety_checker(self.config.model))
         self.sampler = PromptToPromptSampler(pipe, self.device, self.config.resolution,

@@ -82,7 +82,7 @@ def test_provenance_metadata_can_be_turned_off(tmp_path):
 
 def textured_photo() -> Image.Image:
     """A mini seed upscaled to 256 px, with a photo's grain: generated images have texture, and a flat
-    upscale is the one case the DWT-DCT-SVD mark is not reliable on (see stages/provenance.py)."""
+    upscale is the one case the DWT-DCT-SVD mark is not reliable on (see stages/utils/provenance.py)."""
     upscaled = np.asarray(Image.open(MINI_SEEDS / "chef" / "seed0.png").convert("RGB").resize((256, 256), Image.BICUBIC))
     grain = np.random.default_rng(0).normal(0, 3, upscaled.shape)
     return Image.fromarray(np.clip(upscaled + grain, 0, 255).astype(np.uint8))

@@ -8,7 +8,7 @@ blended back with a feathered edge. Outside the feathered mask the seed's pixels
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 from PIL import Image
@@ -37,8 +37,6 @@ class InpaintEditor(Editor):
 
     @classmethod
     def generation_settings(cls, config) -> dict:
-        from dataclasses import asdict
-
         mask = {k: v for k, v in asdict(config.edit.mask).items() if k not in ("model", "revision")}
         return {"strength": config.edit.strength, "mask": mask}
 

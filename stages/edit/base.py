@@ -200,11 +200,6 @@ class Editor(SetStage):
         row["candidates"] = self.edit_set(row)
 
 
-def steps_from_strength(edit: EditConfig) -> int:
-    """Steps a pipeline that starts part-way, at ``strength``, actually runs (as diffusers counts them)."""
-    return max(1, int(edit.steps * edit.strength))
-
-
 def generators(seeds) -> list:
     """One CPU generator per image: noise comes from the candidate's seed, whatever the device or batch."""
     import torch

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stages.edit.base import Editor, no_safety_checker, steps_from_strength
+from stages.edit.base import Editor, no_safety_checker
 from stages.edit.config import EditConfig
 
 
@@ -16,7 +16,8 @@ class Img2ImgEditor(Editor):
 
     @classmethod
     def denoising_steps(cls, edit: EditConfig) -> int:
-        return steps_from_strength(edit)
+        """The pipeline starts part-way, at ``strength``, as diffusers counts it."""
+        return max(1, int(edit.steps * edit.strength))
 
     @classmethod
     def generation_settings(cls, config) -> dict:

@@ -14,8 +14,9 @@ import numpy as np
 from PIL import Image
 
 from stages.base import ModelUse
-from stages.edit.base import Editor, no_safety_checker, steps_from_strength
+from stages.edit.base import no_safety_checker
 from stages.edit.config import EditConfig
+from stages.edit.img2img import Img2ImgEditor
 from stages.models.segmenter import RegionMask, RegionSegmenter, blend
 
 
@@ -26,24 +27,21 @@ class InpaintContext:
     mask_image: Image.Image  # the hard region, as the pipeline takes it
 
 
-class InpaintEditor(Editor):
+class InpaintEditor(Img2ImgEditor):
+    """img2img restricted to a mask: the same target captions, strength and steps, plus the mask."""
+
     backend = "inpaint"
     summary = "repaint only the person (a CLIPSeg mask, dilated and feathered); the rest is kept"
-    prompt_field = "target_caption"
-
-    @classmethod
-    def denoising_steps(cls, edit: EditConfig) -> int:
-        return steps_from_strength(edit)
 
     @classmethod
     def generation_settings(cls, config) -> dict:
         mask = {k: v for k, v in asdict(config.edit.mask).items() if k not in ("model", "revision")}
-        return {"strength": config.edit.strength, "mask": mask}
+        return {**super().generation_settings(config), "mask": mask}
 
     @classmethod
     def card_settings(cls, edit: dict) -> str:
         mask = edit.get("mask") or {}
-        return (f"strength {edit.get('strength')}, CLIPSeg mask `{mask.get('model')}` \"{mask.get('prompt')}\" "
+        return (f"{super().card_settings(edit)}CLIPSeg mask `{mask.get('model')}` \"{mask.get('prompt')}\" "
                 f"(threshold {mask.get('threshold')}, dilate {mask.get('dilate')} px, feather {mask.get('feather')} px), ")
 
     @classmethod

@@ -87,12 +87,14 @@ def plain_files(rows: list[dict], quality: int) -> list[tuple[str, bytes]]:
 
 
 def encoded_files(rows: list[dict]) -> list[tuple[str, bytes]]:
-    """The files of the writer's tar, from encoded rows."""
+    """The files of the writer's two tars (member samples, then set samples), from encoded rows."""
     files = []
     for row in rows:
-        files.append((f"{row['set_id']}.src.jpg", row["src_jpeg"]))
-        files += [(f"{row['set_id']}.{cand['member_id']}.jpg", cand["jpeg"]) for cand in row["candidates"]]
-        files.append((f"{row['set_id']}.json", row["sample_json"]))
+        for cand in row["candidates"]:
+            key = f"{row['set_id']}-{cand['member_id']}"
+            files += [(f"{key}.jpg", cand["jpeg"]), (f"{key}.json", cand["member_json"])]
+    for row in rows:
+        files += [(f"{row['set_id']}.jpg", row["src_jpeg"]), (f"{row['set_id']}.json", row["set_json"])]
     return files
 
 

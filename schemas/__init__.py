@@ -4,4 +4,4 @@ the sample JSON schema and the taxonomy records.
 What lives here may import nothing of counterfactory's: ``stages`` and ``pipeline`` build on it.
 """
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: member samples of one shape in shards/, set samples in sets/

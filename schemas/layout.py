@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from schemas.keys import shard_name
 
-SHARDS_DIR = "shards"  # {prefix}-NNNNNN.tar: WebDataset samples of accepted sets
+SHARDS_DIR = "shards"  # {prefix}-NNNNNN.tar: WebDataset samples, one per accepted member
+SETS_DIR = "sets"  # {prefix}-NNNNNN.tar: one sample per accepted set (source image, member keys in order)
 MANIFEST_DIR = "manifest"  # {prefix}-NNNNNN.parquet: one row per member candidate
 THUMBS_DIR = "thumbs"  # {prefix}-NNNNNN.parquet: small JPEGs of every seed and candidate
 PLOTS_DIR = "plots"
 
 RUN_FILE = "run.json"  # the config, its hash, versions, git sha, status
-SIZES_FILE = "sizes.json"  # shard name -> sample count
+SIZES_FILE = "sizes.json"  # shard name -> member samples in it
 STATS_FILE = "stats.json"  # counts by status, concept and axis; stage work counters
 LOCK_FILE = "run.lock"  # the live run writing this output
 CARD_FILE = "README.md"  # the data card

@@ -85,8 +85,9 @@ CANDIDATE = pa.struct(
         pa.field("failed_checks", pa.list_(pa.string())),
         pa.field("status", pa.string()),  # accepted | rejected | error
         pa.field("reason", pa.string()),
-        # Filled by encode (which then drops image_rgb): the sample's JPEG if chosen, and a thumbnail
+        # Filled by encode (which then drops image_rgb): the member sample's JPEG and JSON if chosen, a thumbnail
         pa.field("jpeg", pa.binary()),
+        pa.field("member_json", pa.binary()),
         pa.field("thumb", pa.binary()),
     ]
 )
@@ -106,9 +107,9 @@ SET = pa.schema(
         pa.field("candidates", pa.list_(CANDIDATE)),
         pa.field("set_status", pa.string()),  # accepted | rejected | error
         pa.field("set_reason", pa.string()),
-        # Filled by encode: the sample's src.jpg and JSON (accepted sets), the seed's thumbnail
+        # Filled by encode: the set sample's source JPEG and JSON (accepted sets), the seed's thumbnail
         pa.field("src_jpeg", pa.binary()),
-        pa.field("sample_json", pa.binary()),
+        pa.field("set_json", pa.binary()),
         pa.field("src_thumb", pa.binary()),
     ]
 )
@@ -143,9 +144,9 @@ MANIFEST = pa.schema(
         pa.field("image_image", pa.float32()),
         pa.field("attribute_margin", pa.float32()),
         pa.field("nsfw", pa.float32()),  # safety check score, P(unsafe); null when the check is off
-        pa.field("shard", pa.string()),  # tar holding the sample; null unless accepted
-        pa.field("sample_key", pa.string()),  # webdataset key (= set_id) when in a tar
-        pa.field("file", pa.string()),  # file name inside the sample, when in a tar
+        pa.field("shard", pa.string()),  # tar holding the member sample (shards/, and its set in sets/); null unless accepted
+        pa.field("sample_key", pa.string()),  # the member sample's webdataset key ({set_id}-{member_id}) when in a tar
+        pa.field("file", pa.string()),  # the member image's name inside the tar, when in a tar
         pa.field("captioner", pa.string()),
         pa.field("editor", pa.string()),
         pa.field("clip_model", pa.string()),

@@ -6,8 +6,8 @@ they stay off the GPU actors and off the driver, which only assembles tars and m
 after another. The rows it returns carry JPEGs instead of raw RGB (about a tenth of the bytes to move
 to the driver).
 
-Per set row it fills ``src_jpeg``, ``sample_json`` and each chosen candidate's ``jpeg`` when the set is
-accepted, and ``src_thumb`` / each candidate's ``thumb`` for every image (rejected candidates have no
+Per set row it fills ``src_jpeg`` and ``set_json`` (the set sample) and each chosen candidate's ``jpeg``
+and ``member_json`` (its member sample) when the set is accepted, and ``src_thumb`` / each candidate's ``thumb`` for every image (rejected candidates have no
 other copy); then it drops the raw images.
 """
 
@@ -20,7 +20,7 @@ from PIL import Image
 
 from schemas import SCHEMA_VERSION, keys
 from schemas.records import SCORE_NAMES, SET, STATUS_ACCEPTED, member_attributes
-from schemas.sample import GENERATOR, SOURCE_FILE, member_file
+from schemas.sample import GENERATOR, attribute_list, member_key
 from stages.base import Resources, SetStage
 from stages.utils.imaging import encode_jpeg, from_raw
 from stages.utils.provenance import WATERMARK_METHOD, ProvenanceConfig, apply_watermark, encode_with_provenance
@@ -86,40 +86,49 @@ class SampleEncoder(SetStage):
         config = self.config.provenance
         return {"method": WATERMARK_METHOD, "text": config.watermark_text} if config.watermark else None
 
-    def sample_json(self, row: dict, chosen: dict[str, dict]) -> dict:
-        prov = self.provenance
-        members = []
-        for member in row["members"]:
-            cand = chosen[member["member_id"]]
-            members.append(
-                {
-                    "member_id": member["member_id"],
-                    "attributes": member_attributes(member),
-                    "phrase": member["phrase"],
-                    "target_caption": member["target_caption"],
-                    "instruction": member["instruction"],
-                    "conversations": member.get("conversations") or [],
-                    "candidate": cand["candidate"],
-                    "noise_seed": cand["noise_seed"],
-                    "guidance_scale": cand.get("guidance_scale"),
-                    "p2p_fraction": cand.get("p2p_fraction"),
-                    "file": member_file(member["member_id"]),
-                    "scores": {k: cand.get(k) for k in SCORE_NAMES},
-                }
-            )
+    def member_json(self, row: dict, member: dict, index: int, cand: dict) -> dict:
+        """A member sample's JSON: every key in every sample (the member schema), whatever the axis."""
         return {
             "schema_version": SCHEMA_VERSION,
             "synthetic": True,
+            "key": member_key(row["set_id"], member["member_id"]),
+            "set_id": row["set_id"],
+            "seed_id": row["seed_id"],
+            "member_id": member["member_id"],
+            "member_index": index,
+            "member_count": len(row["members"]),
+            "axis": row["axis"],
+            "axis_attributes": [a["attribute"] for a in member["attributes"]],
+            "attributes": attribute_list(member_attributes(member)),
+            "concept": row["concept"],
+            "concept_group": self.provenance["concept_groups"][row["concept"]],
+            "phrase": member["phrase"],
+            "target_caption": member["target_caption"],
+            "instruction": member["instruction"],
+            "conversations": member.get("conversations") or [],
+            "candidate": cand["candidate"],
+            "noise_seed": cand["noise_seed"],
+            "guidance_scale": cand.get("guidance_scale"),
+            "p2p_fraction": cand.get("p2p_fraction"),
+            "scores": {k: cand.get(k) for k in SCORE_NAMES},
+        }
+
+    def set_json(self, row: dict) -> dict:
+        """A set sample's JSON: what its members share, said once, and their keys in set order."""
+        prov = self.provenance
+        return {
+            "schema_version": SCHEMA_VERSION,
             "set_id": row["set_id"],
             "seed_id": row["seed_id"],
             "axis": row["axis"],
             "axis_attributes": [a["attribute"] for a in row["members"][0]["attributes"]],
             "concept": row["concept"],
-            "concept_group": prov["concept_groups"].get(row["concept"]),
+            "concept_group": prov["concept_groups"][row["concept"]],
             "concept_source": row["concept_source"],
-            "source": {"uri": row["source_uri"], "member": row.get("source_member"), "caption": row["caption"], "file": SOURCE_FILE,
+            "source": {"uri": row["source_uri"], "member": row.get("source_member"), "caption": row["caption"],
                        "generated": row.get("candidate_bases") is not None},
-            "members": members,
+            "members": [{"member_id": m["member_id"], "key": member_key(row["set_id"], m["member_id"]),
+                         "attributes": attribute_list(member_attributes(m))} for m in row["members"]],
             "models": prov["models"],
             "model_revisions": prov.get("revisions", {}),
             "generation": prov["generation"],
@@ -183,19 +192,19 @@ class SampleEncoder(SetStage):
                 row["src_jpeg"] = self.encode_source(row, source)
             if size:
                 row["src_thumb"] = thumbnail(source, size)
-        chosen = {}
-        members = {m["member_id"]: m for m in row["members"] or []}
+        members = {m["member_id"]: (i, m) for i, m in enumerate(row["members"] or [])}
         for cand in row.get("candidates") or []:
             if cand.get("image_rgb") is None:
                 continue
             image = from_raw(cand["image_rgb"], cand["width"], cand["height"])
             if accepted and cand["status"] == STATUS_ACCEPTED:
-                cand["jpeg"] = self.encode_member(row, members[cand["member_id"]], cand, image)
-                chosen[cand["member_id"]] = cand
+                index, member = members[cand["member_id"]]
+                cand["jpeg"] = self.encode_member(row, member, cand, image)
+                cand["member_json"] = _json_bytes(self.member_json(row, member, index, cand))
             if size:
                 cand["thumb"] = thumbnail(image, size)
         if accepted:
-            row["sample_json"] = json.dumps(self.sample_json(row, chosen), sort_keys=True, indent=1).encode("utf-8")
+            row["set_json"] = _json_bytes(self.set_json(row))
         drop_raw_images(row)
 
     def process_row(self, row: dict) -> None:
@@ -204,12 +213,16 @@ class SampleEncoder(SetStage):
         self.counters["jpegs"] += row.get("src_jpeg") is not None
 
     def on_error(self, row: dict, exc: Exception) -> list[dict]:
-        for name in ("src_jpeg", "sample_json"):
+        for name in ("src_jpeg", "set_json"):
             row[name] = None
         for cand in row.get("candidates") or []:
-            cand["jpeg"] = None
+            cand["jpeg"] = cand["member_json"] = None
         drop_raw_images(row)
         return super().on_error(row, exc)
+
+
+def _json_bytes(sample: dict) -> bytes:
+    return json.dumps(sample, sort_keys=True, indent=1).encode("utf-8")
 
 
 def drop_raw_images(row: dict) -> None:

@@ -106,3 +106,15 @@ def mini_output(local_ray, tmp_path_factory) -> Path:
     loaded = load_config(REPO / "configs" / "mini.yaml", {"input.path": str(REPO / "configs" / "mini_seeds")})
     run_pipeline(loaded, output=str(out), report=False, log=lambda line: None)
     return out
+
+
+@pytest.fixture(scope="session")
+def mini_generate_output(local_ray, tmp_path_factory) -> Path:
+    """The shipped generate-mode mini-run's output (configs/mini_generate.yaml), made once per session."""
+    from pipeline.config.loading import load_config
+    from pipeline.execution.run import run_pipeline
+
+    out = tmp_path_factory.mktemp("mini-generate") / "out"
+    run_pipeline(load_config(REPO / "configs" / "mini_generate.yaml"), output=str(out), report=False,
+                 log=lambda line: None)
+    return out

@@ -162,3 +162,21 @@ def injected_faults(spec: str):
         yield
     finally:
         faults.install(None)
+
+
+def read_output_sets(out) -> dict[str, dict]:
+    """set_id -> {"meta": set JSON, "src": source JPEG, "members": {member_id: {"meta": member JSON, "jpg": bytes}}},
+    read straight from the tars of both sample families (members in set order)."""
+    import json
+
+    from pipeline.output.verify import read_tar_samples
+
+    found = {}
+    for tar in sorted((Path(out) / "sets").glob("*.tar")):
+        members = read_tar_samples((Path(out) / "shards" / tar.name).read_bytes())
+        for set_id, files in read_tar_samples(tar.read_bytes()).items():
+            meta = json.loads(files["json"])
+            found[set_id] = {"meta": meta, "src": files["jpg"], "members": {
+                m["member_id"]: {"meta": json.loads(members[m["key"]]["json"]), "jpg": members[m["key"]]["jpg"]}
+                for m in meta["members"]}}
+    return found

@@ -85,10 +85,12 @@ def test_manifest_and_shard_round_trip(tmp_path_factory, statuses):
     rows = [set_row(i, status) for i, status in enumerate(statuses)]
     result = write_sets(out, rows, 0, ShardConfig(prefix="p", thumbnail_size=0))
     samples = read_tar_samples((out / "shards" / result.tar_name).read_bytes())
+    sets = read_tar_samples((out / "sets" / result.tar_name).read_bytes())
     manifest = pq.read_table(out / "manifest" / result.manifest_name).to_pylist()
-    assert set(samples) == {f"s{i}-gender" for i, s in enumerate(statuses) if s == "accepted"}
+    assert set(sets) == {f"s{i}-gender" for i, s in enumerate(statuses) if s == "accepted"}
+    assert set(samples) == {f"{key}-{m}" for key in sets for m in ("male", "female")}
     assert len(manifest) == 4 * len(statuses)
-    assert {(r["sample_key"], r["member_id"]) for r in manifest if r["status"] == "accepted"} == {
-        (key, m) for key in samples for m in ("male", "female")}
+    assert {(r["sample_key"], r["set_id"], r["member_id"]) for r in manifest if r["status"] == "accepted"} == {
+        (f"{key}-{m}", key, m) for key in sets for m in ("male", "female")}
     for key, files in samples.items():
-        assert json.loads(files["json"])["set_id"] == key
+        assert json.loads(files["json"])["key"] == key and set(files) == {"jpg", "json"}

@@ -22,7 +22,8 @@ def _summary_lines(summary) -> list[str]:
         f"{stats['seeds'][STATUS_ERROR]} errors",
         f"sets:       {', '.join(f'{k} {v}' for k, v in stats['sets'].items())}",
         f"candidates: {', '.join(f'{k} {v}' for k, v in stats['candidates'].items())}",
-        f"shards:     {stats['shards']} tar(s) holding {stats['samples']} accepted set(s)"
+        f"shards:     {stats['shards']} tar(s) holding {stats['samples']} accepted member images of "
+        f"{stats['sets'].get('accepted', 0)} sets"
         + (f"; {len(summary.skipped_shards)} were already complete" if summary.skipped_shards else ""),
         f"time:       {summary.seconds:.1f} s",
         f"check it:   counterfactory verify {summary.output}",
@@ -87,7 +88,8 @@ def cmd_verify(args) -> int:
     if problems:
         print(f"verify: {len(problems)} problem(s) in {args.output}")
         return 1
-    print(f"verify: OK {args.output}: {counts['shards']} shards, {counts['samples']} samples, "
+    print(f"verify: OK {args.output}: {counts['shards']} shards, {counts['samples']} member samples in "
+          f"{counts['sets']} sets, "
           f"{counts['manifest_rows']} manifest rows")
     return 0
 

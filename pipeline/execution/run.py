@@ -49,7 +49,7 @@ def _process(dataset, writer: ShardWriter, first_seen: dict, summary: RunSummary
         summary.shards.append(result)
         lock.heartbeat()
         progress.shard_written()
-        log(f"counterfactory: wrote {result.tar_name} ({result.samples} sets) and {result.manifest_name} "
+        log(f"counterfactory: wrote {result.tar_name} ({result.samples} member samples) and {result.manifest_name} "
             f"({result.manifest_rows} rows)")
 
     for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):

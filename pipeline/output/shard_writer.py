@@ -1,10 +1,11 @@
 """Shard writer: WebDataset tars of accepted sets plus a parquet manifest of every member candidate.
 
 It runs on the driver and only assembles: the encode stage (stages/encode.py) has already made every
-file's bytes. One call writes one shard: ``shards/{prefix}-NNNNNN.tar`` holds a sample per accepted set
-(``{set_id}.src.jpg``, ``{set_id}.{member_id}.jpg`` ..., ``{set_id}.json``), and
-``manifest/{prefix}-NNNNNN.parquet`` holds a row per member candidate, accepted, rejected or errored.
-Tars are byte-for-byte reproducible (fixed mtimes, owners and order); the tar is renamed into place
+file's bytes. One call writes one shard (schemas/sample.py has the two sample shapes):
+``shards/{prefix}-NNNNNN.tar`` holds a sample per accepted member (``{key}.jpg``, ``{key}.json``),
+``sets/{prefix}-NNNNNN.tar`` a sample per accepted set of the same seeds (``{set_id}.jpg``, ``{set_id}.json``),
+and ``manifest/{prefix}-NNNNNN.parquet`` a row per member candidate, accepted, rejected or errored.
+Tars are byte-for-byte reproducible (fixed mtimes, owners and order); the tars are renamed into place
 first and the manifest last, so a shard counts as done only when its manifest exists.
 """
 
@@ -20,9 +21,9 @@ import pyarrow.parquet as pq
 
 from pipeline.output.storage import Storage
 from schemas import SCHEMA_VERSION
-from schemas.layout import MANIFEST_DIR, SHARDS_DIR, THUMBS_DIR, manifest_name, tar_name
+from schemas.layout import MANIFEST_DIR, SETS_DIR, SHARDS_DIR, THUMBS_DIR, manifest_name, tar_name
 from schemas.records import MANIFEST, SCORE_NAMES, STATUS_ACCEPTED, STATUS_ERROR, member_attributes, rows_to_table
-from schemas.sample import JSON_FILE, SOURCE_FILE, THUMB_SOURCE_ID, member_file
+from schemas.sample import IMAGE_FILE, JSON_FILE, THUMB_SOURCE_ID, member_key
 from stages.encode import ShardConfig
 
 THUMBS = pa.schema(
@@ -65,6 +66,7 @@ class ShardWriter:
 
     def setup(self) -> None:
         self.storage.makedirs(SHARDS_DIR)
+        self.storage.makedirs(SETS_DIR)
         self.storage.makedirs(MANIFEST_DIR)
         if self.config.thumbnail_size:
             self.storage.makedirs(THUMBS_DIR)
@@ -95,6 +97,7 @@ class ShardWriter:
         for cand in candidates:
             member = members[cand["member_id"]]
             accepted = cand.get("status") == STATUS_ACCEPTED
+            key = member_key(row["set_id"], cand["member_id"])
             out.append(
                 {
                     **base,
@@ -105,8 +108,8 @@ class ShardWriter:
                     "target_caption": member["target_caption"], "instruction": member["instruction"],
                     **{k: cand.get(k) for k in SCORE_NAMES},
                     "shard": shard if accepted else None,
-                    "sample_key": row["set_id"] if accepted else None,
-                    "file": member_file(cand["member_id"]) if accepted else None,
+                    "sample_key": key if accepted else None,
+                    "file": f"{key}.{IMAGE_FILE}" if accepted else None,
                 }
             )
         return out
@@ -128,24 +131,29 @@ class ShardWriter:
     def write_shard(self, index: int, rows: list[dict]) -> ShardResult:
         tar_name, manifest_name = self.names(index)
         rows = sorted(rows, key=lambda r: (r["seed_index"], r["set_id"]))
-        manifest: list[dict] = []
+        accepted = [row for row in rows if row.get("set_status") == STATUS_ACCEPTED]
+        for row in accepted:
+            if row.get("src_jpeg") is None or row.get("set_json") is None:
+                raise ValueError(f"set {row['set_id']} is accepted but was not encoded: pass the rows through "
+                                 "the encode stage (stages.encode.SampleEncoder) before the shard writer")
         samples = 0
         with self.storage.open_atomic(SHARDS_DIR, tar_name) as stream, \
                 tarfile.open(fileobj=stream, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            for row in rows:
-                in_tar = row.get("set_status") == STATUS_ACCEPTED
-                manifest.extend(self.manifest_rows(row, tar_name if in_tar else None))
-                if not in_tar:
-                    continue
-                if row.get("src_jpeg") is None or row.get("sample_json") is None:
-                    raise ValueError(f"set {row['set_id']} is accepted but was not encoded: pass the rows through "
-                                     "the encode stage (stages.encode.SampleEncoder) before the shard writer")
+            for row in accepted:
                 chosen = {c["member_id"]: c for c in row["candidates"] if c["status"] == STATUS_ACCEPTED}
-                _add_file(tar, f"{row['set_id']}.{SOURCE_FILE}", row["src_jpeg"])
                 for member in row["members"]:
-                    _add_file(tar, f"{row['set_id']}.{member_file(member['member_id'])}", chosen[member["member_id"]]["jpeg"])
-                _add_file(tar, f"{row['set_id']}.{JSON_FILE}", row["sample_json"])
-                samples += 1
+                    cand = chosen[member["member_id"]]
+                    key = member_key(row["set_id"], member["member_id"])
+                    _add_file(tar, f"{key}.{IMAGE_FILE}", cand["jpeg"])
+                    _add_file(tar, f"{key}.{JSON_FILE}", cand["member_json"])
+                    samples += 1
+        with self.storage.open_atomic(SETS_DIR, tar_name) as stream, \
+                tarfile.open(fileobj=stream, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            for row in accepted:
+                _add_file(tar, f"{row['set_id']}.{IMAGE_FILE}", row["src_jpeg"])
+                _add_file(tar, f"{row['set_id']}.{JSON_FILE}", row["set_json"])
+        manifest = [m for row in rows
+                    for m in self.manifest_rows(row, tar_name if row.get("set_status") == STATUS_ACCEPTED else None)]
         if self.config.thumbnail_size:
             with self.storage.open_atomic(THUMBS_DIR, manifest_name) as stream:
                 pq.write_table(rows_to_table(self.thumbnails(rows), THUMBS), stream, compression="none")

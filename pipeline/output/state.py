@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from pipeline.output.storage import Storage
 from schemas.keys import parse_shard_name
-from schemas.layout import LOCK_FILE, MANIFEST_DIR, RUN_FILE, SHARDS_DIR, TEMPORARY_PREFIX, THUMBS_DIR, tar_name
+from schemas.layout import LOCK_FILE, MANIFEST_DIR, RUN_FILE, SETS_DIR, SHARDS_DIR, TEMPORARY_PREFIX, THUMBS_DIR, tar_name
 
 
 class OutputRefused(RuntimeError):
@@ -109,7 +109,7 @@ def check_config_hash(storage: Storage, config_hash: str) -> bool:
 
 def remove_temporaries(storage: Storage) -> int:
     removed = 0
-    for folder in (SHARDS_DIR, THUMBS_DIR, MANIFEST_DIR, ""):
+    for folder in (SHARDS_DIR, SETS_DIR, THUMBS_DIR, MANIFEST_DIR, ""):
         for name in storage.list(folder) if folder else storage.list():
             if name.startswith(TEMPORARY_PREFIX):
                 storage.fs.delete_file(storage.path(folder, name) if folder else storage.path(name))
@@ -125,7 +125,7 @@ def completed_shards(storage: Storage, seed_refs: pa.Table, prefix: str) -> set[
         seed_refs.column("source_uri").to_pylist(),
     ):
         expected.setdefault(index, set()).add((seed_index, uri))
-    tars = set(storage.list(SHARDS_DIR))
+    tars = set(storage.list(SHARDS_DIR)) & set(storage.list(SETS_DIR))
     done = set()
     for name in storage.list(MANIFEST_DIR):
         try:

@@ -1,4 +1,5 @@
-"""``verify OUT``: every shard readable, counts agree with manifests and sizes.json, keys unique."""
+"""``verify OUT``: every shard readable, both sample families of one shape and in step with each other, counts
+agree with manifests and sizes.json, keys unique."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ from PIL import Image
 
 from pipeline.output.storage import Storage
 from schemas.keys import KEY_PATTERN, parse_shard_name
-from schemas.layout import MANIFEST_DIR, SHARDS_DIR, SIZES_FILE, manifest_name_of
+from schemas.layout import MANIFEST_DIR, SETS_DIR, SHARDS_DIR, SIZES_FILE, manifest_name_of
 from schemas.records import MANIFEST, STATUS_ACCEPTED
-from schemas.sample import JSON_FILE, SOURCE_FILE, sample_errors
+from schemas.sample import IMAGE_FILE, JSON_FILE, SAMPLE_FILES, member_errors, set_errors
 
 
 def read_tar_samples(data: bytes) -> dict[str, dict[str, bytes]]:
@@ -34,6 +35,7 @@ def verify_output(uri: str) -> tuple[list[str], dict]:
     storage = Storage(uri)
     problems: list[str] = []
     tars = [n for n in storage.list(SHARDS_DIR) if n.endswith(".tar")]
+    set_tars = [n for n in storage.list(SETS_DIR) if n.endswith(".tar")]
     manifests = [n for n in storage.list(MANIFEST_DIR) if n.endswith(".parquet")]
     if not manifests:
         return [f"{uri}: no manifests under {MANIFEST_DIR}/"], {}
@@ -43,91 +45,126 @@ def verify_output(uri: str) -> tuple[list[str], dict]:
         return [f"{SIZES_FILE} unreadable: {exc}"], {}
 
     indices = {}
-    for name in tars + manifests:
-        try:
-            prefix, index, ext = parse_shard_name(name)
-        except ValueError as exc:
-            problems.append(str(exc))
-            continue
-        indices.setdefault(ext, set()).add(index)
-    tar_indices, manifest_indices = indices.get("tar", set()), indices.get("parquet", set())
+    for folder, names in ((SHARDS_DIR, tars), (SETS_DIR, set_tars), (MANIFEST_DIR, manifests)):
+        for name in names:
+            try:
+                _, index, _ = parse_shard_name(name)
+            except ValueError as exc:
+                problems.append(str(exc))
+                continue
+            indices.setdefault(folder, set()).add(index)
+    tar_indices, manifest_indices = indices.get(SHARDS_DIR, set()), indices.get(MANIFEST_DIR, set())
     if tar_indices != manifest_indices:
         problems.append(f"shards without manifest or manifest without shard: {sorted(tar_indices ^ manifest_indices)}")
+    if tar_indices != indices.get(SETS_DIR, set()):
+        problems.append(f"{SHARDS_DIR}/ and {SETS_DIR}/ hold different shards: "
+                        f"{sorted(tar_indices ^ indices.get(SETS_DIR, set()))}")
     if tar_indices and tar_indices != set(range(len(tar_indices))):
         problems.append(f"shard names are not contiguous from 000000: {sorted(tar_indices)}")
     if set(sizes) != set(tars):
         problems.append(f"sizes.json lists {sorted(set(sizes) ^ set(tars))} differently from shards/")
 
     seen_keys: dict[str, str] = {}
-    samples_total = 0
-    manifest_rows = 0
+    counts = {"shards": len(tars), "samples": 0, "sets": 0, "manifest_rows": 0}
     for tar_name in tars:
         try:
-            samples = read_tar_samples(storage.read_bytes(SHARDS_DIR, tar_name))
+            members = read_tar_samples(storage.read_bytes(SHARDS_DIR, tar_name))
+            sets = read_tar_samples(storage.read_bytes(SETS_DIR, tar_name)) if tar_name in set_tars else {}
         except (tarfile.TarError, OSError) as exc:
             problems.append(f"{tar_name}: unreadable tar ({exc})")
             continue
-        samples_total += len(samples)
-        if sizes.get(tar_name) != len(samples):
-            problems.append(f"{tar_name}: {len(samples)} samples, sizes.json says {sizes.get(tar_name)}")
+        counts["samples"] += len(members)
+        counts["sets"] += len(sets)
+        if sizes.get(tar_name) != len(members):
+            problems.append(f"{tar_name}: {len(members)} samples, sizes.json says {sizes.get(tar_name)}")
         manifest_name = manifest_name_of(tar_name)
         try:
             table = pq.read_table(storage.open_input(MANIFEST_DIR, manifest_name))
         except Exception as exc:
             problems.append(f"{manifest_name}: unreadable manifest ({exc})")
             continue
-        manifest_rows += table.num_rows
+        counts["manifest_rows"] += table.num_rows
         if table.schema.names != MANIFEST.names:
             problems.append(f"{manifest_name}: columns differ from the manifest schema")
             continue
-        accepted = defaultdict(set)
-        candidate_keys = set()
-        for row in table.to_pylist():
-            ident = (row["seed_index"], row["set_id"], row["member_id"], row["candidate"])
-            if ident in candidate_keys:
-                problems.append(f"{manifest_name}: candidate {ident} listed twice")
-            candidate_keys.add(ident)
-            if row["status"] == STATUS_ACCEPTED:
-                if row["shard"] != tar_name:
-                    problems.append(f"{manifest_name}: accepted {row['set_id']}/{row['member_id']} points at {row['shard']}")
-                accepted[row["sample_key"]].add(row["file"])
-        for key, files in samples.items():
-            if not KEY_PATTERN.match(key):
-                problems.append(f"{tar_name}: key {key!r} breaks the key format")
+        accepted = _accepted_in_manifest(table.to_pylist(), tar_name, manifest_name, problems)
+        for key in members:
             if key in seen_keys:
                 problems.append(f"{tar_name}: key {key} also in {seen_keys[key]}")
             seen_keys[key] = tar_name
-            problems.extend(f"{tar_name}/{key}: {p}" for p in _check_sample(key, files, accepted.get(key)))
-        for key in set(accepted) - set(samples):
-            problems.append(f"{manifest_name}: accepted set {key} is missing from {tar_name}")
+        problems.extend(f"{tar_name}: {p}" for p in _check_samples(members, sets, accepted))
     for name in set(manifests) - {manifest_name_of(t) for t in tars}:
-        manifest_rows += pq.read_metadata(storage.open_input(MANIFEST_DIR, name)).num_rows
-    return problems, {"shards": len(tars), "samples": samples_total, "manifest_rows": manifest_rows}
+        counts["manifest_rows"] += pq.read_metadata(storage.open_input(MANIFEST_DIR, name)).num_rows
+    return problems, counts
 
 
-def _check_sample(key: str, files: dict[str, bytes], accepted_files: set | None) -> list[str]:
+def _accepted_in_manifest(rows: list[dict], tar_name: str, manifest_name: str, problems: list[str]) -> dict:
+    """set_id -> member sample keys the manifest accepts into this shard."""
+    accepted: dict[str, set[str]] = defaultdict(set)
+    candidate_keys = set()
+    for row in rows:
+        ident = (row["seed_index"], row["set_id"], row["member_id"], row["candidate"])
+        if ident in candidate_keys:
+            problems.append(f"{manifest_name}: candidate {ident} listed twice")
+        candidate_keys.add(ident)
+        if row["status"] == STATUS_ACCEPTED:
+            if row["shard"] != tar_name:
+                problems.append(f"{manifest_name}: accepted {row['set_id']}/{row['member_id']} points at {row['shard']}")
+            if row["file"] != f"{row['sample_key']}.{IMAGE_FILE}":
+                problems.append(f"{manifest_name}: accepted {row['sample_key']} names the file {row['file']}")
+            accepted[row["set_id"]].add(row["sample_key"])
+    return accepted
+
+
+def _check_samples(members: dict, sets: dict, accepted: dict[str, set[str]]) -> list[str]:
+    """Both families against each other and the manifest: one shape, nothing missing, nothing extra."""
     problems = []
-    if JSON_FILE not in files or SOURCE_FILE not in files:
-        return [f"sample lacks its {JSON_FILE} or {SOURCE_FILE}"]
+    listed: set[str] = set()
+    for set_id, files in sets.items():
+        meta, found = _sample_json(files, set_errors)
+        problems.extend(f"{SETS_DIR}/{set_id}: {p}" for p in found)
+        if meta is None:
+            continue
+        keys = [m["key"] for m in meta["members"]]
+        listed.update(keys)
+        if meta["set_id"] != set_id:
+            problems.append(f"{SETS_DIR}/{set_id}: json set_id {meta['set_id']!r} differs from the key")
+        if set(keys) != accepted.get(set_id, set()):
+            problems.append(f"{SETS_DIR}/{set_id}: lists members {sorted(keys)}, the manifest accepts "
+                            f"{sorted(accepted.get(set_id, set()))}")
+        for index, key in enumerate(keys):
+            member = json.loads(members[key][JSON_FILE]) if JSON_FILE in members.get(key, {}) else None
+            if member is None:
+                problems.append(f"{SETS_DIR}/{set_id}: member {key} is not in {SHARDS_DIR}/")
+            elif (member.get("set_id"), member.get("member_index"), member.get("member_count")) != (set_id, index, len(keys)):
+                problems.append(f"{SHARDS_DIR}/{key}: says it is member {member.get('member_index')} of "
+                                f"{member.get('member_count')} in {member.get('set_id')}; the set lists it {index} of {len(keys)}")
+    for set_id in set(accepted) - set(sets):
+        problems.append(f"accepted set {set_id} is missing from {SETS_DIR}/")
+    for key, files in members.items():
+        if not KEY_PATTERN.match(key):
+            problems.append(f"{SHARDS_DIR}: key {key!r} breaks the key format")
+        meta, found = _sample_json(files, member_errors)
+        problems.extend(f"{SHARDS_DIR}/{key}: {p}" for p in found)
+        if meta is not None and meta["key"] != key:
+            problems.append(f"{SHARDS_DIR}/{key}: json key {meta['key']!r} differs from the key")
+        if key not in listed:
+            problems.append(f"{SHARDS_DIR}/{key}: no set in {SETS_DIR}/ lists it")
+    return problems
+
+
+def _sample_json(files: dict[str, bytes], errors) -> tuple[dict | None, list[str]]:
+    """The sample's parsed JSON when it is valid, and what is wrong with its files."""
+    if set(files) != set(SAMPLE_FILES):
+        return None, [f"files {sorted(files)}, every sample has {sorted(SAMPLE_FILES)}"]
+    problems = []
+    try:
+        Image.open(io.BytesIO(files[IMAGE_FILE])).verify()
+    except Exception as exc:
+        problems.append(f"{IMAGE_FILE} does not decode ({exc})")
     try:
         meta = json.loads(files[JSON_FILE])
     except ValueError as exc:
-        return [f"json does not parse ({exc})"]
-    problems.extend(f"json: {e}" for e in sample_errors(meta))
-    if meta.get("set_id") != key:
-        problems.append(f"json set_id {meta.get('set_id')!r} differs from the key")
-    own = {JSON_FILE, SOURCE_FILE}
-    expected = own | {m.get("file") for m in meta.get("members", [])}
-    if set(files) != expected:
-        problems.append(f"files {sorted(files)} differ from those the json lists {sorted(expected)}")
-    if accepted_files is None:
-        problems.append("no accepted manifest rows for this sample")
-    elif accepted_files != expected - own:
-        problems.append(f"manifest accepts {sorted(accepted_files)}, sample holds {sorted(expected - own)}")
-    for name, data in files.items():
-        if name.endswith(".jpg"):
-            try:
-                Image.open(io.BytesIO(data)).verify()
-            except Exception as exc:
-                problems.append(f"{name} does not decode ({exc})")
-    return problems
+        return None, problems + [f"json does not parse ({exc})"]
+    found = [f"json: {e}" for e in errors(meta)]
+    return (None if found else meta), problems + found

@@ -6,7 +6,7 @@ import json
 from collections import Counter, defaultdict
 
 from pipeline.report.contents import OutputContents
-from schemas.layout import MANIFEST_DIR, SHARDS_DIR
+from schemas.layout import MANIFEST_DIR, SETS_DIR, SHARDS_DIR
 from schemas.records import SCORE_NAMES, STATUS_ACCEPTED
 from stages.edit import registry
 from stages.encode import ShardConfig
@@ -50,8 +50,10 @@ def render_card(contents: OutputContents, stats: dict) -> str:
         "",
         "## Composition",
         "",
-        f"- {stats.get('samples', 0)} accepted sets in `{SHARDS_DIR}/{prefix}-{{000000..{last:06d}}}.tar` (WebDataset; "
-        "`{set_id}.src.jpg`, `{set_id}.{member_id}.jpg`, `{set_id}.json`)",
+        f"- {stats.get('samples', 0)} accepted member images in `{SHARDS_DIR}/{prefix}-{{000000..{last:06d}}}.tar` "
+        "(WebDataset, one sample per member: `{key}.jpg`, `{key}.json`, the same fields in every sample)",
+        f"- their {sets.get(STATUS_ACCEPTED, 0)} sets in `{SETS_DIR}/` (tars of the same names: `{{set_id}}.jpg` the "
+        "source image, `{set_id}.json` the members' keys in set order and what they share)",
         "- sets by status: " + ", ".join(f"{k} {v}" for k, v in sorted(sets.items())),
         "- candidates by status: " + ", ".join(f"{k} {v}" for k, v in sorted(stats.get("candidates", {}).items())),
         f"- seeds: {stats.get('seeds', {}).get('total', 0)}, of which {stats.get('seeds', {}).get('error', 0)} "

@@ -23,9 +23,9 @@ from PIL import Image
 
 from pipeline.output.storage import Storage
 from pipeline.output.verify import read_tar_samples
-from schemas.layout import MANIFEST_DIR, SHARDS_DIR
+from schemas.layout import MANIFEST_DIR, SETS_DIR, SHARDS_DIR
 from schemas.records import STATUS_ACCEPTED
-from schemas.sample import JSON_FILE, SOURCE_FILE
+from schemas.sample import IMAGE_FILE, JSON_FILE, attribute_dict
 
 
 def accepted_members(output: str, concept: str | None = None, axis: str | None = None,
@@ -47,11 +47,11 @@ def accepted_members(output: str, concept: str | None = None, axis: str | None =
     return table
 
 
-def _selected(output: str, **select) -> dict[str, dict[str, set[str]]]:
-    """shard -> sample key -> member files wanted."""
-    wanted: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+def _selected(output: str, **select) -> dict[str, dict[str, list[str]]]:
+    """shard -> set_id -> member sample keys wanted, in manifest order."""
+    wanted: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
     for row in accepted_members(output, **select).to_pylist():
-        wanted[row["shard"]][row["sample_key"]].add(row["member_id"])
+        wanted[row["shard"]][row["set_id"]].append(row["sample_key"])
     return wanted
 
 
@@ -61,21 +61,50 @@ def _image(data: bytes) -> Image.Image:
     return image
 
 
-def _iter_shard_sets(storage: Storage, shard: str, keys: dict[str, set[str]]) -> Iterator[dict]:
+def _member_item(key: str, files: dict[str, bytes]) -> dict:
+    meta = json.loads(files[JSON_FILE])
+    return {
+        "key": key,
+        "set_id": meta["set_id"],
+        "member_id": meta["member_id"],
+        "member_index": meta["member_index"],
+        "image": _image(files[IMAGE_FILE]),
+        "attributes": attribute_dict(meta["attributes"]),
+        "concept": meta["concept"],
+        "axis": meta["axis"],
+        "target_caption": meta["target_caption"],
+        "conversations": meta["conversations"],
+        "scores": meta["scores"],
+        "meta": meta,
+    }
+
+
+def _iter_shard_members(storage: Storage, shard: str, sets: dict[str, list[str]]) -> Iterator[dict]:
+    keys = {key for wanted in sets.values() for key in wanted}
     for key, files in read_tar_samples(storage.read_bytes(SHARDS_DIR, shard)).items():
-        if key not in keys:
+        if key in keys:
+            yield _member_item(key, files)
+
+
+def _iter_shard_sets(storage: Storage, shard: str, sets: dict[str, list[str]]) -> Iterator[dict]:
+    members = read_tar_samples(storage.read_bytes(SHARDS_DIR, shard))
+    for set_id, files in read_tar_samples(storage.read_bytes(SETS_DIR, shard)).items():
+        if set_id not in sets:
             continue
         meta = json.loads(files[JSON_FILE])
+        chosen = [_member_item(m["key"], members[m["key"]]) for m in meta["members"] if m["key"] in sets[set_id]]
         yield {
-            "set_id": key,
+            "set_id": set_id,
             "meta": meta,
-            "src": _image(files[SOURCE_FILE]),
-            "members": {m["member_id"]: _image(files[m["file"]]) for m in meta["members"] if m["member_id"] in keys[key]},
+            "src": _image(files[IMAGE_FILE]),
+            "members": {m["member_id"]: m["image"] for m in chosen},
+            "member_meta": {m["member_id"]: m["meta"] for m in chosen},
         }
 
 
 def iter_sets(output: str, shards: list[str] | None = None, **select) -> Iterator[dict]:
-    """Accepted sets (seed image, member images, sample JSON), in shard order; ``select`` as accepted_members."""
+    """Accepted sets (source image, member images in set order, set and member JSON), in shard order;
+    ``select`` as accepted_members (a set appears when any of its members is selected)."""
     storage = Storage(output)
     wanted = _selected(output, **select)
     for shard in sorted(wanted):
@@ -83,29 +112,13 @@ def iter_sets(output: str, shards: list[str] | None = None, **select) -> Iterato
             yield from _iter_shard_sets(storage, shard, wanted[shard])
 
 
-def _flatten(s: dict) -> Iterator[dict]:
-    meta = s["meta"]
-    for member in meta["members"]:
-        if member["member_id"] in s["members"]:
-            yield {
-                "key": f"{s['set_id']}-{member['member_id']}",
-                "set_id": s["set_id"],
-                "member_id": member["member_id"],
-                "image": s["members"][member["member_id"]],
-                "source": s["src"],
-                "attributes": member["attributes"],
-                "concept": meta["concept"],
-                "axis": meta["axis"],
-                "target_caption": member["target_caption"],
-                "conversations": member.get("conversations", []),
-                "scores": member["scores"],
-            }
-
-
 def iter_members(output: str, shards: list[str] | None = None, **select) -> Iterator[dict]:
-    """One item per accepted member image, labelled with its attributes, concept and axis."""
-    for s in iter_sets(output, shards=shards, **select):
-        yield from _flatten(s)
+    """One item per accepted member image, labelled with its attributes, concept and axis; reads shards/ only."""
+    storage = Storage(output)
+    wanted = _selected(output, **select)
+    for shard in sorted(wanted):
+        if shards is None or shard in shards:
+            yield from _iter_shard_members(storage, shard, wanted[shard])
 
 
 def _torch_base():
@@ -139,10 +152,12 @@ class MemberDataset(_torch_base()):
             yield self.transform(item) if self.transform else item
 
 
-def ray_dataset(output: str):
-    """The shards as a Ray Dataset (one row per sample: ``__key__``, ``src.jpg``, member files, ``json``)."""
+def ray_dataset(output: str, sets: bool = False):
+    """The member shards (or with ``sets`` the set shards) as a Ray Dataset read by Ray's own webdataset
+    reader with its default decoder: one row per sample, ``__key__``, ``jpg`` (an image array), ``json`` (a dict)."""
     import ray.data
 
     storage = Storage(output)
-    return ray.data.read_webdataset([storage.path(SHARDS_DIR, n) for n in storage.list(SHARDS_DIR) if n.endswith(".tar")],
-                                    decoder=None, filesystem=storage.fs)
+    folder = SETS_DIR if sets else SHARDS_DIR
+    return ray.data.read_webdataset([storage.path(folder, n) for n in storage.list(folder) if n.endswith(".tar")],
+                                    filesystem=storage.fs)

@@ -1,7 +1,6 @@
 """A sixth edit backend, declared in this test module alone and registered with one line, goes through
 config checks, ``plan`` and a whole run: adding a backend needs nothing outside its module and the registry."""
 
-import json
 
 import numpy as np
 import pytest
@@ -11,10 +10,11 @@ from pipeline.commands.plan import describe, plan_counts
 from pipeline.config.errors import ConfigError
 from pipeline.config.loading import load_config
 from pipeline.execution.local import run_local
-from pipeline.output.verify import read_tar_samples, verify_output
+from pipeline.output.verify import verify_output
 from stages.edit import registry
 from stages.edit.base import Editor
 from tests.conftest import REPO
+from tests.helpers import read_output_sets
 
 
 class TintEditor(Editor):
@@ -83,9 +83,9 @@ def test_a_registered_backend_is_checked_planned_and_run(tint_backend, tiny_cach
     result = run_local(loaded, str(out), limit=3)
     assert result.stages["edit"].counters["images_rendered"] > 0
     assert verify_output(str(out))[0] == []
-    samples = {k: v for tar in sorted((out / "shards").iterdir()) for k, v in read_tar_samples(tar.read_bytes()).items()}
-    assert samples
-    for files in samples.values():
-        meta = json.loads(files["json"])
+    sets = read_output_sets(out)
+    assert sets
+    for sample in sets.values():
+        meta = sample["meta"]
         assert meta["generation"]["backend"] == "tint" and meta["generation"]["tint_mix"] == 0.5
-        assert all(files[m["file"]] != files["src.jpg"] for m in meta["members"])
+        assert all(m["jpg"] != sample["src"] for m in sample["members"].values())

@@ -1,34 +1,22 @@
 """Every edit backend end to end from a config: generate mode through Ray (the shipped
 configs/mini_generate.yaml), the photo backends through the same stages and writer in one process."""
 
-import json
 
-import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
 from pipeline.config.loading import load_config
 from pipeline.execution.local import run_local
-from pipeline.execution.run import run_pipeline
-from pipeline.output.verify import read_tar_samples, verify_output
-from schemas.sample import sample_errors
+from pipeline.output.verify import verify_output
+from schemas.sample import member_errors, set_errors
 from stages.utils.provenance import read_provenance
 from tests.conftest import REPO
+from tests.helpers import read_output_sets
 
 
 @pytest.fixture(scope="module")
-def generated(local_ray, tmp_path_factory):
-    out = tmp_path_factory.mktemp("generate") / "out"
-    loaded = load_config(REPO / "configs" / "mini_generate.yaml")
-    run_pipeline(loaded, output=str(out), report=False, log=lambda line: None)
-    return out
-
-
-def samples(out) -> dict:
-    found = {}
-    for tar in sorted((out / "shards").glob("*.tar")):
-        found.update(read_tar_samples(tar.read_bytes()))
-    return found
+def generated(mini_generate_output):
+    return mini_generate_output
 
 
 def test_generate_mode_output_passes_verify_and_accounts_for_every_planned_candidate(generated):
@@ -50,16 +38,16 @@ def test_generate_mode_output_passes_verify_and_accounts_for_every_planned_candi
 
 
 def test_generated_samples_keep_one_candidate_set_and_say_the_base_is_generated(generated):
-    found = samples(generated)
+    found = read_output_sets(generated)
     assert found
-    for key, files in found.items():
-        meta = json.loads(files["json"])
-        assert sample_errors(meta) == []
+    for sample in found.values():
+        meta, members = sample["meta"], [m["meta"] for m in sample["members"].values()]
+        assert set_errors(meta) == [] and all(member_errors(m) == [] for m in members)
         assert meta["source"]["generated"] is True and meta["models"]["captioner"] is None
-        assert len({m["candidate"] for m in meta["members"]}) == 1  # a whole candidate set
-        assert len({(m["guidance_scale"], m["p2p_fraction"]) for m in meta["members"]}) == 1
+        assert len({m["candidate"] for m in members}) == 1  # a whole candidate set
+        assert len({(m["guidance_scale"], m["p2p_fraction"]) for m in members}) == 1
         assert meta["generation"]["p2p"]["cross_attention"] is True
-        source = read_provenance(files["src.jpg"])
+        source = read_provenance(sample["src"])
         assert source["synthetic"] and source["record"]["role"] == "base"
         assert source["record"]["base_prompt"] == meta["source"]["caption"]
 
@@ -85,13 +73,13 @@ def test_each_photo_backend_runs_the_mini_config_end_to_end(backend, tiny_cache,
     assert verify_output(str(out))[0] == []
     rows = pq.read_table(out / "manifest").to_pylist()
     assert {r["status"] for r in rows} >= {"accepted", "error"}  # broken.jpg is recorded, not lost
-    found = samples(out)
+    found = read_output_sets(out)
     assert found
-    for files in found.values():
-        meta = json.loads(files["json"])
-        assert sample_errors(meta) == [] and meta["generation"]["backend"] == backend
+    for sample in found.values():
+        meta = sample["meta"]
+        assert set_errors(meta) == [] and meta["generation"]["backend"] == backend
         assert meta["source"]["generated"] is False
-        assert all(np.frombuffer(files[m["file"]], np.uint8).size for m in meta["members"])
+        assert all(member_errors(m["meta"]) == [] and m["jpg"] for m in sample["members"].values())
     if backend == "inpaint":
         assert meta["models"]["segmenter"].endswith("clipseg")
         assert meta["generation"]["mask"]["dilate"] == 2

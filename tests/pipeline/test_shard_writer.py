@@ -8,7 +8,7 @@ import webdataset as wds
 from PIL import Image
 
 from schemas.records import MANIFEST
-from schemas.sample import sample_errors
+from schemas.sample import member_errors, set_errors
 from stages.utils.provenance import ProvenanceConfig, read_provenance, read_watermark
 from stages.encode import ShardConfig
 from tests.helpers import MINI_SEEDS, set_row, write_sets
@@ -17,43 +17,58 @@ def write(tmp_path, rows, config=None):
     return write_sets(tmp_path, rows, 3, config)
 
 
-def test_accepted_sets_go_in_the_tar_and_every_candidate_in_the_manifest(tmp_path):
+def test_accepted_members_go_in_the_shard_their_set_in_sets_and_every_candidate_in_the_manifest(tmp_path):
     result = write(tmp_path, [set_row(1, "rejected"), set_row(0, "accepted")])
-    assert (result.tar_name, result.samples, result.manifest_rows) == ("t-000003.tar", 1, 8)
+    assert (result.tar_name, result.samples, result.manifest_rows) == ("t-000003.tar", 2, 8)
     with tarfile.open(tmp_path / "shards" / "t-000003.tar") as tar:
-        assert tar.getnames() == ["s0-gender.src.jpg", "s0-gender.male.jpg", "s0-gender.female.jpg", "s0-gender.json"]
+        assert tar.getnames() == ["s0-gender-male.jpg", "s0-gender-male.json", "s0-gender-female.jpg",
+                                  "s0-gender-female.json"]
+    with tarfile.open(tmp_path / "sets" / "t-000003.tar") as tar:
+        assert tar.getnames() == ["s0-gender.jpg", "s0-gender.json"]
     manifest = pq.read_table(tmp_path / "manifest" / "t-000003.parquet")
     assert manifest.schema.names == MANIFEST.names
     rows = manifest.to_pylist()
     assert [r["seed_index"] for r in rows] == [0] * 4 + [1] * 4
     accepted = [r for r in rows if r["status"] == "accepted"]
-    assert [(r["member_id"], r["shard"], r["file"]) for r in accepted] == [
-        ("male", "t-000003.tar", "male.jpg"), ("female", "t-000003.tar", "female.jpg")]
+    assert [(r["member_id"], r["shard"], r["sample_key"], r["file"]) for r in accepted] == [
+        ("male", "t-000003.tar", "s0-gender-male", "s0-gender-male.jpg"),
+        ("female", "t-000003.tar", "s0-gender-female", "s0-gender-female.jpg")]
     assert all(r["shard"] is None and r["reason"] for r in rows if r["status"] != "accepted")
     assert not list((tmp_path / "shards").glob(".tmp-*"))
 
 
-def test_shards_read_back_with_plain_webdataset_and_match_the_json_schema(tmp_path):
+def test_shards_read_back_with_plain_webdataset_and_match_the_json_schemas(tmp_path):
     write(tmp_path, [set_row(0, "accepted")])
-    (sample,) = list(wds.WebDataset(str(tmp_path / "shards" / "t-000003.tar"), shardshuffle=False))
-    assert sample["__key__"] == "s0-gender"
-    meta = json.loads(sample["json"])
-    assert sample_errors(meta) == []
-    assert meta["synthetic"] is True and meta["concept_group"] == "responsibility"
-    assert [m["file"] for m in meta["members"]] == ["male.jpg", "female.jpg"]
-    assert Image.open(io.BytesIO(sample["female.jpg"])).size == (16, 16)
+    male, female = list(wds.WebDataset(str(tmp_path / "shards" / "t-000003.tar"), shardshuffle=False))
+    assert (male["__key__"], female["__key__"]) == ("s0-gender-male", "s0-gender-female")
+    for index, sample in enumerate((male, female)):
+        meta = json.loads(sample["json"])
+        assert member_errors(meta) == []
+        assert meta["synthetic"] is True and meta["concept_group"] == "responsibility"
+        assert (meta["set_id"], meta["member_index"], meta["member_count"]) == ("s0-gender", index, 2)
+    assert json.loads(female["json"])["attributes"] == [{"attribute": "gender", "value": "female"}]
+    assert Image.open(io.BytesIO(female["jpg"])).size == (16, 16)
+    (whole,) = list(wds.WebDataset(str(tmp_path / "sets" / "t-000003.tar"), shardshuffle=False))
+    meta = json.loads(whole["json"])
+    assert set_errors(meta) == [] and whole["__key__"] == "s0-gender"
+    assert [m["key"] for m in meta["members"]] == ["s0-gender-male", "s0-gender-female"]
 
 
 def test_the_same_rows_give_the_same_bytes(tmp_path):
     write(tmp_path / "a", [set_row(0, "accepted")])
     write(tmp_path / "b", [set_row(0, "accepted")])
-    for part in ("shards/t-000003.tar", "manifest/t-000003.parquet"):
+    for part in ("shards/t-000003.tar", "sets/t-000003.tar", "manifest/t-000003.parquet"):
         assert (tmp_path / "a" / part).read_bytes() == (tmp_path / "b" / part).read_bytes()
 
 
 def read_members(tmp_path, index=3):
+    """The set sample's files (``jpg``, ``json``) and each member's (``male.jpg``, ``male.json`` ...)."""
+    files = {}
+    with tarfile.open(tmp_path / "sets" / f"t-{index:06d}.tar") as tar:
+        files.update({m.name.split(".", 1)[1]: tar.extractfile(m).read() for m in tar.getmembers()})
     with tarfile.open(tmp_path / "shards" / f"t-{index:06d}.tar") as tar:
-        return {m.name.split(".", 1)[1]: tar.extractfile(m).read() for m in tar.getmembers()}
+        files.update({m.name.removeprefix("s0-gender-"): tar.extractfile(m).read() for m in tar.getmembers()})
+    return files
 
 
 def test_generated_images_say_they_are_synthetic_and_how_they_were_made(tmp_path):
@@ -61,14 +76,15 @@ def test_generated_images_say_they_are_synthetic_and_how_they_were_made(tmp_path
     files = read_members(tmp_path)
     sample = json.loads(files["json"])
     for member in sample["members"]:
-        info = read_provenance(files[member["file"]])
+        info = read_provenance(files[f"{member['member_id']}.jpg"])
+        member = json.loads(files[f"{member['member_id']}.json"])
         assert info["synthetic"] is True and info["software"].startswith("counterfactory")
         assert info["description"].startswith("Synthetic image generated by counterfactory (edit)")
         record = info["record"]
         assert (record["set_id"], record["member_id"], record["noise_seed"]) == (
             sample["set_id"], member["member_id"], member["noise_seed"])
         assert record["models"] == sample["models"] and record["config_hash"] == "abc123"
-    source = read_provenance(files["src.jpg"])
+    source = read_provenance(files["jpg"])
     assert source["synthetic"] is False and source["record"]["role"] == "seed"
     assert sample["provenance"] == {"generator": record["generator"], "image_metadata": True, "watermark": None}
 
@@ -117,9 +133,9 @@ def test_a_generated_base_image_is_marked_synthetic_and_watermarked_like_the_mem
     row.update(image_rgb=base.tobytes(), width=256, height=256, caption="a photo of a chef",
                candidate_bases=[base.tobytes(), base.tobytes()])
     files = write_watermarked(tmp_path, row, base)
-    source = read_provenance(files["src.jpg"])
+    source = read_provenance(files["jpg"])
     assert source["synthetic"] and source["record"]["role"] == "base"
     assert source["record"]["base_prompt"] == "a photo of a chef"
     assert source["record"]["watermark"] == {"method": "dwtDctSvd", "text": "cf-test1"}
-    assert read_watermark(Image.open(io.BytesIO(files["src.jpg"])), 8) == b"cf-test1"
+    assert read_watermark(Image.open(io.BytesIO(files["jpg"])), 8) == b"cf-test1"
     assert json.loads(files["json"])["source"]["generated"] is True

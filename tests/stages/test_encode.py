@@ -27,20 +27,21 @@ def test_encoded_rows_carry_jpegs_and_thumbnails_instead_of_raw_images():
     assert out.nbytes < batch.nbytes / 10  # what crosses to the driver
     accepted, rejected = out.to_pylist()
     assert Image.open(io.BytesIO(accepted["src_jpeg"])).size == (256, 256)
-    assert accepted["sample_json"].startswith(b"{")
+    assert accepted["set_json"].startswith(b"{")
     for row in (accepted, rejected):
         assert row["image_rgb"] is None and Image.open(io.BytesIO(row["src_thumb"])).size == (64, 64)
         for cand in row["candidates"]:
             assert cand["image_rgb"] is None and Image.open(io.BytesIO(cand["thumb"])).size == (64, 64)
             chosen = row is accepted and cand["status"] == "accepted"
             assert (cand["jpeg"] is not None) == chosen  # only files that go in the tar are encoded
-    assert rejected["src_jpeg"] is None and rejected["sample_json"] is None
+            assert (cand["member_json"] is not None) == chosen
+    assert rejected["src_jpeg"] is None and rejected["set_json"] is None
 
 
 def test_a_set_that_fails_to_encode_is_recorded_as_an_error_and_the_others_are_written(tmp_path):
     with injected_faults("encode:0"):
         result = write_sets(tmp_path, [set_row(0, "accepted"), set_row(1, "accepted")])
-    assert result.samples == 1
+    assert result.samples == 2  # the other set's two members
     manifest = pq.read_table(tmp_path / "manifest" / result.manifest_name).to_pylist()
     failed = [r for r in manifest if r["seed_index"] == 0]
     assert len(failed) == 4 and all(r["status"] == "error" and r["set_status"] == "error" for r in failed)

@@ -95,6 +95,8 @@ class ClipFilter(SetStage):
             if bases is None and unsafe_sources:
                 self._reject_unsafe_source(row, live, nsfw)
                 return
+        # Generate mode: a base image that does not show its own prompt fails its whole candidate set.
+        base_failures = self._base_failures(sources, text[row["caption"]]) if bases is not None else {}
         # Zero-shot over the members, for every candidate of the set in one product.
         cand_embeddings = embeddings[n_sources:]
         probs = self.embedder.zero_shot(cand_embeddings, np.stack([text[p] for p in prompts])) if live else []
@@ -110,6 +112,9 @@ class ClipFilter(SetStage):
                 if self.safety.is_unsafe(cand_nsfw):
                     cand["failed_checks"].append("nsfw")
                     reasons.append(self.safety.reason(cand_nsfw))
+            if key in base_failures:
+                cand["failed_checks"].append("base_text_image")
+                reasons.append(base_failures[key])
             if key is not None and key in unsafe_sources:
                 cand["failed_checks"].append("nsfw_source")
                 reasons.append(self.safety.reason(float(nsfw[source_keys.index(key)]), "base image nsfw"))
@@ -122,6 +127,15 @@ class ClipFilter(SetStage):
             self._keep_best_per_member(row, passing, needed)
         else:
             self._keep_best_candidate_set(row, passing, needed)
+
+    def _base_failures(self, sources: dict, caption_embedding) -> dict[int, str]:
+        """candidate -> reason, for the bases whose similarity to the base prompt is below the minimum."""
+        minimum = self.config.thresholds.base_minimum()
+        if minimum is None:
+            return {}
+        scores = {key: float(np.dot(embedding, caption_embedding)) for key, embedding in sources.items()}
+        return {key: f"base text_image {score:.4f} < {minimum:.4f} (the base image does not match its prompt)"
+                for key, score in scores.items() if score < minimum}
 
     def _keep_best_per_member(self, row: dict, passing: list[dict], needed: int) -> None:
         """Photo edits: every candidate shares the seed, so each member keeps its own best candidate."""

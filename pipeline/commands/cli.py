@@ -114,6 +114,8 @@ def cmd_tiny_models(args) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
+    from pipeline.commands import asd, export
+
     p = argparse.ArgumentParser(prog="counterfactory", description="Counterfactual image sets at scale, on Ray.")
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a config end to end")
@@ -147,6 +149,8 @@ def parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("--json", default=None, help="also write the results as JSON here")
     evaluate.set_defaults(func=cmd_evaluate)
+    export.add_parser(sub)
+    asd.add_parser(sub)
     tiny = sub.add_parser("tiny-models", help="build the tiny offline models into the cache")
     tiny.add_argument("names", nargs="*")
     tiny.set_defaults(func=cmd_tiny_models)
@@ -155,7 +159,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from pipeline.config.errors import ConfigError
+    from pipeline.export.members import ExportError
     from pipeline.output.state import OutputRefused
+    from pipeline.trainers.member_table import TableError
     from pipeline.testing import tiny_models  # noqa: F401 (registers tiny:NAME for configs and --clip)
 
     args = parser().parse_args(argv)
@@ -167,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     except OutputRefused as exc:
         print(f"output refused: {exc}", file=sys.stderr)
         return 3
+    except (ExportError, TableError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 4
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ stage, the section its stage module declares. ``PipelineConfig`` is one YAML fil
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from stages.caption import CaptionConfig
@@ -37,6 +38,13 @@ class CardConfig:
     license: str | None = None
     creators: list[str] = field(default_factory=list)
     citation: str | None = None
+    version: str = "1.0.0"  # the dataset's semantic version (croissant.json); the config hash is recorded apart
+    url: str | None = None  # where the dataset is published
+
+    def problems(self) -> list[tuple[str, str]]:
+        if not re.fullmatch(r"\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.-]+)?", self.version):
+            return [("version", f"{self.version!r} is not a semantic version such as 1.0.0")]
+        return []
 
 
 @dataclass

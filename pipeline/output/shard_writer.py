@@ -11,6 +11,7 @@ first and the manifest last, so a shard counts as done only when its manifest ex
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import tarfile
@@ -44,6 +45,27 @@ class ShardResult:
     manifest_name: str
     samples: int
     manifest_rows: int
+
+
+# The manifest's schema metadata records both tars' sha256 (Croissant needs them; verify checks them), taken
+# while the tars stream out, so no report has to read every shard again.
+SHARD_SHA256 = b"counterfactory.shard_sha256"
+SET_SHA256 = b"counterfactory.set_sha256"
+
+
+class _Hashing:
+    """A write-only stream that hashes what passes through it."""
+
+    def __init__(self, stream):
+        self.stream, self.digest, self.written = stream, hashlib.sha256(), 0
+
+    def write(self, data) -> int:
+        self.digest.update(data)
+        self.written += len(data)
+        return self.stream.write(data)
+
+    def tell(self) -> int:
+        return self.written
 
 
 def _add_file(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -138,7 +160,7 @@ class ShardWriter:
                                  "the encode stage (stages.encode.SampleEncoder) before the shard writer")
         samples = 0
         with self.storage.open_atomic(SHARDS_DIR, tar_name) as stream, \
-                tarfile.open(fileobj=stream, mode="w", format=tarfile.PAX_FORMAT) as tar:
+                tarfile.open(fileobj=(shard_hash := _Hashing(stream)), mode="w", format=tarfile.PAX_FORMAT) as tar:
             for row in accepted:
                 chosen = {c["member_id"]: c for c in row["candidates"] if c["status"] == STATUS_ACCEPTED}
                 for member in row["members"]:
@@ -148,7 +170,7 @@ class ShardWriter:
                     _add_file(tar, f"{key}.{JSON_FILE}", cand["member_json"])
                     samples += 1
         with self.storage.open_atomic(SETS_DIR, tar_name) as stream, \
-                tarfile.open(fileobj=stream, mode="w", format=tarfile.PAX_FORMAT) as tar:
+                tarfile.open(fileobj=(set_hash := _Hashing(stream)), mode="w", format=tarfile.PAX_FORMAT) as tar:
             for row in accepted:
                 _add_file(tar, f"{row['set_id']}.{IMAGE_FILE}", row["src_jpeg"])
                 _add_file(tar, f"{row['set_id']}.{JSON_FILE}", row["set_json"])
@@ -158,5 +180,7 @@ class ShardWriter:
             with self.storage.open_atomic(THUMBS_DIR, manifest_name) as stream:
                 pq.write_table(rows_to_table(self.thumbnails(rows), THUMBS), stream, compression="none")
         with self.storage.open_atomic(MANIFEST_DIR, manifest_name) as stream:
-            pq.write_table(rows_to_table(manifest, MANIFEST), stream, compression="zstd")
+            table = rows_to_table(manifest, MANIFEST).replace_schema_metadata(
+                {SHARD_SHA256: shard_hash.digest.hexdigest(), SET_SHA256: set_hash.digest.hexdigest()})
+            pq.write_table(table, stream, compression="zstd")
         return ShardResult(index, tar_name, manifest_name, samples, len(manifest))

@@ -3,6 +3,7 @@ agree with manifests and sizes.json, keys unique."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import tarfile
@@ -11,6 +12,7 @@ from collections import defaultdict
 import pyarrow.parquet as pq
 from PIL import Image
 
+from pipeline.output.shard_writer import SET_SHA256, SHARD_SHA256
 from pipeline.output.storage import Storage
 from schemas.keys import KEY_PATTERN, parse_shard_name
 from schemas.layout import MANIFEST_DIR, SETS_DIR, SHARDS_DIR, SIZES_FILE, manifest_name_of
@@ -68,8 +70,10 @@ def verify_output(uri: str) -> tuple[list[str], dict]:
     counts = {"shards": len(tars), "samples": 0, "sets": 0, "manifest_rows": 0}
     for tar_name in tars:
         try:
-            members = read_tar_samples(storage.read_bytes(SHARDS_DIR, tar_name))
-            sets = read_tar_samples(storage.read_bytes(SETS_DIR, tar_name)) if tar_name in set_tars else {}
+            data = {SHARDS_DIR: storage.read_bytes(SHARDS_DIR, tar_name),
+                    SETS_DIR: storage.read_bytes(SETS_DIR, tar_name) if tar_name in set_tars else b""}
+            members = read_tar_samples(data[SHARDS_DIR])
+            sets = read_tar_samples(data[SETS_DIR]) if tar_name in set_tars else {}
         except (tarfile.TarError, OSError) as exc:
             problems.append(f"{tar_name}: unreadable tar ({exc})")
             continue
@@ -84,6 +88,7 @@ def verify_output(uri: str) -> tuple[list[str], dict]:
             problems.append(f"{manifest_name}: unreadable manifest ({exc})")
             continue
         counts["manifest_rows"] += table.num_rows
+        problems.extend(f"{folder}/{tar_name}: {p}" for folder, p in _check_checksums(data, table.schema))
         if table.schema.names != MANIFEST.names:
             problems.append(f"{manifest_name}: columns differ from the manifest schema")
             continue
@@ -96,6 +101,17 @@ def verify_output(uri: str) -> tuple[list[str], dict]:
     for name in set(manifests) - {manifest_name_of(t) for t in tars}:
         counts["manifest_rows"] += pq.read_metadata(storage.open_input(MANIFEST_DIR, name)).num_rows
     return problems, counts
+
+
+def _check_checksums(data: dict[str, bytes], schema) -> list[tuple[str, str]]:
+    metadata = schema.metadata or {}
+    found = []
+    for folder, key in ((SHARDS_DIR, SHARD_SHA256), (SETS_DIR, SET_SHA256)):
+        if key not in metadata:
+            found.append((folder, "its manifest records no sha256"))
+        elif hashlib.sha256(data[folder]).hexdigest() != metadata[key].decode():
+            found.append((folder, "sha256 differs from the one its manifest recorded (changed after writing?)"))
+    return found
 
 
 def _accepted_in_manifest(rows: list[dict], tar_name: str, manifest_name: str, problems: list[str]) -> dict:

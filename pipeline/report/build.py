@@ -6,7 +6,8 @@ import json
 
 from pipeline.output.stats import collect
 from pipeline.output.storage import Storage
-from pipeline.report.card import render_card, render_croissant
+from pipeline.report.card import render_card
+from pipeline.report.croissant import render_croissant
 from pipeline.report.contents import OutputContents
 from pipeline.report.plots import acceptance_plot, members_per_value, score_histograms
 from pipeline.report.preview import render_preview

@@ -1,4 +1,4 @@
-"""The data card (README.md, Datasheets-for-Datasets style) and croissant.json of an output."""
+"""The data card (README.md, Datasheets-for-Datasets style) of an output."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections import Counter, defaultdict
 
 from pipeline.report.contents import OutputContents
 from schemas.layout import MANIFEST_DIR, SETS_DIR, SHARDS_DIR
-from schemas.records import SCORE_NAMES, STATUS_ACCEPTED
+from schemas.records import STATUS_ACCEPTED
 from stages.edit import registry
 from stages.encode import ShardConfig
 
@@ -104,50 +104,6 @@ def render_card(contents: OutputContents, stats: dict) -> str:
         "",
     ]
     return "\n".join(lines)
-
-
-def render_croissant(contents: OutputContents) -> dict:
-    """Croissant 1.0 metadata: the files, and the fields of one manifest record."""
-    config = contents.run.get("config", {})
-    card = config.get("card", {})
-    prefix = config.get("shards", {}).get("prefix", ShardConfig.prefix)
-    fields = [
-        ("set_id", "sc:Text"), ("seed_id", "sc:Text"), ("axis", "sc:Text"), ("concept", "sc:Text"),
-        ("member_id", "sc:Text"), ("attributes", "sc:Text"), ("candidate", "sc:Integer"), ("status", "sc:Text"),
-        ("reason", "sc:Text"), ("target_caption", "sc:Text"),
-        *((name, "sc:Float") for name in SCORE_NAMES), ("shard", "sc:Text"), ("file", "sc:Text"),
-    ]
-    return {
-        "@context": {"@language": "en", "@vocab": "https://schema.org/", "cr": "http://mlcommons.org/croissant/",
-                     "sc": "https://schema.org/", "dct": "http://purl.org/dc/terms/",
-                     "field": "cr:field", "fileObject": "cr:fileObject", "fileSet": "cr:fileSet",
-                     "recordSet": "cr:recordSet", "source": "cr:source", "extract": "cr:extract", "column": "cr:column",
-                     "dataType": {"@id": "cr:dataType", "@type": "@vocab"}, "includes": "cr:includes",
-                     "conformsTo": "dct:conformsTo"},
-        "@type": "sc:Dataset",
-        "conformsTo": "http://mlcommons.org/croissant/1.0",
-        "name": config.get("run", {}).get("name", "counterfactory-output"),
-        "description": card.get("description") or "Synthetic counterfactual image sets for bias research.",
-        "license": card.get("license") or "not stated",
-        "creator": [{"@type": "sc:Person", "name": c} for c in card.get("creators") or []],
-        "version": str(contents.run.get("config_hash")),
-        "isAccessibleForFree": True,
-        "distribution": [
-            {"@type": "cr:FileSet", "@id": "shards", "name": "shards", "encodingFormat": "application/x-tar",
-             "includes": f"{SHARDS_DIR}/{prefix}-*.tar"},
-            {"@type": "cr:FileSet", "@id": "manifests", "name": "manifests",
-             "encodingFormat": "application/x-parquet", "includes": f"{MANIFEST_DIR}/{prefix}-*.parquet"},
-        ],
-        "recordSet": [{
-            "@type": "cr:RecordSet", "@id": "candidates", "name": "candidates",
-            "description": "One record per member candidate, accepted, rejected or errored.",
-            "field": [
-                {"@type": "cr:Field", "@id": f"candidates/{name}", "name": name, "dataType": dtype,
-                 "source": {"fileSet": {"@id": "manifests"}, "extract": {"column": name}}}
-                for name, dtype in fields
-            ],
-        }],
-    }
 
 
 def _backend_settings(edit: dict) -> str:

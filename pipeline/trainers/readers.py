@@ -86,6 +86,18 @@ def _iter_shard_members(storage: Storage, shard: str, sets: dict[str, list[str]]
             yield _member_item(key, files)
 
 
+def iter_member_files(output: str, **select) -> Iterator[tuple[str, dict, bytes]]:
+    """``(key, member JSON, JPEG bytes as written)`` per selected member, in shard order: for exports,
+    which copy the files (and the provenance they carry) without decoding them."""
+    storage = Storage(output)
+    wanted = _selected(output, **select)
+    for shard in sorted(wanted):
+        keys = {key for members in wanted[shard].values() for key in members}
+        for key, files in read_tar_samples(storage.read_bytes(SHARDS_DIR, shard)).items():
+            if key in keys:
+                yield key, json.loads(files[JSON_FILE]), files[IMAGE_FILE]
+
+
 def _iter_shard_sets(storage: Storage, shard: str, sets: dict[str, list[str]]) -> Iterator[dict]:
     members = read_tar_samples(storage.read_bytes(SHARDS_DIR, shard))
     for set_id, files in read_tar_samples(storage.read_bytes(SETS_DIR, shard)).items():

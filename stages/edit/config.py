@@ -13,6 +13,9 @@ from stages.base import Resources
 from stages.models.segmenter import MaskConfig
 
 
+P2P_CONTROLS = ("both", "conditional")
+
+
 @dataclass
 class PromptToPromptConfig:
     """Attention control of the text_to_image backend (Hertz et al., prompt-to-prompt)."""
@@ -25,9 +28,15 @@ class PromptToPromptConfig:
     # Also replace cross-attention maps of the tokens the member prompt shares with the base prompt
     # (prompt-to-prompt "refine"); the attribute words keep their own maps.
     cross_attention: bool = False
+    # Which half of the classifier-free guidance batch the self-attention control covers: `both` (the
+    # unconditional and the conditional rows, as SocialCounterfactuals' and InstructPix2Pix's code do) or
+    # `conditional` (google/prompt-to-prompt's ptp_utils). Cross-attention refine is conditional either way.
+    control: str = "both"
 
     def problems(self) -> list[tuple[str, str]]:
         found = []
+        if self.control not in P2P_CONTROLS:
+            found.append(("control", f"unknown {self.control!r}; allowed: {', '.join(P2P_CONTROLS)}"))
         if not 0.0 <= self.fraction <= 1.0:
             found.append(("fraction", "must be in [0, 1]"))
         if self.fraction_range is not None and (

@@ -1,13 +1,14 @@
 """Prompt-to-prompt attention control (Hertz et al., 2022) as a diffusers attention processor.
 
 A set is rendered as one group per candidate: its base prompt first, then the members, all from the same
-initial noise. While a row is under control (the first ``p2p_fraction`` of the steps, conditional half
-of classifier-free guidance only, as in the reference implementation):
+initial noise. While a row is under control (the first ``p2p_fraction`` of the steps; ``p2p.control``
+says which halves of the classifier-free guidance batch: ``both``, as SocialCounterfactuals' attention.py
+and InstructPix2Pix's do, or ``conditional`` only, as google/prompt-to-prompt's ptp_utils does):
 
 - self-attention: the row attends with its base row's attention map. The map is softmax(Q K^T), so the
   processor takes Q and K from the base row and V from the row itself; the layout of the image follows
   the base while the content can follow the member's prompt. This is what SocialCounterfactuals used.
-- cross-attention (optional, prompt-to-prompt "refine"): for every token of the member prompt that is
+- cross-attention (optional, prompt-to-prompt "refine", conditional rows only): for every token of the member prompt that is
   aligned with a token of the base prompt, the base row's map for that token replaces the row's own;
   the new attribute words keep their own maps.
 """

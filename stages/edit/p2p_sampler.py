@@ -53,11 +53,13 @@ class DenoisingBatch:
 class PromptToPromptSampler:
     """Wraps a loaded SD 1.5 or SDXL text-to-image pipeline; ``counters`` receives the work done."""
 
-    def __init__(self, pipe, device: str, resolution: int, cross_attention: bool, counters: Counter):
+    def __init__(self, pipe, device: str, resolution: int, cross_attention: bool, counters: Counter,
+                 control: str = "both"):
         from diffusers import DDIMScheduler
 
         self.pipe, self.device, self.resolution = pipe, device, resolution
         self.cross_attention = cross_attention
+        self.control_both = control == "both"
         self.counters = counters
         self.scheduler_config = DDIMScheduler.from_config(pipe.scheduler.config).config
         self.is_xl = getattr(pipe, "text_encoder_2", None) is not None
@@ -121,10 +123,11 @@ class PromptToPromptSampler:
             scheduler.set_timesteps(steps, device=self.device)
             # 3. Latents and attention-control tables. Which rows are under control at each step is worked
             #    out once: nothing on the GPU waits on the host inside the loop. The unconditional half
-            #    (the first n rows) is never controlled.
+            #    (the first n rows) follows its base row too with control "both", never with "conditional".
             cutoffs = [round(f * steps) for f in fractions]
             base = torch.tensor(base_rows + [b + n for b in base_rows], device=self.device)
-            injected = torch.tensor([[False] * n + [c > i for c in cutoffs] for i in range(steps)], device=self.device)
+            injected = torch.tensor([[c > i and self.control_both for c in cutoffs] + [c > i for c in cutoffs]
+                                     for i in range(steps)], device=self.device)
             batch = DenoisingBatch(
                 latents=noise.to(self.device, embeds.dtype) * scheduler.init_noise_sigma,
                 scale=torch.tensor(guidance, device=self.device, dtype=embeds.dtype).view(-1, 1, 1, 1),
@@ -163,7 +166,9 @@ class PromptToPromptSampler:
         control = self.control
         control.base_rows, control.token_map = batch.base, batch.token_map
         control.self_source = batch.self_source[i] if controlled else None
-        control.cross_rows = batch.injected[i] if controlled and batch.token_map is not None else None
+        # refine is conditional only: the unconditional rows' prompt is empty, there are no tokens to align
+        conditional = torch.arange(batch.injected.shape[1], device=batch.injected.device) >= batch.injected.shape[1] // 2
+        control.cross_rows = batch.injected[i] & conditional if controlled and batch.token_map is not None else None
         latents = batch.latents
         model_input = scheduler.scale_model_input(torch.cat([latents, latents]), t)
         predicted = self.pipe.unet(model_input, t, encoder_hidden_states=batch.embeds,

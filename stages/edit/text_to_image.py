@@ -78,7 +78,8 @@ class TextToImageEditor(Editor):
         p2p = edit.get("p2p") or {}
         fraction = p2p.get("fraction_range") or p2p.get("fraction")
         control = (f"prompt-to-prompt self-attention{' and cross-attention' if p2p.get('cross_attention') else ''} "
-                   f"for a {fraction} fraction of steps" if p2p.get("enabled") else "no attention control")
+                   f"for a {fraction} fraction of steps ({p2p.get('control', 'both')} guidance halves)"
+                   if p2p.get("enabled") else "no attention control")
         early = edit.get("early_rejection") or {}
         stops = (f"early rejection after a {early.get('at_fraction')} fraction of steps (margin {early.get('margin')}), "
                  if early.get("enabled") else "")
@@ -92,7 +93,8 @@ class TextToImageEditor(Editor):
 
         pipe = self.from_pretrained(AutoPipelineForText2Image, **no_safety_checker(self.config.model))
         self.sampler = PromptToPromptSampler(pipe, self.device, self.config.resolution,
-                                             self.config.p2p.cross_attention, self.counters)
+                                             self.config.p2p.cross_attention, self.counters,
+                                             control=self.config.p2p.control)
         if self.dtype == torch.float16 and getattr(pipe.vae.config, "force_upcast", False):
             pipe.vae.to(torch.float32)  # the SDXL VAE overflows in float16
         self.judge = None

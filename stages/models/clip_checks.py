@@ -27,14 +27,24 @@ class Thresholds:
     directional: float | None = 0.2
     image_image: float | None = 0.7
     attribute_margin: float | None = 0.0
+    # Generate mode: the base image against its own prompt (InstructPix2Pix keeps a pair only when both
+    # images match their captions); null uses text_image's threshold.
+    base_text_image: float | None = None
+
+    def base_minimum(self) -> float | None:
+        return self.text_image if self.base_text_image is None else self.base_text_image
 
 
-def directional_similarity(img: np.ndarray, src: np.ndarray, txt: np.ndarray, src_txt: np.ndarray) -> float | None:
-    """None when the caption did not change: there is no direction to agree with."""
+NO_DIRECTION = "no edit direction: the image or the caption did not change"
+
+
+def directional_similarity(img: np.ndarray, src: np.ndarray, txt: np.ndarray, src_txt: np.ndarray) -> float:
+    """Cosine of the image's change with the caption's change; 0 when either did not change, as
+    InstructPix2Pix's filter computes it, so an unchanged output fails a positive threshold."""
     d_img, d_txt = img - src, txt - src_txt
     n_img, n_txt = np.linalg.norm(d_img), np.linalg.norm(d_txt)
     if n_txt < 1e-6 or n_img < 1e-6:
-        return None
+        return 0.0
     return float(np.dot(d_img, d_txt) / (n_img * n_txt))
 
 
@@ -86,7 +96,8 @@ class ClipChecks:
 
     def failure_reasons(self, scores: dict, failed: list[str], margin: float = 0.0) -> list[str]:
         below = f" - {margin:g} margin" if margin else ""
-        return [f"{n} {scores[n]:.4f} < {getattr(self.config.thresholds, n):.4f}{below}" for n in failed]
+        return [f"{n} {scores[n]:.4f} < {getattr(self.config.thresholds, n):.4f}{below}"
+                + (f" ({NO_DIRECTION})" if n == "directional" and scores[n] == 0.0 else "") for n in failed]
 
     def judge_predicted(self, caption: str, members: list[dict], sources: dict, items: list[tuple], margin: float) -> list[dict]:
         """Early rejection's check of predicted images part-way through sampling. ``sources`` maps a

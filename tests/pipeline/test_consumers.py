@@ -3,6 +3,10 @@ default webdataset reader, ``webdataset`` with its PIL decoder, and a torch Data
 Every accepted member image and every attribute value the manifest lists must arrive, each once."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -77,3 +81,36 @@ def test_a_two_worker_torch_dataloader_sees_every_member_once(output):
     seen = list(loader)
     assert len(seen) == len(members)  # none twice, none lost
     assert {key: json.loads(found) for key, found in seen} == members
+
+
+CROISSANT_LOAD = """
+import json, sys
+import mlcroissant as mlc
+dataset = mlc.Dataset(jsonld=sys.argv[1])
+issues = dataset.metadata.ctx.issues
+records = [{k.split("/")[1]: (v.decode() if isinstance(v, bytes) else v) for k, v in r.items() if k != "members/image"}
+           | {"image_size": list(r["members/image"].size)} for r in dataset.records("members")]
+print(json.dumps({"errors": sorted(issues.errors), "warnings": sorted(issues.warnings), "records": records}))
+"""
+
+
+def test_croissant_validates_without_warnings_and_loads_every_member_with_its_labels(output, tmp_path):
+    members, _ = expected(output)
+    # mlcroissant caches tar extractions by relative contentUrl and never refreshes them: a fresh cache per output
+    env = {**os.environ, "CROISSANT_CACHE": str(tmp_path / "croissant-cache")}
+    croissant = str(output / "croissant.json")
+    cli = str(Path(sys.executable).with_name("mlcroissant"))  # the console script pip installs
+    validate = subprocess.run([cli, "validate", "--jsonld", croissant],
+                              capture_output=True, text=True, env=env, timeout=300)
+    assert validate.returncode == 0, validate.stderr
+    assert [line for line in validate.stderr.splitlines() if line.startswith(("W", "E"))] == []
+    load = subprocess.run([sys.executable, "-c", CROISSANT_LOAD, croissant], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert load.returncode == 0, load.stderr[-2000:]
+    result = json.loads(load.stdout.splitlines()[-1])
+    assert result["errors"] == [] and result["warnings"] == []
+    assert {r["key"]: json.loads(r["attributes"]) for r in result["records"]} == members
+    assert all(r["image_size"][0] > 0 and r["concept"] and r["set_id"] for r in result["records"])
+    meta = json.loads((output / "croissant.json").read_text())
+    assert meta["version"] == "1.0.0" and meta["citeAs"] and meta["datePublished"]
+    assert meta["identifier"].endswith(json.loads((output / "run.json").read_text())["config_hash"])

@@ -211,8 +211,9 @@ def test_data_card_numbers_equal_the_manifests(runs):
     assert f"their {stats['sets']['accepted']} sets in `sets/`" in card
     assert "sets by status: " + ", ".join(f"{k} {v}" for k, v in sorted(stats["sets"].items())) in card
     croissant = json.loads((out / "croissant.json").read_text())
-    fields = {f["name"] for f in croissant["recordSet"][0]["field"]}
-    assert fields <= set(pq.read_schema(next((out / "manifest").glob("*.parquet"))).names)
+    record_sets = {r["name"]: r for r in croissant["recordSet"]}
+    fields = [f["name"] for f in record_sets["manifest"]["field"]]
+    assert fields == pq.read_schema(next((out / "manifest").glob("*.parquet"))).names
     for plot in ("acceptance", "scores", "members_per_value"):
         assert (out / "plots" / f"{plot}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -77,14 +77,16 @@ def test_an_asd_epoch_trains_tiny_llava_with_the_published_resampling_and_weight
     predictions = concept_predictions(model, processor, members)
     table = skew_table([Prediction(m["concept"], m["attributes"], p) for m, p in zip(members, predictions)])
     expected_skews = [sample_skew(table, m["concept"], m["attributes"]) for m in members]
-    # Skew by hand for one pairing: ln(share among positives / share in the pool)
+    # Skew by hand for one pairing: ln(add-one share among positives / share in the pool), both over the
+    # concept's members that carry the attribute, clipped to [-3, 3]
     m0 = members[0]
-    pool = [m for m in members if m["concept"] == m0["concept"]]
-    pos = [m for m, p in zip(members, predictions) if p and m["concept"] == m0["concept"]]
     (attribute, value), *_ = m0["attributes"].items()
-    share = lambda group: sum(g["attributes"].get(attribute) == value for g in group) / len(group)  # noqa: E731
-    if pos and share(pos):
-        assert table[m0["concept"]][(attribute, value)] == pytest.approx(math.log(share(pos) / share(pool)))
+    pool = [m for m in members if m["concept"] == m0["concept"] and attribute in m["attributes"]]
+    pos = [m for m, p in zip(members, predictions) if p and any(m is q for q in pool)]
+    values = {m["attributes"][attribute] for m in pool}
+    count = lambda group: sum(g["attributes"][attribute] == value for g in group)  # noqa: E731
+    by_hand = math.log(((count(pos) + 1) / (len(pos) + len(values))) / (count(pool) / len(pool)))
+    assert table[m0["concept"]][(attribute, value)] == pytest.approx(min(max(by_hand, -3.0), 3.0))
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     epoch = asd_epoch(model, processor, members, optimizer, random.Random(0), batch_size=4, max_steps=3)

@@ -98,6 +98,24 @@ def test_prompt_to_prompt_keeps_members_closer_to_their_base(tiny, taxonomy):
     assert with_cross < self_only
 
 
+def test_controlling_both_guidance_halves_keeps_members_closer_than_the_conditional_half_alone(tiny, taxonomy):
+    # SocialCounterfactuals' attention.py copies the base row's self-attention into the unconditional rows
+    # too; google/prompt-to-prompt controls the conditional half only. Same fraction, same noise.
+    def distance(control: str) -> float:
+        editor = make_editor(tiny, p2p=PromptToPromptConfig(fraction=0.5, control=control))
+        (row,) = editor(generated_sets(taxonomy, ("chef",), axes=("race_gender",))).to_pylist()
+        bases = [pixels(b) for b in row["candidate_bases"]]
+        return float(np.mean([np.abs(pixels(c["image_rgb"]) - bases[c["candidate"]]).mean() for c in row["candidates"]]))
+
+    both, conditional = distance("both"), distance("conditional")
+    assert both < conditional
+
+
+def test_p2p_control_is_checked_at_load():
+    assert PromptToPromptConfig(control="unconditional").problems() == [
+        ("control", "unknown 'unconditional'; allowed: both, conditional")]
+
+
 def test_guidance_and_p2p_fraction_are_drawn_per_candidate_from_its_seed(tiny, taxonomy):
     editor = make_editor(tiny, steps=2, guidance_range=[7.5, 15.0],
                          p2p=PromptToPromptConfig(fraction_range=[0.1, 0.9]))
@@ -200,3 +218,23 @@ def test_early_rejection_stops_members_the_filter_would_reject_and_the_others_fi
             else:  # the filter keeps the editor's verdict
                 assert verdict["status"] == "rejected" and verdict["reason"] == cand["reason"]
     assert 0 < sum(c["status"] == "rejected" for r in partial for c in r["candidates"]) < len(members)
+
+
+def test_a_base_image_that_misses_its_own_prompt_fails_its_whole_candidate_set(tiny, editor, taxonomy):
+    # InstructPix2Pix keeps a pair only when both images match their captions. Members pass (checks off);
+    # a base minimum no image reaches (cosine <= 1) fails every candidate, naming the base.
+    edited = editor(generated_sets(taxonomy, ("chef",), candidates=2))
+    thresholds = Thresholds(text_image=None, directional=None, image_image=None, attribute_margin=None,
+                            base_text_image=1.01)
+    judge = ClipFilter(FilterConfig(model=tiny["clip"], precision="fp32", thresholds=thresholds))
+    judge.start()
+    for row in judge(edited).to_pylist():
+        assert row["set_status"] == "rejected"
+        for cand in row["candidates"]:
+            assert cand["failed_checks"] == ["base_text_image"]
+            assert "base text_image" in cand["reason"] and "< 1.0100 (the base image does not match its prompt)" in cand["reason"]
+    # with text_image's threshold standing in for it (base_text_image null), a minimum of -1 keeps them
+    lenient = Thresholds(text_image=-1.0, directional=None, image_image=None, attribute_margin=None)
+    judge = ClipFilter(FilterConfig(model=tiny["clip"], precision="fp32", thresholds=lenient))
+    judge.start()
+    assert all(r["set_status"] == "accepted" for r in judge(edited).to_pylist())

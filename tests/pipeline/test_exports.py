@@ -1,0 +1,130 @@
+"""``counterfactory export`` on the mini-run output, each export checked against its loader's own rules:
+Hugging Face ``datasets`` loads its folder; LLaVA's LazySupervisedDataset/preprocess_v1 and LLaMA-Factory's
+sharegpt converter and mm_plugin rules are written out here from their code (neither installs offline)."""
+
+import csv
+import json
+import os
+import re
+
+import pyarrow.parquet as pq
+import yaml
+from PIL import Image
+
+from pipeline.commands.cli import main
+from tests.conftest import REPO
+
+
+def accepted(out) -> list[dict]:
+    return [r for r in pq.read_table(out / "manifest").to_pylist() if r["status"] == "accepted"]
+
+
+def attribute_words() -> list[str]:
+    """Every word the shipped taxonomy uses for an attribute value, straight from its YAML."""
+    taxonomy = yaml.safe_load((REPO / "configs" / "taxonomy.yaml").read_text())
+    words = set()
+    for attribute in taxonomy["attributes"].values():
+        for value in attribute["values"].values():
+            words |= {value["label"], value["adjective"], value.get("noun", ""), *value.get("forms", {}).values()}
+    return sorted(w.lower() for w in words if w)
+
+
+def named_attributes(text: str) -> list[str]:
+    return [w for w in attribute_words() if re.search(rf"(?<![\w-]){re.escape(w)}(?![\w-])", text.lower())]
+
+
+def export(capsys, *args) -> tuple[int, str, str]:
+    code = main(["export", *map(str, args)])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_llava_export_follows_lazy_supervised_dataset_rules(mini_output, tmp_path, capsys):
+    dest = tmp_path / "llava"
+    code, out, _ = export(capsys, mini_output, "--to", "llava", dest)
+    assert code == 0 and "--image_folder" in out
+    records = json.loads((dest / "llava.json").read_text())  # one JSON list: json.load(open(data_path))
+    assert isinstance(records, list) and len(records) == len(accepted(mini_output))
+    assert sorted(r["id"] for r in records) == sorted(r["sample_key"] for r in accepted(mini_output))
+    for record in records:
+        path = os.path.join(dest / "images", record["image"])  # train.py: os.path.join(image_folder, image_file)
+        assert not os.path.isabs(record["image"]) and Image.open(path).convert("RGB").size[0] > 0
+        turns = record["conversations"]
+        assert [t["from"] for t in turns] == ["human", "gpt"] * (len(turns) // 2) and len(turns) % 2 == 0
+        assert sum(t["value"].count("<image>") for t in turns) == 1
+        assert turns[0]["value"].startswith("<image>\n") and turns[0]["value"].strip() != "<image>"
+        for turn in turns:
+            # preprocess_v1 splits rounds at "</s>" and " ASSISTANT: ": either inside a turn masks the sample
+            assert turn["value"].strip() and "</s>" not in turn["value"] and " ASSISTANT: " not in turn["value"]
+            assert named_attributes(turn["value"]) == [], turn["value"]
+
+
+def test_sharegpt_export_follows_llama_factory_rules(mini_output, tmp_path, capsys):
+    dest = tmp_path / "sharegpt"
+    code, _, _ = export(capsys, mini_output, "--to", "sharegpt", dest, "--name", "cf_mini")
+    assert code == 0
+    info = json.loads((dest / "dataset_info.json").read_text())["cf_mini"]
+    assert info["formatting"] == "sharegpt" and info["columns"] == {"messages": "messages", "images": "images"}
+    tags = info["tags"]
+    assert (tags["role_tag"], tags["content_tag"], tags["user_tag"], tags["assistant_tag"]) == (
+        "role", "content", "user", "assistant")
+    records = json.loads((dest / info["file_name"]).read_text())
+    assert len(records) == len(accepted(mini_output))
+    for record in records:
+        messages = record["messages"]
+        # converter.py: even positions user, odd assistant, an even count; else the sample is dropped
+        assert len(messages) % 2 == 0
+        assert all(m[tags["role_tag"]] == ("user" if i % 2 == 0 else "assistant") for i, m in enumerate(messages))
+        # mm_plugin._validate_messages: as many <image> placeholders as images, else a ValueError
+        assert sum(m["content"].count("<image>") for m in messages) == len(record["images"]) == 1
+        # _find_medias: joined to media_dir, which defaults to dataset_dir
+        assert all(os.path.isfile(os.path.join(dest, image)) for image in record["images"])
+        assert all(named_attributes(m["content"]) == [] for m in messages)
+
+
+def test_hf_export_loads_with_datasets_and_carries_a_hub_ready_card(mini_output, tmp_path, capsys):
+    import datasets
+
+    dest = tmp_path / "hf"
+    assert export(capsys, mini_output, "--to", "hf", dest)[0] == 0
+    ds = datasets.load_dataset(str(dest), split="train", cache_dir=str(tmp_path / "cache"))
+    rows = accepted(mini_output)
+    assert isinstance(ds.features["image"], datasets.Image) and ds.num_rows == len(rows)
+    labels = {r["sample_key"]: json.loads(r["attributes"]) for r in rows}
+    assert {row["key"]: {a["attribute"]: a["value"] for a in row["attributes"]} for row in ds} == labels
+    assert {row["key"]: (row["gender"], row["race"]) for row in ds} == {
+        k: (v.get("gender"), v.get("race")) for k, v in labels.items()}
+    assert all(isinstance(image, Image.Image) for image in ds["image"])
+    front = yaml.safe_load((dest / "README.md").read_text().split("---")[1])
+    assert front["license"] == "cc0-1.0" and "synthetic" in front["tags"] and front["size_categories"] == ["n<1K"]
+    assert front["task_categories"] and front["configs"][0]["data_files"][0]["path"] == "data/train-*.parquet"
+
+
+def test_export_selects_by_value_and_joins_weights_by_id(mini_output, tmp_path, capsys):
+    rows = [r for r in accepted(mini_output) if json.loads(r["attributes"]).get("gender") == "female"]
+    weights = tmp_path / "weights.csv"
+    with weights.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["set_id", "member_id", "weight"])
+        for index, row in enumerate(accepted(mini_output)):
+            writer.writerow([row["set_id"], row["member_id"], 0.5 + index])
+    hand = {r["sample_key"]: 0.5 + i for i, r in enumerate(accepted(mini_output))}
+    dest = tmp_path / "female"
+    code, _, _ = export(capsys, mini_output, "--to", "llava", dest, "--value", "gender=female", "--weights", weights)
+    assert code == 0
+    records = json.loads((dest / "llava.json").read_text())
+    assert sorted(r["id"] for r in records) == sorted(r["sample_key"] for r in rows)
+    assert {r["id"]: r["weight"] for r in records} == {r["sample_key"]: hand[r["sample_key"]] for r in rows}
+
+
+def test_export_refuses_unknown_ids_and_a_used_folder_in_one_line(mini_output, tmp_path, capsys):
+    weights = tmp_path / "weights.csv"
+    weights.write_text("set_id,member_id,weight\nnope-gender,female,1.0\n")
+    code, _, err = export(capsys, mini_output, "--to", "hf", tmp_path / "a", "--weights", weights)
+    assert code == 4 and err.count("\n") == 1 and "nope-gender/female" in err and "Traceback" not in err
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "x").write_text("")
+    code, _, err = export(capsys, mini_output, "--to", "llava", tmp_path / "used")
+    assert code == 4 and "not an empty folder" in err
+    code, _, err = export(capsys, mini_output, "--to", "llava", tmp_path / "b", "--value", "gender=robot")
+    assert code == 4 and "no accepted member matches" in err

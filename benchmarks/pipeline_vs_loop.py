@@ -69,7 +69,8 @@ def main() -> int:
     summary = ray_run.pop("summary")
     result = {
         "benchmark": "pipeline_vs_loop", "config": args.config, "seeds": args.seeds, "cpus": os.cpu_count(),
-        "sets": loop["sets"], "accepted_sets": summary.stats["samples"],
+        "sets": loop["sets"], "accepted_sets": summary.stats["sets"].get("accepted", 0),
+        "accepted_members": summary.stats["samples"],
         "plain_loop": loop, "pipeline": ray_run,
         "steady_ratio": round(ray_run["steady_sets_per_s"] / loop["steady_sets_per_s"], 3)
         if ray_run["steady_sets_per_s"] and loop["steady_sets_per_s"] else None,

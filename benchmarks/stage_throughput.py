@@ -67,7 +67,7 @@ def main() -> int:
         "ray_pipeline_images_per_s": round(images / min(runs), 2),
         "ray_vs_loop": round(loop_s / min(runs), 3),
         "stages": loop["stages"],
-        "accepted_sets": summary.stats["samples"],
+        "accepted_sets": summary.stats["sets"].get("accepted", 0), "accepted_members": summary.stats["samples"],
         "note": "tiny random models on CPU: measures plumbing overhead, not diffusion speed",
     }
     print(json.dumps(result, indent=2))

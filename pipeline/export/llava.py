@@ -9,14 +9,12 @@ and read by ours.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Iterable
 
-from pipeline.export.members import ExportMember, turns
+from pipeline.export.members import IMAGES_DIR, ExportMember, turns, write_json_records
 
 DATA_FILE = "llava.json"
-IMAGES_DIR = "images"
 IMAGE_TOKEN = "<image>"
 
 
@@ -30,12 +28,6 @@ def llava_record(member: ExportMember) -> dict:
 
 
 def write_llava(members: Iterable[ExportMember], dest: Path) -> dict:
-    images = dest / IMAGES_DIR
-    images.mkdir(parents=True, exist_ok=True)
-    records = []
-    for member in members:
-        records.append(llava_record(member))
-        (images / member.image_name).write_bytes(member.jpeg)
-    (dest / DATA_FILE).write_text(json.dumps(records, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    return {"records": len(records), "files": [DATA_FILE, f"{IMAGES_DIR}/"],
-            "use": f"--data_path {dest / DATA_FILE} --image_folder {images}"}
+    count = write_json_records(members, dest, DATA_FILE, llava_record)
+    return {"records": count, "files": [DATA_FILE, f"{IMAGES_DIR}/"],
+            "use": f"--data_path {dest / DATA_FILE} --image_folder {dest / IMAGES_DIR}"}

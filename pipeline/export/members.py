@@ -3,8 +3,10 @@ per member joined by ``(set_id, member_id)`` from a user's table (``counterfacto
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from typing import Iterator
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
 
 from pipeline.trainers.member_table import TableError, read_member_table, rows_by_member
 from pipeline.trainers.readers import accepted_members, iter_member_files
@@ -80,3 +82,20 @@ def turns(member: ExportMember) -> list[dict]:
     if out[-1]["from"] != "gpt":
         raise ExportError(f"member {member.key}: the conversation ends on a question, without an answer")
     return out
+
+
+IMAGES_DIR = "images"
+
+
+def write_json_records(members: Iterable[ExportMember], dest: Path, data_file: str,
+                       record: Callable[[ExportMember], dict]) -> int:
+    """A chat format's export: one JSON list of ``record(member)`` in ``dest/data_file``, each member's
+    JPEG copied as written (provenance included) into ``dest/images/``. Returns the records written."""
+    images = dest / IMAGES_DIR
+    images.mkdir(parents=True, exist_ok=True)
+    records = []
+    for member in members:
+        records.append(record(member))
+        (images / member.image_name).write_bytes(member.jpeg)
+    (dest / data_file).write_text(json.dumps(records, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    return len(records)

@@ -10,11 +10,10 @@ import json
 from pathlib import Path
 from typing import Iterable
 
-from pipeline.export.members import ExportMember, turns
+from pipeline.export.members import IMAGES_DIR, ExportMember, turns, write_json_records
 
 DATA_FILE = "counterfactory_sharegpt.json"
 INFO_FILE = "dataset_info.json"
-IMAGES_DIR = "images"
 IMAGE_TOKEN = "<image>"
 ROLES = {"human": "user", "gpt": "assistant"}
 
@@ -39,16 +38,10 @@ def dataset_info(name: str) -> dict:
 
 
 def write_sharegpt(members: Iterable[ExportMember], dest: Path, name: str = "counterfactory") -> dict:
-    images = dest / IMAGES_DIR
-    images.mkdir(parents=True, exist_ok=True)
-    records = []
-    for member in members:
-        records.append(sharegpt_record(member))
-        (images / member.image_name).write_bytes(member.jpeg)
-    (dest / DATA_FILE).write_text(json.dumps(records, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    count = write_json_records(members, dest, DATA_FILE, sharegpt_record)
     info_path = dest / INFO_FILE
     info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.exists() else {}
     info.update(dataset_info(name))  # keeps the other datasets a shared dataset_info.json registers
     info_path.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-    return {"records": len(records), "files": [DATA_FILE, INFO_FILE, f"{IMAGES_DIR}/"],
+    return {"records": count, "files": [DATA_FILE, INFO_FILE, f"{IMAGES_DIR}/"],
             "use": f"dataset: {name}, dataset_dir: {dest}"}

@@ -1,8 +1,10 @@
 """Counterfactual members as LLaVA training data, and a reference ASD epoch on top of them.
 
 Members carry LLaVA-format ``conversations`` (taxonomy.yaml). ``encode_member`` turns one into model
-inputs the way LLaVA-1.5 trains (``USER: <image>\\nQ ASSISTANT: A</s>``, loss on the answers only);
-``concept_predictions`` asks the model the conversation's yes/no question, which is what the ASD
+inputs the way LLaVA-1.5 trains (conv_vicuna_v1's system prompt, ``USER: <image>\\nQ ASSISTANT: A</s>``,
+preprocess_v1's labels: the answers and their ``</s>`` only);
+``concept_predictions`` asks the model the conversation's yes/no question (the logits of "Yes" and "No"
+right after "ASSISTANT:", the tokens LLaVA is trained to answer with), which is what the ASD
 Skew table is estimated from; ``asd_epoch`` re-estimates Skew, resamples and trains one epoch with
 ``exp(-Skew)``-weighted loss (arXiv 2408.06569). Any ``LlavaForConditionalGeneration``-like model and
 its processor work: the tests use ``tiny:llava``.
@@ -20,8 +22,64 @@ IMAGE_TOKEN = "<image>"  # LLaVA's placeholder; the conversations in the shards 
 YES_NO_ANSWER = "Yes."  # the gpt turn that marks a yes/no question about the concept
 
 
+# LLaVA-1.5 trains with conversation template "v1" (llava/conversation.py, conv_vicuna_v1): this system
+# prompt, roles USER / ASSISTANT, a space after a question and "</s>" after an answer.
+SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. "
+          "The assistant gives helpful, detailed, and polite answers to the user's questions.")
+ROLES = {"human": "USER", "gpt": "ASSISTANT"}
+SEP, SEP2 = " ", "</s>"  # SEP2 is LLaMA's end-of-sequence token, written into the text
+
+
+def llava_prompt(turns: list[dict], generation: bool = False, eos: str = SEP2) -> str:
+    """conv_vicuna_v1.get_prompt(): the text LLaVA-1.5 tokenizes; ``generation`` leaves "ASSISTANT:" open.
+    ``eos`` stands in for "</s>" with a tokenizer whose end-of-sequence token is spelled otherwise."""
+    text = SYSTEM + SEP
+    for i, turn in enumerate(turns):
+        text += f"{ROLES[turn['from']]}: {turn['value']}" + (SEP, eos)[i % 2]
+    return text + f"{ROLES['gpt']}:" if generation else text
+
+
 def _tokens(tokenizer, text: str) -> list[int]:
-    return tokenizer(text, add_special_tokens=False)["input_ids"] if text.strip() else []
+    """What LLaVA's ``tokenizer(text).input_ids`` gives a LLaMA tokenizer: BOS, then the pieces."""
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    return bos + (tokenizer(text, add_special_tokens=False)["input_ids"] if text else [])
+
+
+def tokenize_with_images(tokenizer, text: str, image_ids: list[int]) -> list[int]:
+    """llava/mm_utils.py tokenizer_image_token: each chunk between ``<image>`` tokenized on its own (so a
+    SentencePiece tokenizer gives each its dummy prefix, as in LLaVA), one BOS, ``image_ids`` in between
+    (LLaVA's -200 placeholder, expanded here as the HF processor expands it)."""
+    chunks = [_tokens(tokenizer, chunk) for chunk in text.split(IMAGE_TOKEN)]
+    offset = 1 if tokenizer.bos_token_id is not None else 0
+    ids = list(chunks[0])
+    for chunk in chunks[1:]:
+        ids += image_ids + chunk[offset:]
+    return ids
+
+
+def answer_labels(tokenizer, prompt: str, ids: list[int], image_ids: list[int]) -> list[int]:
+    """preprocess_v1's masking (llava/train/train.py, legacy LLaMA tokenizer): per round, everything up to
+    "ASSISTANT: " is ignored; the answer's tokens and its "</s>" are trained on."""
+    labels = list(ids)
+    cur = cur_bos = 1 if tokenizer.bos_token_id is not None else 0
+    labels[:cur] = [IGNORE_INDEX] * cur
+    sep = SEP + ROLES["gpt"] + ": "
+    for round_text in prompt.split(tokenizer.eos_token or SEP2):
+        parts = round_text.split(sep)
+        if not round_text or len(parts) != 2:
+            break
+        round_len = len(tokenize_with_images(tokenizer, round_text, image_ids))
+        # LLaVA takes len(parts[0] + "ASSISTANT: ") - 2: the round's own BOS, and the trailing space, which a
+        # LLaMA tokenizer turns into a "\u2581" piece that in context joins the answer's first word. Counting
+        # "...ASSISTANT:" without the space, less the BOS, is the same number for LLaMA and right for
+        # tokenizers that do not make a piece of the space (the tiny model's CLIP BPE).
+        instruction_len = len(tokenize_with_images(tokenizer, parts[0] + sep.rstrip(), image_ids)) - cur_bos
+        labels[cur : cur + instruction_len] = [IGNORE_INDEX] * instruction_len
+        cur += round_len
+    labels[cur:] = [IGNORE_INDEX] * (len(labels) - cur)
+    if cur != len(ids):  # LLaVA masks such a sample whole and warns "tokenization mismatch"
+        raise ValueError(f"tokenization mismatch: {cur} vs. {len(ids)} tokens; a turn holds '</s>' or ' ASSISTANT: '?")
+    return labels
 
 
 def image_token_count(processor) -> int:
@@ -35,27 +93,34 @@ def image_token_count(processor) -> int:
 
 
 def encode_member(processor, image, turns: list[dict], image_tokens: int | None = None) -> dict:
-    """input_ids / labels (answers only) / pixel_values for one member image and its conversation."""
+    """input_ids / labels / pixel_values for one member image and its conversation, token for token as
+    LLaVA-1.5 encodes it (system prompt, USER:/ASSISTANT:, labels on the answers and their end-of-sequence).
+    A conversation that ends on a question is encoded for generation: "ASSISTANT:" open, no labels."""
     tokenizer = processor.tokenizer
-    image_id = tokenizer.convert_tokens_to_ids(processor.image_token)
-    image_tokens = image_tokens or image_token_count(processor)
-    ids: list[int] = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
-    labels: list[int] = [IGNORE_INDEX] * len(ids)
-    for turn in turns:
-        if turn["from"] == "human":
-            before, _, after = turn["value"].partition(processor.image_token)
-            part = _tokens(tokenizer, "USER: " + before)
-            if _:
-                part += [image_id] * image_tokens + _tokens(tokenizer, after)
-            part += _tokens(tokenizer, " ASSISTANT:")
-            ids += part
-            labels += [IGNORE_INDEX] * len(part)
-        else:
-            part = _tokens(tokenizer, " " + turn["value"]) + [tokenizer.eos_token_id]
-            ids += part
-            labels += part
+    image_ids = [tokenizer.convert_tokens_to_ids(processor.image_token)] * (image_tokens or image_token_count(processor))
+    generation = bool(turns) and turns[-1]["from"] == "human"
+    prompt = llava_prompt(turns, generation=generation, eos=tokenizer.eos_token or SEP2)
+    ids = tokenize_with_images(tokenizer, prompt, image_ids)
+    labels = [IGNORE_INDEX] * len(ids) if generation else answer_labels(tokenizer, prompt, ids, image_ids)
     pixels = processor.image_processor(images=[image.convert("RGB")], return_tensors="pt")["pixel_values"][0]
     return {"input_ids": ids, "labels": labels, "pixel_values": pixels}
+
+
+def answer_token_ids(tokenizer, answers: tuple[str, ...] = ("Yes", "No")) -> list[int]:
+    """The token each answer starts with right after "ASSISTANT:", taken in context: a SentencePiece
+    tokenizer encodes a lone " yes" as a bare "\u2581" piece first, so the first token of " yes" and of
+    " no" is the same and tells nothing (the old bug)."""
+    prefix = llava_prompt([{"from": "human", "value": "Is this a person? Answer yes or no."}], generation=True)
+    before = _tokens(tokenizer, prefix)
+    found = []
+    for answer in answers:
+        full = _tokens(tokenizer, f"{prefix} {answer}")
+        if len(full) <= len(before) or full[: len(before)] != before:
+            raise ValueError(f"the tokenizer does not keep the prompt's tokens when {answer!r} follows it")
+        found.append(full[len(before)])
+    if len(set(found)) != len(found):
+        raise ValueError(f"answers {answers} start with the same token {found[0]}: they cannot be told apart")
+    return found
 
 
 def collate(encoded: list[dict], pad_id: int) -> dict:
@@ -90,7 +155,7 @@ def concept_predictions(model, processor, items: list[dict], batch_size: int = 8
     import torch
 
     tokenizer = processor.tokenizer
-    yes, no = _tokens(tokenizer, " yes")[0], _tokens(tokenizer, " no")[0]
+    yes, no = answer_token_ids(tokenizer, (YES_NO_ANSWER.rstrip("."), "No"))
     count = image_token_count(processor)
     out: list[bool] = []
     model.eval()

@@ -38,6 +38,8 @@ SEED_REF = pa.schema(
         pa.field("concept", pa.string()),  # concept given by the source's metadata, if any
         pa.field("concept_source", pa.string()),  # source | zero_shot | caption | default
         pa.field("caption", pa.string()),  # caption given by the source, if any
+        # what the caption checks or the planner changed or fell back on, and why (null: nothing)
+        pa.field("caption_note", pa.string()),
     ]
 )
 
@@ -137,6 +139,7 @@ MANIFEST = pa.schema(
         pa.field("set_status", pa.string(), nullable=False),
         pa.field("seed_status", pa.string(), nullable=False),  # ok | error (the seed never decoded)
         pa.field("caption", pa.string()),
+        pa.field("caption_note", pa.string()),  # caption checks and phrasing fallbacks, with the reason
         pa.field("target_caption", pa.string()),
         pa.field("instruction", pa.string()),
         pa.field("text_image", pa.float32()),

@@ -4,9 +4,11 @@ Built-in estimates come from FLOPs per image (shared/REFERENCES.md: an SD 1.5-cl
 is ~0.85 TFLOP, an SDXL UNet call ~1.68, a FLUX.1 Kontext transformer call ~41, a VAE decode ~2.5 TFLOP,
 all scaling with pixel count) and each GPU's dense bf16 peak,
 at a sustained utilisation that batched diffusion reaches in practice (30%; batch-1 reaches 15-35%).
-A throughput file of measured numbers replaces them:
+Captioning counts 2 x parameters x (prompt tokens + generated tokens) x beams per seed, at the same
+utilisation (an optimistic bound: token-by-token decoding is memory-bound; measure it with the key
+``caption``). A throughput file of measured numbers replaces either:
 
-    {"instruct_pix2pix": {"h100": 4.2}}      # edited images per second per GPU, at the config's steps
+    {"instruct_pix2pix": {"h100": 4.2}, "caption": {"h100": 30.0}}   # images (seeds) per second per GPU
 """
 
 from __future__ import annotations
@@ -26,6 +28,16 @@ VAE_DECODE_TFLOP_512 = 2.5
 CLIP_L14_TFLOP = 0.16
 PEAK_TFLOPS = {"h100": 800.0, "h200": 800.0, "a100": 312.0, "l40s": 362.0, "a10g": 125.0, "l4": 121.0}
 DEFAULT_UTILISATION = 0.30
+# Captioners: (parameters in billions, tokens read per image). BLIP-large: ViT-L/16 at 384 px (577 patches)
+# and a BERT-base text decoder; LLaVA-1.5-7B: 576 image tokens; Qwen2.5-VL-7B: a token per 28 x 28 pixels,
+# ~1,300 for a 1024 x 1024 seed; SmolVLM-Instruct (2.2B): ~1,200 at its default 4 x 4 tiling.
+CAPTIONERS = {
+    "Salesforce/blip-image-captioning-large": (0.47, 577),
+    "llava-hf/llava-1.5-7b-hf": (7.06, 576),
+    "Qwen/Qwen2.5-VL-7B-Instruct": (8.29, 1300),
+    "HuggingFaceTB/SmolVLM-Instruct": (2.25, 1200),
+}
+TOKENS_PER_WORD = 1.3
 
 
 @dataclass
@@ -33,9 +45,25 @@ class CostEstimate:
     images: int
     seconds_per_image: float
     source: str
-    gpu_hours: float
+    gpu_hours: float  # the editor's
     wall_hours: float
     gpus: int
+    captions: int = 0  # seeds the captioner reads
+    caption_gpu_hours: float | None = None  # None: the captioner's size is unknown
+    caption_source: str = ""
+
+
+def caption_tflop(caption) -> float | None:
+    """TFLOP to caption one seed: 2 x parameters x (image + prompt + generated tokens) x beams."""
+    params, image_tokens = CAPTIONERS.get(caption.model, (None, None))
+    params, image_tokens = caption.params_b or params, caption.image_tokens or image_tokens
+    if params is None or image_tokens is None:
+        return None
+    # auto resolves only once the processor loads: BLIP-family models have no chat template
+    prefix = caption.style == "prefix" or (caption.style == "auto" and "blip" in caption.model.lower())
+    text = (caption.prompt or "") if prefix else caption.instruction
+    tokens = image_tokens + len(text.split()) * TOKENS_PER_WORD + caption.max_new_tokens
+    return 2 * params * 1e9 * tokens * caption.num_beams / 1e12
 
 
 def tflop_per_image(backend: str, steps: int, resolution: int, family: str = "sd") -> float:
@@ -70,13 +98,37 @@ def estimate(loaded, seeds: int, gpus: int, gpu_type: str, measured: dict | None
     rate, source = images_per_second(edit.backend, gpu_type, editor.denoising_steps(edit), edit.resolution, measured,
                                      family=editor.model_family(edit))
     gpu_hours = counts["rendered_images"] / rate / 3600
-    return CostEstimate(counts["rendered_images"], 1 / rate, source, gpu_hours, gpu_hours / max(gpus, 1), gpus)
+    cost = CostEstimate(counts["rendered_images"], 1 / rate, source, gpu_hours, gpu_hours / max(gpus, 1), gpus)
+    if loaded.config.input.kind != "generate":  # generate mode has no photos to caption
+        cost.captions = seeds
+        caption = loaded.config.caption
+        if measured and gpu_type in measured.get("caption", {}):
+            caption_rate, cost.caption_source = float(measured["caption"][gpu_type]), "measured (throughput file)"
+        elif (tflop := caption_tflop(caption)) is not None:
+            caption_rate = PEAK_TFLOPS[gpu_type] * DEFAULT_UTILISATION / tflop
+            cost.caption_source = f"estimated from FLOPs, {tflop:.1f} TFLOP per seed"
+        else:
+            cost.caption_source = (f"unknown size of {caption.model}: set caption.params_b and caption.image_tokens")
+            return cost
+        cost.caption_gpu_hours = seeds / caption_rate / 3600
+        cost.wall_hours = (gpu_hours + cost.caption_gpu_hours) / max(gpus, 1)
+    return cost
 
 
 def describe_cost(cost: CostEstimate, gpu_type: str) -> str:
-    return "\n".join([
+    lines = [
         f"cost on {cost.gpus} x {gpu_type}: {cost.images} images rendered at {1 / cost.seconds_per_image:.2f} images/s "
         f"per GPU ({cost.source})",
-        f"  GPU-hours: {cost.gpu_hours:.2f}   wall time: {cost.wall_hours:.2f} h "
-        "(editor only; captioning and CLIP scoring add a few percent)",
-    ])
+    ]
+    if cost.captions and cost.caption_gpu_hours is not None:
+        total = cost.gpu_hours + cost.caption_gpu_hours
+        lines += [
+            f"  editor GPU-hours: {cost.gpu_hours:.2f}",
+            f"  captioner GPU-hours: {cost.caption_gpu_hours:.2f} for {cost.captions} seeds "
+            f"({cost.caption_gpu_hours / total:.1%} of the total; {cost.caption_source})",
+            f"  GPU-hours: {total:.2f}   wall time: {cost.wall_hours:.2f} h (CLIP scoring adds a few percent)",
+        ]
+    else:
+        captioning = f"captioning not counted: {cost.caption_source}" if cost.captions else "no captioning"
+        lines.append(f"  GPU-hours: {cost.gpu_hours:.2f}   wall time: {cost.wall_hours:.2f} h ({captioning})")
+    return "\n".join(lines)

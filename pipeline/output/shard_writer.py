@@ -103,7 +103,7 @@ class ShardWriter:
             "seed_index": row["seed_index"], "source_uri": row["source_uri"], "source_member": row.get("source_member"),
             "axis": row["axis"], "concept": row.get("concept"), "concept_source": row.get("concept_source"),
             "set_status": row.get("set_status") or STATUS_ERROR, "seed_status": row["status"],
-            "caption": row.get("caption"),
+            "caption": row.get("caption"), "caption_note": row.get("caption_note"),
             "captioner": prov["models"]["captioner"], "editor": prov["models"]["editor"],
             "clip_model": prov["models"]["clip"], "config_hash": prov["config_hash"],
         }

@@ -14,7 +14,8 @@ from schemas.layout import MANIFEST_DIR, manifest_name, tar_name
 from schemas.records import STATUS_ACCEPTED, STATUS_ERROR, STATUS_OK
 from stages.ingest.reading import is_duplicate
 
-COLUMNS = ["seed_index", "seed_status", "set_id", "set_status", "axis", "concept", "status", "sample_key", "reason"]
+COLUMNS = ["seed_index", "seed_status", "set_id", "set_status", "axis", "concept", "status", "sample_key", "reason",
+           "caption_note"]
 
 
 def collect(storage: Storage) -> tuple[dict, dict]:
@@ -24,6 +25,7 @@ def collect(storage: Storage) -> tuple[dict, dict]:
     by_concept_axis: dict[str, Counter] = defaultdict(Counter)
     candidates = Counter()
     error_kinds = Counter()
+    caption_notes = Counter()  # sets whose caption the checks changed, or whose phrasing fell back
     sizes: dict[str, int] = {}
     for name in storage.list(MANIFEST_DIR):
         try:
@@ -38,6 +40,9 @@ def collect(storage: Storage) -> tuple[dict, dict]:
             if key not in sets:
                 sets[key] = row["set_status"]
                 by_concept_axis[f"{row['concept']}/{row['axis']}"][row["set_status"]] += 1
+                for note in (row["caption_note"] or "").split("; "):
+                    if note:  # the kind: "first sentence kept", "fallback phrasing", "cut to 40 words", ...
+                        caption_notes[note.split(":")[0]] += 1
             candidates[row["status"]] += 1
             if row["status"] == STATUS_ERROR and row["reason"]:
                 error_kinds[row["reason"].split(":")[0]] += 1
@@ -54,6 +59,7 @@ def collect(storage: Storage) -> tuple[dict, dict]:
         "shards": len(sizes),
         "sets_by_concept_axis": {k: dict(sorted(v.items())) for k, v in sorted(by_concept_axis.items())},
         "candidate_error_kinds": dict(sorted(error_kinds.items())),
+        "caption_notes": dict(sorted(caption_notes.items())),
     }
     return stats, dict(sorted(sizes.items()))
 

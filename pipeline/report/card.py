@@ -69,6 +69,9 @@ def render_card(contents: OutputContents, stats: dict) -> str:
         (f"- seeds: generated from text, base prompts {(config.get('input') or {}).get('prompts')} per concept"
          if (config.get("input") or {}).get("kind") == "generate"
          else f"- seed captions: `{cap.get('model')}` (revision {cap.get('revision') or 'default'})"),
+        "- caption checks (sets): " + (", ".join(f"{k} {v}" for k, v in sorted(stats.get("caption_notes", {}).items()))
+                                        or "every caption used as written")
+        + " (the manifest's `caption_note` says what and why)",
         f"- concepts: from the source, else zero-shot `{concept.get('model') or 'off'}`, else caption keywords, "
         f"else the default `{config.get('plan', {}).get('default_concept')}`",
         f"- editor: `{edit.get('model')}` ({edit.get('backend')}, revision {edit.get('revision') or 'default'}), "

@@ -33,7 +33,7 @@ from pipeline.testing.tiny_diffusion import (
 from pipeline.testing.tiny_transformers import build_captioner, build_clip, build_clipseg, build_llava
 
 # Bump when a builder changes so caches of older builds are not reused.
-TINY_MODELS_VERSION = 4
+TINY_MODELS_VERSION = 5  # 5: tiny llava has LLaVA-1.5's chat template
 TINY_PREFIX = "tiny:"
 
 

@@ -145,9 +145,19 @@ def build_clip(out: Path) -> None:
     save_file(state, str(out / "open_clip_model.safetensors"))
 
 
+# LLaVA-1.5's chat template as llava-hf ships it: "USER: <image>\n{text} ASSISTANT:" (a chat VLM for captioning).
+LLAVA_CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ message['role'].upper() + ': ' }}"
+    "{% for content in message['content'] %}{% if content['type'] == 'image' %}{{ '<image>\n' }}{% endif %}{% endfor %}"
+    "{% for content in message['content'] %}{% if content['type'] == 'text' %}{{ content['text'] + ' ' }}{% endif %}"
+    "{% endfor %}{% endfor %}{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
+)
+
+
 def build_llava(out: Path) -> None:
     """A LLaVA-1.5-style MLLM (CLIP vision tower, MLP projector, Llama decoder) with the real CLIP BPE
-    tokenizer plus an ``<image>`` token: what the trainers' side (ASD, steering) is tested on."""
+    tokenizer plus an ``<image>`` token: what the trainers' side (ASD, steering) is tested on, and with
+    LLaVA-1.5's chat template the chat captioner."""
     import torch
     from transformers import CLIPImageProcessor, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
 
@@ -171,7 +181,8 @@ def build_llava(out: Path) -> None:
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
     processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=8,
-                               vision_feature_select_strategy="default", num_additional_image_tokens=1)
+                               vision_feature_select_strategy="default", num_additional_image_tokens=1,
+                               chat_template=LLAVA_CHAT_TEMPLATE)
     for name in ("vocab.json", "merges.txt"):  # the tokenizer's own copies are saved with the processor
         (out / name).unlink()
     model.save_pretrained(out, safe_serialization=True)

@@ -65,6 +65,16 @@ def _swap_one(caption: str, taxonomy: Taxonomy, attribute_id: str, target: Attri
     return f"{caption.rstrip(' .,')}, {person_phrase((target,))}"
 
 
+def has_anchor(caption: str, taxonomy: Taxonomy, attribute_id: str) -> bool:
+    """Whether the caption names the person in a way ``_swap_one`` can edit: a person noun, or a word of
+    the attribute; without one, the member's phrase is only appended (the fallback phrasing)."""
+    tokens = list(WORD.finditer(caption))
+    if _person_noun_positions(tokens, set(taxonomy.person_nouns)):
+        return True
+    _, pattern = _lexicon(taxonomy, attribute_id)
+    return pattern.search(caption) is not None
+
+
 def swap_caption(caption: str, taxonomy: Taxonomy, attribute_ids: tuple[str, ...], values: tuple[AttributeValue, ...]) -> str:
     """The caption as it would read for a person with ``values`` (one per attribute of the axis)."""
     text = caption

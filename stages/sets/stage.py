@@ -14,7 +14,7 @@ from schemas import keys
 from schemas.records import SET, STATUS_ERROR, STATUS_OK
 from schemas.taxonomy import Taxonomy
 from stages.base import Resources, Stage, fail_seed
-from stages.sets.phrasing import instruction, person_phrase, swap_caption
+from stages.sets.phrasing import has_anchor, instruction, person_phrase, swap_caption
 
 
 @dataclass
@@ -107,6 +107,11 @@ class SetPlanner(Stage):
                     }
                 )
             out = dict(row)
+            if row["status"] == STATUS_OK and not all(has_anchor(row["caption"], self.taxonomy, a) for a in attribute_ids):
+                fallback = ("fallback phrasing: no person noun or attribute word to swap in the caption, "
+                            "so each member's phrase is appended to it")
+                out["caption_note"] = "; ".join(n for n in (row.get("caption_note"), fallback) if n)
+                self.counters["fallback_phrasings"] += 1
             out.update(
                 set_id=set_key,
                 axis=axis_id,

@@ -31,7 +31,7 @@ def test_production_config_names_real_models_on_gpus():
     config = load_config(CONFIGS / "production.yaml").config
     assert config.filter.safety.enabled and config.shards.provenance.watermark
     assert config.edit.model == "timbrooks/instruct-pix2pix"
-    assert "blip" in config.caption.model.lower()
+    assert config.caption.model == "Qwen/Qwen2.5-VL-7B-Instruct" and config.caption.style == "auto"  # a chat VLM
     assert config.filter.model == "ViT-L-14"
     assert config.edit.resources.num_gpus >= 1 and config.caption.resources.num_gpus > 0
 

@@ -23,9 +23,11 @@ def test_production_cost_by_hand():
     images = 1000 * (2 + 6 + 3 + 5 + 12 + 10 + 30) * 4
     assert cost.images == images
     assert cost.gpu_hours == pytest.approx(images / (240 / 53.82) / 3600)
-    measured = estimate(loaded, seeds=1000, gpus=8, gpu_type="h100", measured={"instruct_pix2pix": {"h100": 10.0}})
+    measured = estimate(loaded, seeds=1000, gpus=8, gpu_type="h100",
+                        measured={"instruct_pix2pix": {"h100": 10.0}, "caption": {"h100": 20.0}})
     assert measured.gpu_hours == pytest.approx(images / 10 / 3600)
-    assert measured.wall_hours == pytest.approx(measured.gpu_hours / 8)
+    assert measured.caption_gpu_hours == pytest.approx(1000 / 20 / 3600)
+    assert measured.wall_hours == pytest.approx((images / 10 + 1000 / 20) / 3600 / 8)
 
 
 def test_plan_prints_the_cost_with_a_throughput_file(tmp_path):
@@ -38,7 +40,9 @@ def test_plan_prints_the_cost_with_a_throughput_file(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "27200 images rendered at 2.00 images/s per GPU (measured (throughput file))" in result.stdout
-    assert "GPU-hours: 3.78   wall time: 0.94 h" in result.stdout
+    # + captioning 100 seeds at 23.04 TFLOP each (test_captioning_cost_by_hand) at 0.3 x 312 TFLOP/s: 0.0068 h
+    assert "editor GPU-hours: 3.78" in result.stdout and "captioner GPU-hours: 0.01 for 100 seeds" in result.stdout
+    assert "GPU-hours: 3.78   wall time: 0.95 h" in result.stdout
 
 
 def test_flops_per_image_by_backend_and_model_family():
@@ -60,3 +64,25 @@ def test_generate_mode_counts_the_base_images_and_img2img_only_its_strength_of_s
     img2img = load_config(REPO / "configs" / "mini.yaml", {"edit.backend": "img2img", "edit.steps": 20,
                                                           "edit.strength": 0.6}).config.edit
     assert Img2ImgEditor.denoising_steps(img2img) == 12
+
+
+def test_captioning_cost_by_hand():
+    # Qwen2.5-VL-7B: 8.29B parameters; 1,300 image tokens + the default instruction's 32 words x 1.3 + 48 new
+    # tokens, one beam: 2 x 8.29e9 x 1,389.6 = 23.04 TFLOP per seed, at 240 TFLOP/s sustained on an H100
+    loaded = load_config(REPO / "configs" / "production.yaml")
+    cost = estimate(loaded, seeds=1000, gpus=8, gpu_type="h100")
+    assert cost.captions == 1000
+    assert cost.caption_gpu_hours == pytest.approx(1000 * 2 * 8.29 * 1389.6 / 1000 / 240 / 3600, rel=1e-6)
+    assert cost.wall_hours == pytest.approx((cost.gpu_hours + cost.caption_gpu_hours) / 8)
+    blip = load_config(REPO / "configs" / "production.yaml", {"caption.model": "Salesforce/blip-image-captioning-large",
+                                                               "caption.num_beams": 3, "caption.max_new_tokens": 30})
+    # BLIP-large: 0.47B, 577 image tokens, no prefix, 30 new tokens, 3 beams
+    assert estimate(blip, 1000, 8, "h100").caption_gpu_hours == pytest.approx(
+        1000 * 2 * 0.47 * (577 + 30) * 3 / 1000 / 240 / 3600, rel=1e-6)
+    unknown = load_config(REPO / "configs" / "production.yaml", {"caption.model": "someone/new-vlm"})
+    assert estimate(unknown, 1000, 8, "h100").caption_gpu_hours is None
+    sized = load_config(REPO / "configs" / "production.yaml", {"caption.model": "someone/new-vlm",
+                                                                "caption.params_b": 2.0, "caption.image_tokens": 729})
+    assert estimate(sized, 1000, 8, "h100").caption_gpu_hours == pytest.approx(
+        1000 * 2 * 2.0 * (729 + 32 * 1.3 + 48) / 1000 / 240 / 3600, rel=1e-6)
+    assert estimate(load_config(REPO / "configs" / "generate_sd15.yaml"), 10, 8, "h100").captions == 0

@@ -1,6 +1,7 @@
+import pytest
 
 from schemas.records import SEED, rows_to_table
-from stages.caption import CaptionConfig, Captioner, clean_caption
+from stages.caption import CaptionConfig, Captioner, check_caption, clean_caption
 from tests.helpers import error_seed_row, seed_row, noise_image
 
 
@@ -33,3 +34,37 @@ def test_empty_batch_passes_through(tiny):
 def test_clean_caption_strips_the_prompt_and_never_returns_empty():
     assert clean_caption("a photography of  a man ", "a photography of") == "a man"
     assert clean_caption("   ", None) == "a photo of a person"
+
+
+def chat_captioner(tiny, **overrides):
+    settings = dict(model=tiny["llava"], dtype="float32", max_new_tokens=12, num_beams=1, overwrite=True)
+    settings.update(overrides)
+    captioner = Captioner(CaptionConfig(**settings))
+    captioner.start()
+    return captioner
+
+
+def test_a_chat_vlm_captions_through_its_chat_template_and_never_echoes_the_instruction(tiny):
+    rows = [seed_row(noise_image(i), i, caption=None) for i in range(3)]
+    captioner = chat_captioner(tiny, min_words=1)
+    assert captioner.chat  # auto: the processor has a chat template
+    prompt = captioner.chat_prompt()
+    assert prompt.startswith("USER: <image>\n") and prompt.endswith("ASSISTANT:")
+    one_by_one = [captioner(rows_to_table([row], SEED)).column("caption")[0].as_py() for row in rows]
+    for caption in one_by_one:  # a decoder-only model's output starts with its prompt: only new tokens kept
+        assert caption.strip() and "assistant" not in caption.lower() and "describe this image" not in caption.lower()
+    batched = chat_captioner(tiny, min_words=1, batch_across_seeds=True)(rows_to_table(rows, SEED))
+    assert batched.column("caption").to_pylist() == one_by_one  # left padding: a batch captions as one at a time
+
+
+def test_chat_style_needs_a_chat_template(tiny):
+    with pytest.raises(ValueError, match="has no chat template"):
+        Captioner(CaptionConfig(model=tiny["captioner"], dtype="float32", style="chat")).start()
+
+
+def test_caption_checks_keep_one_sentence_within_bounds_and_say_what_they_did():
+    assert check_caption("A woman in an apron slicing vegetables. She smiles.", 3, 40) == (
+        "A woman in an apron slicing vegetables", "first sentence kept")
+    assert check_caption("a man " + "very " * 50 + "tall", 3, 10) == ("a man " + "very " * 7 + "very", "cut to 10 words")
+    assert check_caption("chef", 3, 40) == ("a photo of a person", "fallback caption: 'chef' has fewer than 3 words")
+    assert check_caption("a man cooking pasta", 3, 40) == ("a man cooking pasta", None)

@@ -50,3 +50,15 @@ def test_errored_seed_still_gets_its_sets_marked_error(taxonomy):
     assert [s["set_status"] for s in sets] == ["error", "error"]
     assert all(s["set_reason"] == "ingest: empty file" for s in sets)
     assert len(sets[1]["members"]) == 6 and sets[1]["members"][0]["target_caption"] is None
+
+
+def test_a_caption_without_a_person_noun_gets_the_fallback_phrasing_and_says_so(taxonomy):
+    rows = [seed_row(noise_image(0), 0, caption="a sunny kitchen with copper pots"),
+            seed_row(noise_image(1), 1, caption="a man slicing vegetables")]
+    rows[1]["caption_note"] = "first sentence kept"
+    fallback, named = plan(taxonomy, rows, axes=["gender"])
+    assert fallback["caption_note"].startswith("fallback phrasing: no person noun or attribute word")
+    assert [m["target_caption"] for m in fallback["members"]] == [
+        "a sunny kitchen with copper pots, a man", "a sunny kitchen with copper pots, a woman"]
+    assert named["caption_note"] == "first sentence kept"  # the caption checks' note is kept; no fallback
+    assert [m["target_caption"] for m in named["members"]] == ["a man slicing vegetables", "a woman slicing vegetables"]

@@ -210,6 +210,8 @@ def test_data_card_numbers_equal_the_manifests(runs):
     assert f"{stats['samples']} accepted member images" in card
     assert f"their {stats['sets']['accepted']} sets in `sets/`" in card
     assert "sets by status: " + ", ".join(f"{k} {v}" for k, v in sorted(stats["sets"].items())) in card
+    notes = ", ".join(f"{k} {v}" for k, v in sorted(stats["caption_notes"].items())) or "every caption used as written"
+    assert f"- caption checks (sets): {notes}" in card
     croissant = json.loads((out / "croissant.json").read_text())
     record_sets = {r["name"]: r for r in croissant["recordSet"]}
     fields = [f["name"] for f in record_sets["manifest"]["field"]]

@@ -19,6 +19,10 @@ def test_captions_seeds_without_one_and_keeps_given_captions(tiny):
     assert out[2]["caption"] is None and out[2]["status"] == "error"
 
 
+def test_a_blip_model_is_driven_the_prefix_way(tiny):
+    assert make(tiny).chat is False  # auto: BLIP's processor has no chat template
+
+
 def test_overwrite_recaptions_and_is_deterministic(tiny):
     rows = [seed_row(noise_image(3), 0, caption="given")]
     first = make(tiny, overwrite=True)(rows_to_table(rows, SEED)).column("caption").to_pylist()

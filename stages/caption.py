@@ -86,7 +86,8 @@ def check_caption(text: str, min_words: int, max_words: int) -> tuple[str, str |
         words = words[:max_words]
         notes.append(f"cut to {max_words} words")
     if len(words) < min_words:
-        return FALLBACK_CAPTION, f"fallback caption: {text.strip()!r} has fewer than {min_words} words"
+        # the model's text stays out of the note: notes are counted by kind, the text before any ":"
+        return FALLBACK_CAPTION, f"fallback caption: {len(words)} of at least {min_words} words"
     return " ".join(words), "; ".join(notes) or None
 
 

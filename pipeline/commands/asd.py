@@ -72,6 +72,10 @@ def asd_weights(output: str, predictions: str, tau1: float = 1.0, tau2: float = 
     return out, table
 
 
+def value_positive(value: float) -> bool:
+    return value > 0
+
+
 def format_table(table: dict) -> str:
     lines = [f"{'concept':<20} {'attribute=value':<28} {'Skew':>7} {'weight':>7}"]
     for concept in sorted(table):
@@ -81,6 +85,10 @@ def format_table(table: dict) -> str:
 
 
 def cmd_asd(args) -> int:
+    for name, value, allowed in (("--tau1", args.tau1, value_positive), ("--tau2", args.tau2, value_positive),
+                                 ("--clip", args.clip, value_positive), ("--alpha", args.alpha, lambda v: v >= 0)):
+        if not allowed(value) or math.isnan(value):
+            raise TableError(f"{name} {value}: must be {'>= 0' if name == '--alpha' else '> 0'}")
     rows, table = asd_weights(args.output, args.predictions, args.tau1, args.tau2, args.seed, args.alpha, args.clip)
     result = pa.Table.from_pylist(rows, schema=WEIGHTS)
     if Path(args.out).suffix.lower() == ".csv":

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import uuid
 from pathlib import Path
 
 from pipeline.export.members import ExportError, export_members, parse_values
@@ -36,27 +38,40 @@ def cmd_export(args) -> int:
     members = export_members(args.output, weights=args.weights, **select)
     first = next(members)  # selection and weights are checked before anything is written
     members = _chain(first, members)
+    # Written beside DEST and renamed at the end: a failure leaves no half-written DEST behind.
+    partial = dest.with_name(f".{dest.name}.partial-{uuid.uuid4().hex[:8]}")
+    partial.mkdir(parents=True)
+    try:
+        result = _write(args, members, partial, select)
+        if dest.exists():
+            dest.rmdir()
+        partial.rename(dest)
+    finally:
+        if partial.exists():
+            shutil.rmtree(partial)
+    print(f"export: {result['records']} members as {args.format} in {dest} ({', '.join(result['files'])})")
+    print(f"use:    {result['use'].replace(str(partial), str(dest))}")
+    return 0
+
+
+def _write(args, members, dest: Path, select: dict) -> dict:
     if args.format == "llava":
         from pipeline.export.llava import write_llava
 
-        result = write_llava(members, dest)
-    elif args.format == "sharegpt":
+        return write_llava(members, dest)
+    if args.format == "sharegpt":
         from pipeline.export.sharegpt import write_sharegpt
 
-        result = write_sharegpt(members, dest, name=args.name)
-    else:
-        from pipeline.export.hf import write_hf
+        return write_sharegpt(members, dest, name=args.name)
+    from pipeline.export.hf import write_hf
 
-        storage = Storage(args.output)
-        run = json.loads(storage.read_bytes(RUN_FILE)) if storage.exists(RUN_FILE) else {}
-        body = storage.read_bytes(CARD_FILE).decode("utf-8") if storage.exists(CARD_FILE) else f"# {args.name}\n"
-        attributes = sorted({name for value in accepted_members(args.output).column("attributes").to_pylist()
-                             for name in json.loads(value)})
-        result = write_hf(members, dest, attributes, weighted=args.weights is not None, name=args.name,
-                          license_id=run.get("config", {}).get("card", {}).get("license"), card_body=body)
-    print(f"export: {result['records']} members as {args.format} in {dest} ({', '.join(result['files'])})")
-    print(f"use:    {result['use']}")
-    return 0
+    storage = Storage(args.output)
+    run = json.loads(storage.read_bytes(RUN_FILE)) if storage.exists(RUN_FILE) else {}
+    body = storage.read_bytes(CARD_FILE).decode("utf-8") if storage.exists(CARD_FILE) else f"# {args.name}\n"
+    attributes = sorted({name for value in accepted_members(args.output, **select).column("attributes").to_pylist()
+                         for name in json.loads(value)})
+    return write_hf(members, dest, attributes, weighted=args.weights is not None, name=args.name,
+                    license_id=run.get("config", {}).get("card", {}).get("license"), card_body=body)
 
 
 def _chain(first, rest):

@@ -4,6 +4,7 @@ per member joined by ``(set_id, member_id)`` from a user's table (``counterfacto
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -44,6 +45,16 @@ def parse_values(pairs: list[str] | None) -> dict[str, str]:
     return values
 
 
+def _weight(value, path: str, ident: tuple[str, str]) -> float:
+    try:
+        weight = float(value)
+    except (TypeError, ValueError):
+        raise TableError(f"{path}: weight {value!r} of {ident[0]}/{ident[1]} is not a number") from None
+    if not math.isfinite(weight) or weight < 0:
+        raise TableError(f"{path}: weight {value!r} of {ident[0]}/{ident[1]} must be a finite number >= 0")
+    return weight
+
+
 def export_members(output: str, weights: str | None = None, **select) -> Iterator[ExportMember]:
     """Accepted members matching ``select`` (concept, axis, values), in shard order, with their weights."""
     table = accepted_members(output, **select)
@@ -59,7 +70,7 @@ def export_members(output: str, weights: str | None = None, **select) -> Iterato
         if missing:
             named = ", ".join(f"{s}/{m}" for s, m in missing[:3]) + (", ..." if len(missing) > 3 else "")
             raise TableError(f"{weights}: no weight for {len(missing)} selected member(s): {named}")
-        weight_of = {i: float(rows[i]["weight"]) for i in wanted}
+        weight_of = {i: _weight(rows[i]["weight"], weights, i) for i in wanted}
     for key, meta, jpeg in iter_member_files(output, **select):
         yield ExportMember(key, meta, jpeg, weight_of.get((meta["set_id"], meta["member_id"])))
 

@@ -93,7 +93,7 @@ def verify_output(uri: str) -> tuple[list[str], dict]:
             problems.append(f"{manifest_name}: columns differ from the manifest schema")
             continue
         accepted = _accepted_in_manifest(table.to_pylist(), tar_name, manifest_name, problems)
-        for key in members:
+        for key in [*members, *(f"{SETS_DIR}/{k}" for k in sets)]:
             if key in seen_keys:
                 problems.append(f"{tar_name}: key {key} also in {seen_keys[key]}")
             seen_keys[key] = tar_name
@@ -107,6 +107,8 @@ def _check_checksums(data: dict[str, bytes], schema) -> list[tuple[str, str]]:
     metadata = schema.metadata or {}
     found = []
     for folder, key in ((SHARDS_DIR, SHARD_SHA256), (SETS_DIR, SET_SHA256)):
+        if not data[folder]:
+            continue  # a missing tar is reported already
         if key not in metadata:
             found.append((folder, "its manifest records no sha256"))
         elif hashlib.sha256(data[folder]).hexdigest() != metadata[key].decode():
@@ -135,8 +137,20 @@ def _accepted_in_manifest(rows: list[dict], tar_name: str, manifest_name: str, p
 def _check_samples(members: dict, sets: dict, accepted: dict[str, set[str]]) -> list[str]:
     """Both families against each other and the manifest: one shape, nothing missing, nothing extra."""
     problems = []
+    member_meta = {}
+    for key, files in members.items():
+        if not KEY_PATTERN.match(key):
+            problems.append(f"{SHARDS_DIR}: key {key!r} breaks the key format")
+        meta, found = _sample_json(files, member_errors)
+        problems.extend(f"{SHARDS_DIR}/{key}: {p}" for p in found)
+        if meta is not None:
+            member_meta[key] = meta
+            if meta["key"] != key:
+                problems.append(f"{SHARDS_DIR}/{key}: json key {meta['key']!r} differs from the key")
     listed: set[str] = set()
     for set_id, files in sets.items():
+        if not KEY_PATTERN.match(set_id):
+            problems.append(f"{SETS_DIR}: key {set_id!r} breaks the key format")
         meta, found = _sample_json(files, set_errors)
         problems.extend(f"{SETS_DIR}/{set_id}: {p}" for p in found)
         if meta is None:
@@ -149,23 +163,16 @@ def _check_samples(members: dict, sets: dict, accepted: dict[str, set[str]]) -> 
             problems.append(f"{SETS_DIR}/{set_id}: lists members {sorted(keys)}, the manifest accepts "
                             f"{sorted(accepted.get(set_id, set()))}")
         for index, key in enumerate(keys):
-            member = json.loads(members[key][JSON_FILE]) if JSON_FILE in members.get(key, {}) else None
-            if member is None:
+            member = member_meta.get(key)
+            if key not in members:
                 problems.append(f"{SETS_DIR}/{set_id}: member {key} is not in {SHARDS_DIR}/")
-            elif (member.get("set_id"), member.get("member_index"), member.get("member_count")) != (set_id, index, len(keys)):
-                problems.append(f"{SHARDS_DIR}/{key}: says it is member {member.get('member_index')} of "
-                                f"{member.get('member_count')} in {member.get('set_id')}; the set lists it {index} of {len(keys)}")
+            elif member is not None and (member["set_id"], member["member_index"], member["member_count"]) != (
+                    set_id, index, len(keys)):
+                problems.append(f"{SHARDS_DIR}/{key}: says it is member {member['member_index']} of "
+                                f"{member['member_count']} in {member['set_id']}; the set lists it {index} of {len(keys)}")
     for set_id in set(accepted) - set(sets):
         problems.append(f"accepted set {set_id} is missing from {SETS_DIR}/")
-    for key, files in members.items():
-        if not KEY_PATTERN.match(key):
-            problems.append(f"{SHARDS_DIR}: key {key!r} breaks the key format")
-        meta, found = _sample_json(files, member_errors)
-        problems.extend(f"{SHARDS_DIR}/{key}: {p}" for p in found)
-        if meta is not None and meta["key"] != key:
-            problems.append(f"{SHARDS_DIR}/{key}: json key {meta['key']!r} differs from the key")
-        if key not in listed:
-            problems.append(f"{SHARDS_DIR}/{key}: no set in {SETS_DIR}/ lists it")
+    problems.extend(f"{SHARDS_DIR}/{key}: no set in {SETS_DIR}/ lists it" for key in members if key not in listed)
     return problems
 
 
@@ -182,5 +189,5 @@ def _sample_json(files: dict[str, bytes], errors) -> tuple[dict | None, list[str
         meta = json.loads(files[JSON_FILE])
     except ValueError as exc:
         return None, problems + [f"json does not parse ({exc})"]
-    found = [f"json: {e}" for e in errors(meta)]
-    return (None if found else meta), problems + found
+    found = [f"json: {e}" for e in errors(meta)]  # a list or a string fails the schema's object type
+    return (None if found or problems else meta), problems + found

@@ -65,6 +65,8 @@ def _tar_objects(contents: OutputContents) -> list[dict]:
     objects = []
     for folder, key in ((SHARDS_DIR, SHARD_SHA256), (SETS_DIR, SET_SHA256)):
         for name in (n for n in storage.list(folder) if n.endswith(".tar")):
+            if not storage.exists(MANIFEST_DIR, manifest_name_of(name)):
+                continue  # a shard whose manifest never landed is not done (resume redoes it; verify says so)
             metadata = pq.read_schema(storage.open_input(MANIFEST_DIR, manifest_name_of(name))).metadata or {}
             digest = metadata[key].decode() if key in metadata else hashlib.sha256(storage.read_bytes(folder, name)).hexdigest()
             size = storage.fs.get_file_info(storage.path(folder, name)).size
@@ -76,8 +78,9 @@ def _tar_objects(contents: OutputContents) -> list[dict]:
 
 def _date(timestamp: float | None) -> str:
     """The run's start day (UTC), as the dataset's publication date until someone publishes it."""
-    moment = datetime.fromtimestamp(timestamp, timezone.utc) if timestamp else datetime.now(timezone.utc)
-    return moment.date().isoformat()
+    if not timestamp:  # no run record: a fixed date keeps the file reproducible
+        return "1970-01-01"
+    return datetime.fromtimestamp(timestamp, timezone.utc).date().isoformat()
 
 
 def render_croissant(contents: OutputContents) -> dict:

@@ -77,6 +77,8 @@ def resample_epoch(skews: list[float], rng: random.Random, tau1: float = 1.0, ta
     """Indices of the samples for one epoch (a sample may appear twice or more, or not at all), shuffled
     with ``rng`` unless ``shuffle`` is off. The drop draws come first, one ``rng.random()`` per positive
     Skew in pool order, so a seeded ``rng`` gives the same epoch every time."""
+    if tau1 <= 0 or tau2 <= 0:
+        raise ValueError(f"tau1 and tau2 must be > 0 (got {tau1}, {tau2})")
     chosen: list[int] = []
     accumulated = 0.0
     for index, skew in enumerate(skews):

@@ -13,6 +13,7 @@ its processor work: the tests use ``tiny:llava``.
 from __future__ import annotations
 
 import random
+import warnings
 from dataclasses import dataclass, field
 
 from pipeline.trainers.debias import Prediction, asd_loss, resample_epoch, sample_skew, skew_table
@@ -68,7 +69,8 @@ def answer_labels(tokenizer, prompt: str, ids: list[int], image_ids: list[int]) 
         parts = round_text.split(sep)
         if not round_text or len(parts) != 2:
             break
-        round_len = len(tokenize_with_images(tokenizer, round_text, image_ids))
+        # the round's own BOS stands in for the "</s>" the split removed; without a BOS, count it
+        round_len = len(tokenize_with_images(tokenizer, round_text, image_ids)) + (1 - cur_bos)
         # LLaVA takes len(parts[0] + "ASSISTANT: ") - 2: the round's own BOS, and the trailing space, which a
         # LLaMA tokenizer turns into a "\u2581" piece that in context joins the answer's first word. Counting
         # "...ASSISTANT:" without the space, less the BOS, is the same number for LLaMA and right for
@@ -77,8 +79,10 @@ def answer_labels(tokenizer, prompt: str, ids: list[int], image_ids: list[int]) 
         labels[cur : cur + instruction_len] = [IGNORE_INDEX] * instruction_len
         cur += round_len
     labels[cur:] = [IGNORE_INDEX] * (len(labels) - cur)
-    if cur != len(ids):  # LLaVA masks such a sample whole and warns "tokenization mismatch"
-        raise ValueError(f"tokenization mismatch: {cur} vs. {len(ids)} tokens; a turn holds '</s>' or ' ASSISTANT: '?")
+    if cur != len(ids):  # as LLaVA does: the sample is masked whole (trains nothing) with a warning
+        warnings.warn(f"tokenization mismatch: {cur} vs. {len(ids)} tokens (a turn holding '</s>' or "
+                      "' ASSISTANT: '?); the sample's labels are all ignored", stacklevel=2)
+        return [IGNORE_INDEX] * len(ids)
     return labels
 
 

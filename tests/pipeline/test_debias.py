@@ -155,3 +155,6 @@ def test_asd_command_refuses_unknown_ids_in_one_line(tmp_path, capsys):
     code = main(["asd", str(out), "--predictions", str(predictions), "--out", str(tmp_path / "w.parquet")])
     err = capsys.readouterr().err
     assert code == 4 and err.count("\n") == 1 and "2 row(s)" in err and "s7-gender/female, s8-age/old" in err
+    code = main(["asd", str(out), "--predictions", str(predictions), "--out", str(tmp_path / "w.csv"), "--tau2", "0"])
+    err = capsys.readouterr().err
+    assert code == 4 and err.strip() == "error: --tau2 0.0: must be > 0"  # not an endless accumulation loop

@@ -122,6 +122,11 @@ def test_export_refuses_unknown_ids_and_a_used_folder_in_one_line(mini_output, t
     weights.write_text("set_id,member_id,weight\nnope-gender,female,1.0\n")
     code, _, err = export(capsys, mini_output, "--to", "hf", tmp_path / "a", "--weights", weights)
     assert code == 4 and err.count("\n") == 1 and "nope-gender/female" in err and "Traceback" not in err
+    rows = accepted(mini_output)
+    weights.write_text("set_id,member_id,weight\n" + "".join(
+        f"{r['set_id']},{r['member_id']},{'heavy' if i == 0 else 1.0}\n" for i, r in enumerate(rows)))
+    code, _, err = export(capsys, mini_output, "--to", "llava", tmp_path / "c", "--weights", weights)
+    assert code == 4 and "weight 'heavy'" in err and not (tmp_path / "c").exists()
     (tmp_path / "used").mkdir()
     (tmp_path / "used" / "x").write_text("")
     code, _, err = export(capsys, mini_output, "--to", "llava", tmp_path / "used")

@@ -139,3 +139,22 @@ def test_a_generated_base_image_is_marked_synthetic_and_watermarked_like_the_mem
     assert source["record"]["watermark"] == {"method": "dwtDctSvd", "text": "cf-test1"}
     assert read_watermark(Image.open(io.BytesIO(files["jpg"])), 8) == b"cf-test1"
     assert json.loads(files["json"])["source"]["generated"] is True
+
+
+def test_verify_reports_a_corrupt_member_json_in_one_line_instead_of_crashing(tmp_path):
+    from pipeline.output.verify import verify_output
+
+    write(tmp_path, [set_row(0, "accepted")])
+    (tmp_path / "sizes.json").write_text(json.dumps({"t-000003.tar": 2}))
+    path = tmp_path / "shards" / "t-000003.tar"
+    with tarfile.open(path) as tar:
+        files = [(m.name, tar.extractfile(m).read()) for m in tar.getmembers()]
+    with tarfile.open(path, "w") as tar:
+        for name, data in files:
+            data = b'["not", "an object"' if name == "s0-gender-female.json" else data
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    problems, _ = verify_output(str(tmp_path))
+    assert any(p.startswith("t-000003.tar: shards/s0-gender-female: json does not parse") for p in problems)
+    assert any("sha256 differs" in p for p in problems)

@@ -70,5 +70,6 @@ def test_caption_checks_keep_one_sentence_within_bounds_and_say_what_they_did():
     assert check_caption("A woman in an apron slicing vegetables. She smiles.", 3, 40) == (
         "A woman in an apron slicing vegetables", "first sentence kept")
     assert check_caption("a man " + "very " * 50 + "tall", 3, 10) == ("a man " + "very " * 7 + "very", "cut to 10 words")
-    assert check_caption("chef", 3, 40) == ("a photo of a person", "fallback caption: 'chef' has fewer than 3 words")
+    assert check_caption("chef", 3, 40) == ("a photo of a person", "fallback caption: 1 of at least 3 words")
+    assert check_caption("a: b; c", 4, 40)[1] == "fallback caption: 3 of at least 4 words"
     assert check_caption("a man cooking pasta", 3, 40) == ("a man cooking pasta", None)

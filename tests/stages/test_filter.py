@@ -87,3 +87,43 @@ def test_an_unchanged_image_fails_the_directional_check_and_the_reason_says_why(
         for c in s["candidates"]:
             assert c["directional"] == 0.0 and c["failed_checks"] == ["directional"]
             assert "directional 0.0000 < 0.2000 (no edit direction: the image or the caption did not change)" in c["reason"]
+
+
+def test_the_safety_check_is_off_by_default_and_leaves_no_score(tiny, edited):
+    for s in run_filter(tiny, edited, thresholds=OFF):
+        assert all(c["nsfw"] is None for c in s["candidates"])
+
+
+def test_safety_scores_every_candidate_and_rejects_those_above_the_threshold(tiny, edited):
+    lenient = run_filter(tiny, edited, thresholds=OFF, safety=SafetyConfig(enabled=True, threshold=1.0))
+    scores = sorted(c["nsfw"] for s in lenient for c in s["candidates"])
+    assert all(0.0 <= x <= 1.0 for x in scores) and all(s["set_status"] == "accepted" for s in lenient)
+    threshold = (scores[len(scores) // 2 - 1] + scores[len(scores) // 2]) / 2  # half above, half below
+    strict = run_filter(tiny, edited, thresholds=OFF,
+                        safety=SafetyConfig(enabled=True, threshold=threshold, check_source=False))
+    for s_lenient, s_strict in zip(lenient, strict):
+        for before, after in zip(s_lenient["candidates"], s_strict["candidates"]):
+            assert after["nsfw"] == before["nsfw"]  # the score does not depend on the threshold
+            if after["nsfw"] > threshold:
+                assert after["status"] == "rejected" and after["failed_checks"] == ["nsfw"]
+                assert f"unsafe: nsfw {after['nsfw']:.4f} > {threshold:.4f}" in after["reason"]
+            else:
+                assert "nsfw" not in after["failed_checks"]
+
+
+def test_the_safety_score_is_clip_zero_shot_over_the_configured_prompts(tiny, edited):
+    config = SafetyConfig(enabled=True, threshold=1.0, unsafe_prompts=["a nude photo"], safe_prompts=["a photo of a chef"])
+    (s, *_) = run_filter(tiny, edited, thresholds=OFF, safety=config)
+    embedder = ClipEmbedder(tiny["clip"], None, "cpu", "fp32")
+    cand = s["candidates"][0]
+    image = embedder.images([from_raw(cand["image_rgb"], cand["width"], cand["height"])])
+    prompts = embedder.texts(["a nude photo", "a photo of a chef"])
+    logits = embedder.logit_scale * (image @ prompts.T)[0]
+    assert cand["nsfw"] == pytest.approx(1.0 / (1.0 + np.exp(logits[1] - logits[0])), abs=1e-5)
+
+
+def test_an_unsafe_seed_photo_rejects_its_whole_set(tiny, edited):
+    config = SafetyConfig(enabled=True, threshold=0.0)  # every score is above 0: the seed is "unsafe"
+    for s in run_filter(tiny, edited, thresholds=OFF, safety=config):
+        assert s["set_status"] == "rejected" and s["set_reason"].startswith("unsafe: seed image nsfw ")
+        assert all(c["status"] == "rejected" and c["failed_checks"] == ["nsfw_source"] for c in s["candidates"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import uuid
@@ -36,8 +37,7 @@ def cmd_export(args) -> int:
         raise ExportError(f"{dest} exists and is not an empty folder; export writes into a new one")
     select = {"concept": args.concept, "axis": args.axis, "values": parse_values(args.value)}
     members = export_members(args.output, weights=args.weights, **select)
-    first = next(members)  # selection and weights are checked before anything is written
-    members = _chain(first, members)
+    members = itertools.chain([next(members)], members)  # selection and weights are checked before writing
     # Written beside DEST and renamed at the end: a failure leaves no half-written DEST behind.
     partial = dest.with_name(f".{dest.name}.partial-{uuid.uuid4().hex[:8]}")
     partial.mkdir(parents=True)
@@ -72,8 +72,3 @@ def _write(args, members, dest: Path, select: dict) -> dict:
                          for name in json.loads(value)})
     return write_hf(members, dest, attributes, weighted=args.weights is not None, name=args.name,
                     license_id=run.get("config", {}).get("card", {}).get("license"), card_body=body)
-
-
-def _chain(first, rest):
-    yield first
-    yield from rest

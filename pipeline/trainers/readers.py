@@ -61,14 +61,13 @@ def _image(data: bytes) -> Image.Image:
     return image
 
 
-def _member_item(key: str, files: dict[str, bytes]) -> dict:
-    meta = json.loads(files[JSON_FILE])
+def _member_item(key: str, meta: dict, jpeg: bytes) -> dict:
     return {
         "key": key,
         "set_id": meta["set_id"],
         "member_id": meta["member_id"],
         "member_index": meta["member_index"],
-        "image": _image(files[IMAGE_FILE]),
+        "image": _image(jpeg),
         "attributes": attribute_dict(meta["attributes"]),
         "concept": meta["concept"],
         "axis": meta["axis"],
@@ -79,19 +78,14 @@ def _member_item(key: str, files: dict[str, bytes]) -> dict:
     }
 
 
-def _iter_shard_members(storage: Storage, shard: str, sets: dict[str, list[str]]) -> Iterator[dict]:
-    keys = {key for wanted in sets.values() for key in wanted}
-    for key, files in read_tar_samples(storage.read_bytes(SHARDS_DIR, shard)).items():
-        if key in keys:
-            yield _member_item(key, files)
-
-
-def iter_member_files(output: str, **select) -> Iterator[tuple[str, dict, bytes]]:
-    """``(key, member JSON, JPEG bytes as written)`` per selected member, in shard order: for exports,
-    which copy the files (and the provenance they carry) without decoding them."""
+def iter_member_files(output: str, shards: list[str] | None = None, **select) -> Iterator[tuple[str, dict, bytes]]:
+    """``(key, member JSON, JPEG bytes as written)`` per selected member, in shard order; reads shards/ only.
+    Exports use it as it is, copying the files (and the provenance they carry) without decoding them."""
     storage = Storage(output)
     wanted = _selected(output, **select)
     for shard in sorted(wanted):
+        if shards is not None and shard not in shards:
+            continue
         keys = {key for members in wanted[shard].values() for key in members}
         for key, files in read_tar_samples(storage.read_bytes(SHARDS_DIR, shard)).items():
             if key in keys:
@@ -104,7 +98,8 @@ def _iter_shard_sets(storage: Storage, shard: str, sets: dict[str, list[str]]) -
         if set_id not in sets:
             continue
         meta = json.loads(files[JSON_FILE])
-        chosen = [_member_item(m["key"], members[m["key"]]) for m in meta["members"] if m["key"] in sets[set_id]]
+        chosen = [_member_item(m["key"], json.loads(members[m["key"]][JSON_FILE]), members[m["key"]][IMAGE_FILE])
+                  for m in meta["members"] if m["key"] in sets[set_id]]
         yield {
             "set_id": set_id,
             "meta": meta,
@@ -126,11 +121,8 @@ def iter_sets(output: str, shards: list[str] | None = None, **select) -> Iterato
 
 def iter_members(output: str, shards: list[str] | None = None, **select) -> Iterator[dict]:
     """One item per accepted member image, labelled with its attributes, concept and axis; reads shards/ only."""
-    storage = Storage(output)
-    wanted = _selected(output, **select)
-    for shard in sorted(wanted):
-        if shards is None or shard in shards:
-            yield from _iter_shard_members(storage, shard, wanted[shard])
+    for key, meta, jpeg in iter_member_files(output, shards=shards, **select):
+        yield _member_item(key, meta, jpeg)
 
 
 def _torch_base():

@@ -42,14 +42,14 @@ POSITIONS = ("response", "image", "all")
 DEFAULT_RESPONSE = "The image shows a person."
 
 
-def _position_mask(batch: dict, positions: str, image_id: int):
+def _position_mask(batch: dict, positions: str, image_id: int, eos_id: int):
     """(B, T) bool: the positions a mean is taken over. ``response``: the answer's tokens (labelled ones,
     the end-of-sequence left out); ``image``: the image tokens; ``all``: every real token."""
     if positions == "all":
         return batch["attention_mask"].bool()
     if positions == "image":
         return batch["input_ids"] == image_id
-    return (batch["labels"] != IGNORE_INDEX) & (batch["input_ids"] != batch.get("eos_token_id", -1))
+    return (batch["labels"] != IGNORE_INDEX) & (batch["input_ids"] != eos_id)
 
 
 def _masked_sum(hidden, mask):
@@ -79,6 +79,12 @@ class _Capture:
     def __exit__(self, *exc):
         for handle in self.handles:
             handle.remove()
+
+
+def _special_ids(processor) -> tuple[int, int]:
+    """The image token's id and the end-of-sequence id: the positions ``image`` takes and ``response`` leaves out."""
+    tokenizer = processor.tokenizer
+    return tokenizer.convert_tokens_to_ids(processor.image_token), tokenizer.eos_token_id
 
 
 def _layers(layer: str | list[str]) -> list[str]:
@@ -114,13 +120,11 @@ def _member_inputs(processor, items: list, prompt: str, response: str) -> dict:
             question = prompt if IMAGE_TOKEN in prompt else f"{IMAGE_TOKEN}\n{prompt}"
             image, turns = item, [{"from": "human", "value": question}, {"from": "gpt", "value": response}]
         encoded.append(encode_member(processor, image, turns, count))
-    batch = collate(encoded, processor.tokenizer.pad_token_id)
-    batch["eos_token_id"] = processor.tokenizer.eos_token_id
-    return batch
+    return collate(encoded, processor.tokenizer.pad_token_id)
 
 
 def mean_activation(model, layer: str | list[str], batches: Iterable[dict], positions: str = "all",
-                    image_id: int = -1):
+                    image_id: int = -1, eos_id: int = -1):
     """Mean hidden state at ``layer`` (or each of several layers: a dict) over the chosen positions of
     every batch (model inputs as dicts; ``response`` needs their ``labels``)."""
     import torch
@@ -132,8 +136,8 @@ def mean_activation(model, layer: str | list[str], batches: Iterable[dict], posi
     weight = dict.fromkeys(layers, 0.0)
     with _Capture(model, layers) as capture, torch.no_grad():
         for batch in batches:
-            mask = _position_mask(batch, positions, image_id) if "attention_mask" in batch else None
-            model(**{k: v for k, v in batch.items() if k not in ("labels", "eos_token_id")})
+            mask = _position_mask(batch, positions, image_id, eos_id) if "attention_mask" in batch else None
+            model(**{k: v for k, v in batch.items() if k != "labels"})
             for name in layers:
                 summed, count = _masked_sum(capture.hidden[name].float(), mask)
                 totals[name] = summed if name not in totals else totals[name] + summed
@@ -151,7 +155,7 @@ def steering_vector(model, processor, layer: str | list[str], with_attribute: li
     """mean activation(inputs showing the attribute) - mean activation(neutral inputs), per layer, over
     the response's tokens by default (``image``: the image tokens, ``all``: every token). Inputs are
     members (their own first question and answer) or images (``prompt`` and ``response``)."""
-    image_id = processor.tokenizer.convert_tokens_to_ids(processor.image_token)
+    ids = _special_ids(processor)
 
     def batches(items):
         for start in range(0, len(items), batch_size):
@@ -159,8 +163,8 @@ def steering_vector(model, processor, layer: str | list[str], with_attribute: li
 
     if not with_attribute or not neutral:
         raise ValueError("both groups need at least one input")
-    showing = mean_activation(model, _layers(layer), batches(with_attribute), positions, image_id)
-    other = mean_activation(model, _layers(layer), batches(neutral), positions, image_id)
+    showing = mean_activation(model, _layers(layer), batches(with_attribute), positions, *ids)
+    other = mean_activation(model, _layers(layer), batches(neutral), positions, *ids)
     return _single(layer, {name: showing[name] - other[name] for name in showing})
 
 
@@ -200,9 +204,9 @@ def gradient_steering_vector(model, processor, layer: str | list[str], image, at
     (grad,) = torch.autograd.grad(loss, pixels)
     perturbed = (pixels + step * grad.sign()).detach()  # up the loss: the attribute becomes less likely
     inputs = _member_inputs(processor, [image], prompt, response)
-    image_id = tokenizer.convert_tokens_to_ids(processor.image_token)
-    original = mean_activation(model, _layers(layer), [inputs], positions, image_id)
-    moved = mean_activation(model, _layers(layer), [dict(inputs, pixel_values=perturbed[:1])], positions, image_id)
+    ids = _special_ids(processor)
+    original = mean_activation(model, _layers(layer), [inputs], positions, *ids)
+    moved = mean_activation(model, _layers(layer), [dict(inputs, pixel_values=perturbed[:1])], positions, *ids)
     return _single(layer, {name: original[name] - moved[name] for name in original})
 
 

@@ -9,6 +9,9 @@ SETS_DIR = "sets"  # {prefix}-NNNNNN.tar: one sample per accepted set (source im
 MANIFEST_DIR = "manifest"  # {prefix}-NNNNNN.parquet: one row per member candidate
 THUMBS_DIR = "thumbs"  # {prefix}-NNNNNN.parquet: small JPEGs of every seed and candidate
 PLOTS_DIR = "plots"
+REVIEWS_DIR = "reviews"  # {reviewer}.parquet: one reviewer's verdicts (counterfactory review)
+REVIEW_ORIGINALS_DIR = "reviews/originals"  # shards/ and sets/ tars as the run wrote them, before review apply
+REVIEW_APPLIED_FILE = "reviews/applied.json"  # what the last review apply used: policy, sources, agreement
 
 RUN_FILE = "run.json"  # the config, its hash, versions, git sha, status
 SIZES_FILE = "sizes.json"  # shard name -> member samples in it

@@ -150,12 +150,26 @@ MANIFEST = pa.schema(
         pa.field("shard", pa.string()),  # tar holding the member sample (shards/, and its set in sets/); null unless accepted
         pa.field("sample_key", pa.string()),  # the member sample's webdataset key ({set_id}-{member_id}) when in a tar
         pa.field("file", pa.string()),  # the member image's name inside the tar, when in a tar
+        # Human review (``counterfactory review apply``), beside the automatic status, which stays as the filter set it:
+        pa.field("review_verdict", pa.string()),  # accept | reject after the review policy; null: nobody reviewed it
+        pa.field("review_reason", pa.string()),  # "reviewer: reason" of each reject, "; "-joined
+        pa.field("reviewers", pa.string()),  # the reviewers who judged this member, comma-joined, sorted
         pa.field("captioner", pa.string()),
         pa.field("editor", pa.string()),
         pa.field("clip_model", pa.string()),
         pa.field("config_hash", pa.string(), nullable=False),
     ]
 )
+
+
+VERDICT_ACCEPT = "accept"  # a reviewer's verdict on a set or a member
+VERDICT_REJECT = "reject"
+
+
+def in_shards(row: dict) -> bool:
+    """Whether a manifest row's member sample is in the shards: accepted by the filter and not vetoed in review
+    (``shard`` names its tar exactly then)."""
+    return row["shard"] is not None
 
 
 def member_attributes(member: dict) -> dict[str, str]:

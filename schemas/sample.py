@@ -28,6 +28,11 @@ def member_key(set_id: str, member_id: str) -> str:
     return f"{set_id}-{member_id}"
 
 
+def json_bytes(sample: dict) -> bytes:
+    """A sample's JSON file, byte for byte as every writer makes it."""
+    return json.dumps(sample, sort_keys=True, indent=1).encode("utf-8")
+
+
 def attribute_list(attributes: dict[str, str]) -> list[dict[str, str]]:
     """``{"race": "asian", "gender": "female"}`` -> the samples' form, one shape whatever the axis."""
     return [{"attribute": name, "value": value} for name, value in attributes.items()]

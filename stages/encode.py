@@ -13,14 +13,13 @@ other copy); then it drops the raw images.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
 from PIL import Image
 
 from schemas import SCHEMA_VERSION, keys
 from schemas.records import SCORE_NAMES, SET, STATUS_ACCEPTED, member_attributes
-from schemas.sample import GENERATOR, attribute_list, member_key
+from schemas.sample import GENERATOR, attribute_list, json_bytes, member_key
 from stages.base import Resources, SetStage
 from stages.utils.imaging import encode_jpeg, from_raw
 from stages.utils.provenance import WATERMARK_METHOD, ProvenanceConfig, apply_watermark, encode_with_provenance
@@ -200,11 +199,11 @@ class SampleEncoder(SetStage):
             if accepted and cand["status"] == STATUS_ACCEPTED:
                 index, member = members[cand["member_id"]]
                 cand["jpeg"] = self.encode_member(row, member, cand, image)
-                cand["member_json"] = _json_bytes(self.member_json(row, member, index, cand))
+                cand["member_json"] = json_bytes(self.member_json(row, member, index, cand))
             if size:
                 cand["thumb"] = thumbnail(image, size)
         if accepted:
-            row["set_json"] = _json_bytes(self.set_json(row))
+            row["set_json"] = json_bytes(self.set_json(row))
         drop_raw_images(row)
 
     def process_row(self, row: dict) -> None:
@@ -219,10 +218,6 @@ class SampleEncoder(SetStage):
             cand["jpeg"] = cand["member_json"] = None
         drop_raw_images(row)
         return super().on_error(row, exc)
-
-
-def _json_bytes(sample: dict) -> bytes:
-    return json.dumps(sample, sort_keys=True, indent=1).encode("utf-8")
 
 
 def drop_raw_images(row: dict) -> None:

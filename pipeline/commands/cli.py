@@ -1,4 +1,5 @@
-"""Command line: ``counterfactory run|plan|verify|report|evaluate|tiny-models`` (same as ``python -m pipeline``)."""
+"""Command line: ``counterfactory run|plan|verify|report|evaluate|export|asd|review|tiny-models`` (same as
+``python -m pipeline``)."""
 
 from __future__ import annotations
 
@@ -114,7 +115,7 @@ def cmd_tiny_models(args) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    from pipeline.commands import asd, export
+    from pipeline.commands import asd, export, review
 
     p = argparse.ArgumentParser(prog="counterfactory", description="Counterfactual image sets at scale, on Ray.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -151,6 +152,7 @@ def parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(func=cmd_evaluate)
     export.add_parser(sub)
     asd.add_parser(sub)
+    review.add_parser(sub)
     tiny = sub.add_parser("tiny-models", help="build the tiny offline models into the cache")
     tiny.add_argument("names", nargs="*")
     tiny.set_defaults(func=cmd_tiny_models)
@@ -161,9 +163,14 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.config.errors import ConfigError
     from pipeline.export.members import ExportError
     from pipeline.output.state import OutputRefused
+    from pipeline.commands.review import APPLY
+    from pipeline.review.verdicts import ReviewError
     from pipeline.trainers.member_table import TableError
     from pipeline.testing import tiny_models  # noqa: F401 (registers tiny:NAME for configs and --clip)
 
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:2] == ["review", "apply"]:
+        argv = [APPLY, *argv[2:]]
     args = parser().parse_args(argv)
     try:
         return args.func(args)
@@ -173,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     except OutputRefused as exc:
         print(f"output refused: {exc}", file=sys.stderr)
         return 3
-    except (ExportError, TableError) as exc:
+    except (ExportError, TableError, ReviewError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 4
 

@@ -16,6 +16,7 @@ import io
 import json
 import tarfile
 from dataclasses import dataclass
+from typing import Iterable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -53,6 +54,14 @@ SHARD_SHA256 = b"counterfactory.shard_sha256"
 SET_SHA256 = b"counterfactory.set_sha256"
 
 
+MANIFEST_COMPRESSION = "zstd"
+
+
+def manifest_table(rows: list[dict], shard_sha256: str, set_sha256: str) -> pa.Table:
+    """A shard's manifest, with its tars' checksums in the schema metadata."""
+    return rows_to_table(rows, MANIFEST).replace_schema_metadata({SHARD_SHA256: shard_sha256, SET_SHA256: set_sha256})
+
+
 class _Hashing:
     """A write-only stream that hashes what passes through it."""
 
@@ -76,6 +85,15 @@ def _add_file(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     info.uid = info.gid = 0
     info.uname = info.gname = ""
     tar.addfile(info, io.BytesIO(data))
+
+
+def write_tar(storage: Storage, folder: str, name: str, files: Iterable[tuple[str, bytes]]) -> str:
+    """Write a reproducible tar (fixed mtimes, owners, the given order) atomically; returns its sha256."""
+    with storage.open_atomic(folder, name) as stream, \
+            tarfile.open(fileobj=(hashing := _Hashing(stream)), mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for file_name, data in files:
+            _add_file(tar, file_name, data)
+    return hashing.digest.hexdigest()
 
 
 class ShardWriter:
@@ -158,29 +176,22 @@ class ShardWriter:
             if row.get("src_jpeg") is None or row.get("set_json") is None:
                 raise ValueError(f"set {row['set_id']} is accepted but was not encoded: pass the rows through "
                                  "the encode stage (stages.encode.SampleEncoder) before the shard writer")
-        samples = 0
-        with self.storage.open_atomic(SHARDS_DIR, tar_name) as stream, \
-                tarfile.open(fileobj=(shard_hash := _Hashing(stream)), mode="w", format=tarfile.PAX_FORMAT) as tar:
-            for row in accepted:
-                chosen = {c["member_id"]: c for c in row["candidates"] if c["status"] == STATUS_ACCEPTED}
-                for member in row["members"]:
-                    cand = chosen[member["member_id"]]
-                    key = member_key(row["set_id"], member["member_id"])
-                    _add_file(tar, f"{key}.{IMAGE_FILE}", cand["jpeg"])
-                    _add_file(tar, f"{key}.{JSON_FILE}", cand["member_json"])
-                    samples += 1
-        with self.storage.open_atomic(SETS_DIR, tar_name) as stream, \
-                tarfile.open(fileobj=(set_hash := _Hashing(stream)), mode="w", format=tarfile.PAX_FORMAT) as tar:
-            for row in accepted:
-                _add_file(tar, f"{row['set_id']}.{IMAGE_FILE}", row["src_jpeg"])
-                _add_file(tar, f"{row['set_id']}.{JSON_FILE}", row["set_json"])
+        member_files = []
+        for row in accepted:
+            chosen = {c["member_id"]: c for c in row["candidates"] if c["status"] == STATUS_ACCEPTED}
+            for member in row["members"]:
+                cand = chosen[member["member_id"]]
+                key = member_key(row["set_id"], member["member_id"])
+                member_files += [(f"{key}.{IMAGE_FILE}", cand["jpeg"]), (f"{key}.{JSON_FILE}", cand["member_json"])]
+        shard_sha = write_tar(self.storage, SHARDS_DIR, tar_name, member_files)
+        set_sha = write_tar(self.storage, SETS_DIR, tar_name, (
+            file for row in accepted for file in ((f"{row['set_id']}.{IMAGE_FILE}", row["src_jpeg"]),
+                                                  (f"{row['set_id']}.{JSON_FILE}", row["set_json"]))))
         manifest = [m for row in rows
                     for m in self.manifest_rows(row, tar_name if row.get("set_status") == STATUS_ACCEPTED else None)]
         if self.config.thumbnail_size:
             with self.storage.open_atomic(THUMBS_DIR, manifest_name) as stream:
                 pq.write_table(rows_to_table(self.thumbnails(rows), THUMBS), stream, compression="none")
         with self.storage.open_atomic(MANIFEST_DIR, manifest_name) as stream:
-            table = rows_to_table(manifest, MANIFEST).replace_schema_metadata(
-                {SHARD_SHA256: shard_hash.digest.hexdigest(), SET_SHA256: set_hash.digest.hexdigest()})
-            pq.write_table(table, stream, compression="zstd")
-        return ShardResult(index, tar_name, manifest_name, samples, len(manifest))
+            pq.write_table(manifest_table(manifest, shard_sha, set_sha), stream, compression=MANIFEST_COMPRESSION)
+        return ShardResult(index, tar_name, manifest_name, len(member_files) // 2, len(manifest))

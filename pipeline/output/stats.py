@@ -3,6 +3,7 @@ the shards an earlier run wrote exactly as it counts its own)."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter, defaultdict
 
 import pyarrow.parquet as pq
@@ -11,11 +12,12 @@ from schemas import SCHEMA_VERSION
 from schemas.keys import parse_shard_name
 from pipeline.output.storage import Storage
 from schemas.layout import MANIFEST_DIR, manifest_name, tar_name
-from schemas.records import STATUS_ACCEPTED, STATUS_ERROR, STATUS_OK
+from schemas.layout import REVIEW_APPLIED_FILE
+from schemas.records import STATUS_ACCEPTED, STATUS_ERROR, STATUS_OK, VERDICT_REJECT, in_shards
 from stages.ingest.reading import is_duplicate
 
 COLUMNS = ["seed_index", "seed_status", "set_id", "set_status", "axis", "concept", "status", "sample_key", "reason",
-           "caption_note"]
+           "caption_note", "shard", "review_verdict", "reviewers"]
 
 
 def collect(storage: Storage) -> tuple[dict, dict]:
@@ -27,6 +29,7 @@ def collect(storage: Storage) -> tuple[dict, dict]:
     error_kinds = Counter()
     caption_notes = Counter()  # sets whose caption the checks changed, or whose phrasing fell back
     sizes: dict[str, int] = {}
+    review = {"sets_reviewed": set(), "sets_vetoed": set(), "members_vetoed": 0, "reviewers": set(), "in_shards": set()}
     for name in storage.list(MANIFEST_DIR):
         try:
             prefix, index, ext = parse_shard_name(name)
@@ -46,8 +49,15 @@ def collect(storage: Storage) -> tuple[dict, dict]:
             candidates[row["status"]] += 1
             if row["status"] == STATUS_ERROR and row["reason"]:
                 error_kinds[row["reason"].split(":")[0]] += 1
-            if row["status"] == STATUS_ACCEPTED:
+            if in_shards(row):
                 samples.add(row["sample_key"])
+                review["in_shards"].add(key)
+            if row["review_verdict"] is not None:
+                review["sets_reviewed"].add(key)
+                review["reviewers"].update(filter(None, (row["reviewers"] or "").split(",")))
+                if row["status"] == STATUS_ACCEPTED and row["review_verdict"] == VERDICT_REJECT:
+                    review["members_vetoed"] += 1
+                    review["sets_vetoed"].add(key)
         sizes[tar_name(prefix, index)] = len(samples)
     seed_counts = Counter(seeds.values())
     stats = {
@@ -60,8 +70,24 @@ def collect(storage: Storage) -> tuple[dict, dict]:
         "sets_by_concept_axis": {k: dict(sorted(v.items())) for k, v in sorted(by_concept_axis.items())},
         "candidate_error_kinds": dict(sorted(error_kinds.items())),
         "caption_notes": dict(sorted(caption_notes.items())),
+        "sets_in_shards": len(review["in_shards"]),
+        "review": _review_stats(storage, review),
     }
     return stats, dict(sorted(sizes.items()))
+
+
+def _review_stats(storage: Storage, found: dict) -> dict:
+    """What human review changed (from the manifests' review columns) and how (reviews/applied.json)."""
+    applied = json.loads(storage.read_bytes(REVIEW_APPLIED_FILE)) if storage.exists(REVIEW_APPLIED_FILE) else {}
+    return {
+        "applied": bool(applied),
+        "policy": applied.get("policy"),
+        "reviewers": sorted(found["reviewers"]),
+        "sets_reviewed": len(found["sets_reviewed"]),
+        "sets_vetoed": len(found["sets_vetoed"] - found["in_shards"]),  # whole sets gone from the shards
+        "members_vetoed": found["members_vetoed"],
+        "agreement": applied.get("agreement"),
+    }
 
 
 def seen_seed_ids(storage: Storage, shard_indices: set[int], prefix: str) -> dict[str, int]:

@@ -16,7 +16,7 @@ from pipeline.output.shard_writer import SET_SHA256, SHARD_SHA256
 from pipeline.output.storage import Storage
 from schemas.keys import KEY_PATTERN, parse_shard_name
 from schemas.layout import MANIFEST_DIR, SETS_DIR, SHARDS_DIR, SIZES_FILE, manifest_name_of
-from schemas.records import MANIFEST, STATUS_ACCEPTED
+from schemas.records import MANIFEST, STATUS_ACCEPTED, VERDICT_REJECT, in_shards
 from schemas.sample import IMAGE_FILE, JSON_FILE, SAMPLE_FILES, member_errors, set_errors
 
 
@@ -117,7 +117,7 @@ def _check_checksums(data: dict[str, bytes], schema) -> list[tuple[str, str]]:
 
 
 def _accepted_in_manifest(rows: list[dict], tar_name: str, manifest_name: str, problems: list[str]) -> dict:
-    """set_id -> member sample keys the manifest accepts into this shard."""
+    """set_id -> member sample keys the manifest puts in this shard (accepted, not vetoed in review)."""
     accepted: dict[str, set[str]] = defaultdict(set)
     candidate_keys = set()
     for row in rows:
@@ -125,7 +125,12 @@ def _accepted_in_manifest(rows: list[dict], tar_name: str, manifest_name: str, p
         if ident in candidate_keys:
             problems.append(f"{manifest_name}: candidate {ident} listed twice")
         candidate_keys.add(ident)
-        if row["status"] == STATUS_ACCEPTED:
+        if row["status"] == STATUS_ACCEPTED and not in_shards(row) and row["review_verdict"] != VERDICT_REJECT:
+            problems.append(f"{manifest_name}: accepted {row['set_id']}/{row['member_id']} is in no shard, "
+                            "and no review vetoed it")
+        if in_shards(row):
+            if row["status"] != STATUS_ACCEPTED:
+                problems.append(f"{manifest_name}: {row['status']} {row['set_id']}/{row['member_id']} names a shard")
             if row["shard"] != tar_name:
                 problems.append(f"{manifest_name}: accepted {row['set_id']}/{row['member_id']} points at {row['shard']}")
             if row["file"] != f"{row['sample_key']}.{IMAGE_FILE}":

@@ -7,7 +7,7 @@ from collections import Counter, defaultdict
 
 from pipeline.report.contents import OutputContents
 from schemas.layout import MANIFEST_DIR, SETS_DIR, SHARDS_DIR
-from schemas.records import STATUS_ACCEPTED
+from schemas.records import STATUS_ACCEPTED, in_shards
 from stages.edit import registry
 from stages.encode import ShardConfig
 
@@ -16,7 +16,7 @@ def accepted_counts(contents: OutputContents) -> dict[str, Counter]:
     """concept -> Counter of "attribute=value" over accepted member images."""
     counts: dict[str, Counter] = defaultdict(Counter)
     for row in contents.manifest:
-        if row["status"] == STATUS_ACCEPTED:
+        if in_shards(row):
             for attribute, value in json.loads(row["attributes"] or "{}").items():
                 counts[str(row["concept"])][f"{attribute}={value}"] += 1
     return counts
@@ -52,7 +52,7 @@ def render_card(contents: OutputContents, stats: dict) -> str:
         "",
         f"- {stats.get('samples', 0)} accepted member images in `{SHARDS_DIR}/{prefix}-{{000000..{last:06d}}}.tar` "
         "(WebDataset, one sample per member: `{key}.jpg`, `{key}.json`, the same fields in every sample)",
-        f"- their {sets.get(STATUS_ACCEPTED, 0)} sets in `{SETS_DIR}/` (tars of the same names: `{{set_id}}.jpg` the "
+        f"- their {stats.get('sets_in_shards', sets.get(STATUS_ACCEPTED, 0))} sets in `{SETS_DIR}/` (tars of the same names: `{{set_id}}.jpg` the "
         "source image, `{set_id}.json` the members' keys in set order and what they share)",
         "- sets by status: " + ", ".join(f"{k} {v}" for k, v in sorted(sets.items())),
         "- candidates by status: " + ", ".join(f"{k} {v}" for k, v in sorted(stats.get("candidates", {}).items())),
@@ -84,6 +84,10 @@ def render_card(contents: OutputContents, stats: dict) -> str:
         f"- randomness: run seed {run.get('seed')}; every candidate's noise from a hash of (run seed, set id, candidate)",
         f"- config hash `{contents.run.get('config_hash')}`, code `{contents.run.get('git_sha')}`, versions in run.json",
         "",
+        "## Human review",
+        "",
+        *_review_lines(stats.get("review") or {}),
+        "",
         "## Intended use",
         "",
         "Research on social bias in vision-language models and its mitigation: counterfactual fine-tuning "
@@ -113,3 +117,26 @@ def _backend_settings(edit: dict) -> str:
     """The backend's own settings as its module words them (nothing for a backend this code lacks)."""
     editor = registry.BACKENDS.get(edit.get("backend"))
     return editor.card_settings(edit) if editor else ""
+
+
+def _review_lines(review: dict) -> list[str]:
+    if not review.get("sets_reviewed"):
+        return ["No set has been reviewed by a person: every verdict is the automatic filter's "
+                "(`counterfactory review OUT` opens the review page)."]
+    agreement = review.get("agreement") or {}
+    if agreement.get("method") and agreement.get("kappa") is not None:
+        agrees = (f"{agreement['method']} {agreement['kappa']:.2f} on the {agreement['shared_sets']} sets "
+                  f"they share (raw agreement {agreement['observed']:.2f})")
+    elif agreement.get("method"):
+        agrees = f"{agreement['method']} undefined on {agreement['shared_sets']} shared sets (every decision the same)"
+    else:
+        agrees = "not measured (one reviewer, or no set reviewed by all)"
+    return [
+        f"- {review['sets_reviewed']} sets reviewed by {len(review['reviewers'])} reviewer(s): "
+        f"{', '.join(review['reviewers'])}",
+        f"- agreement: {agrees}",
+        f"- policy `{review.get('policy')}`: {review['sets_vetoed']} whole sets and {review['members_vetoed']} "
+        "member images in all were vetoed and removed from the shards (the filter's `min_members` rule applied after review)",
+        "- each verdict is in the manifest (`review_verdict`, `review_reason`, `reviewers`, beside the automatic "
+        "`status`) and each reviewer's log in `reviews/`; the tars as the run wrote them are in `reviews/originals/`",
+    ]

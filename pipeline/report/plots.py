@@ -7,7 +7,7 @@ import io
 import json
 from collections import Counter, defaultdict
 
-from schemas.records import CLIP_SCORES, STATUS_ACCEPTED
+from schemas.records import CLIP_SCORES, STATUS_ACCEPTED, in_shards
 
 
 def _png(fig) -> bytes:
@@ -73,7 +73,7 @@ def score_histograms(rows: list[dict], thresholds: dict) -> bytes:
 def members_per_value(rows: list[dict]) -> bytes:
     counts: dict[str, Counter] = defaultdict(Counter)
     for r in rows:
-        if r["status"] == STATUS_ACCEPTED:
+        if in_shards(r):
             for attribute, value in json.loads(r["attributes"] or "{}").items():
                 counts[attribute][value] += 1
     labels, values = [], []

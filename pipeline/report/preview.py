@@ -7,6 +7,7 @@ import html
 import json
 
 from pipeline.report.contents import OutputContents
+from schemas.records import STATUS_ACCEPTED, VERDICT_REJECT
 from schemas.sample import THUMB_SOURCE_ID
 
 SCORE_LABELS = (("text_image", "ti"), ("directional", "dir"), ("image_image", "ii"), ("attribute_margin", "attr"))
@@ -55,6 +56,15 @@ def _select(name: str, label: str, values: list[str]) -> str:
     return f'<label>{label} <select id="f-{name}"><option value="">all</option>{options}</select></label>'
 
 
+def _review_badge(rows: list[dict]) -> str:
+    verdicts = {r.get("review_verdict") for r in rows if r["status"] == STATUS_ACCEPTED} - {None}
+    if not verdicts:
+        return ""
+    vetoed = VERDICT_REJECT in verdicts and not any(r["shard"] for r in rows)
+    label = "vetoed in review" if vetoed else ("members vetoed in review" if VERDICT_REJECT in verdicts else "reviewed")
+    return f' <span class="badge {"rejected" if VERDICT_REJECT in verdicts else "accepted"}">{label}</span>'
+
+
 def render_preview(contents: OutputContents, max_sets: int = 500) -> str:
     sets = contents.sets()
     shown = sets[:max_sets]
@@ -84,7 +94,7 @@ def render_preview(contents: OutputContents, max_sets: int = 500) -> str:
                 f'data-status="{html.escape(s["set_status"])}"'
         parts.append(f'<section class="set" id="{html.escape(s["set_id"])}-{s["seed_index"]}" {attrs}>')
         parts.append(f'<h2>{html.escape(s["set_id"])} <span class="badge {html.escape(s["set_status"])}">'
-                     f'{html.escape(s["set_status"])}</span></h2>')
+                     f'{html.escape(s["set_status"])}</span>{_review_badge(s["candidates"])}</h2>')
         parts.append(f'<p class="caption">{html.escape(str(s["concept"]))} · {html.escape(s["axis"])} · '
                      f'{html.escape(s["caption"] or s["source_uri"])}</p><div class="grid">')
         parts.append(f'<figure class="src">{_img(thumbs.get((s["set_id"], THUMB_SOURCE_ID, None)), "seed")}'
@@ -93,6 +103,8 @@ def render_preview(contents: OutputContents, max_sets: int = 500) -> str:
             values = ", ".join(f"{k}={v}" for k, v in json.loads(row["attributes"] or "{}").items())
             image = thumbs.get((s["set_id"], row["member_id"], row["candidate"]))
             reason = f'<br><span class="reason">{html.escape(row["reason"])}</span>' if row["reason"] else ""
+            if row.get("review_verdict") == VERDICT_REJECT:
+                reason += f'<br><span class="reason">vetoed in review: {html.escape(row["review_reason"] or "")}</span>'
             parts.append(
                 f'<figure class="{html.escape(row["status"])}" title="{html.escape(row["reason"] or row["status"])}">'
                 f'{_img(image, row["member_id"] or "", row["reason"])}<figcaption><b>{html.escape(values)}</b> '

@@ -24,19 +24,18 @@ from PIL import Image
 from pipeline.output.storage import Storage
 from pipeline.output.verify import read_tar_samples
 from schemas.layout import MANIFEST_DIR, SETS_DIR, SHARDS_DIR
-from schemas.records import STATUS_ACCEPTED
 from schemas.sample import IMAGE_FILE, JSON_FILE, attribute_dict
 
 
 def accepted_members(output: str, concept: str | None = None, axis: str | None = None,
                      values: dict[str, str] | None = None) -> pa.Table:
-    """Manifest rows of accepted members, filtered; reads only the manifests."""
+    """Manifest rows of the members in the shards, filtered; reads only the manifests."""
     storage = Storage(output)
     tables = [pq.read_table(storage.open_input(MANIFEST_DIR, n)) for n in storage.list(MANIFEST_DIR) if n.endswith(".parquet")]
     if not tables:
         return pa.table({})
     table = pa.concat_tables(tables)
-    table = table.filter(pc.equal(table.column("status"), STATUS_ACCEPTED))
+    table = table.filter(pc.is_valid(table.column("shard")))  # records.in_shards: accepted and not vetoed in review
     if concept is not None:
         table = table.filter(pc.equal(table.column("concept"), concept))
     if axis is not None:

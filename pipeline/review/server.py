@@ -1,0 +1,104 @@
+"""The review web app: one page (page.html, no external assets) and a small JSON API, bound to loopback.
+
+GET  /                      the page
+GET  /api/state             the sets (for filters and progress) and this reviewer's standing verdicts
+GET  /api/set/<set_id>      one set: its members, attribute values, scores, automatic verdicts
+GET  /image/<set_id>/<id>   a member's image, or the seed's (id ``src``)
+POST /api/verdict           {set_id, member_id (null: the whole set), verdict, reason}: saved at once
+POST /api/undo              removes this reviewer's last verdict
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+
+from flask import Flask, Response, abort, jsonify, request
+
+from pipeline.output.storage import Storage
+from pipeline.review.catalog import Catalog
+from pipeline.review.verdicts import VERDICT_VALUES, ReviewError, VerdictStore, latest
+
+REASONS = ("attribute not changed", "identity or scene changed", "artifacts or distortion",
+           "stereotyped depiction", "offensive or unsafe")
+
+
+def _verdict_json(row: dict) -> dict:
+    return {"set_id": row["set_id"], "member_id": row["member_id"], "verdict": row["verdict"],
+            "reason": row["reason"], "time": row["time"].isoformat()}
+
+
+def create_app(output: str, reviewer: str) -> Flask:
+    storage = Storage(output)
+    catalog = Catalog(storage)
+    store = VerdictStore(storage, reviewer)
+    page = resources.files("pipeline.review").joinpath("page.html").read_text(encoding="utf-8")
+    app = Flask(__name__)
+
+    def standing() -> list[dict]:
+        return [_verdict_json(row) for row in latest(store.rows()).values()]
+
+    @app.get("/")
+    def index():
+        return Response(page, mimetype="text/html")
+
+    @app.get("/api/state")
+    def state():
+        rows = store.rows()
+        return jsonify(reviewer=reviewer, output=output, reasons=REASONS, sets=catalog.summaries(),
+                       verdicts=standing(), last_set=rows[-1]["set_id"] if rows else None)
+
+    @app.get("/api/set/<set_id>")
+    def one_set(set_id: str):
+        if set_id not in catalog.sets:
+            abort(404)
+        return jsonify(catalog.detail(set_id))
+
+    @app.get("/image/<set_id>/<member_id>")
+    def image(set_id: str, member_id: str):
+        if set_id not in catalog.sets:
+            abort(404)
+        if member_id != "src" and member_id not in catalog.sets[set_id]["members"]:
+            abort(404)
+        data = catalog.image(set_id, member_id)
+        if data is None:
+            abort(404)
+        return Response(data, mimetype="image/jpeg", headers={"Cache-Control": "max-age=3600"})
+
+    @app.post("/api/verdict")
+    def verdict():
+        body = request.get_json(silent=True) or {}
+        set_id, member_id = body.get("set_id"), body.get("member_id")
+        if set_id not in catalog.sets:
+            return jsonify(error=f"unknown set {set_id!r}"), 400
+        if member_id is not None and member_id not in catalog.sets[set_id]["members"]:
+            return jsonify(error=f"set {set_id} has no member {member_id!r}"), 400
+        if body.get("verdict") not in VERDICT_VALUES:
+            return jsonify(error=f"verdict must be one of {', '.join(VERDICT_VALUES)}"), 400
+        reason = (body.get("reason") or "").strip()[:500] or None
+        row = store.add(set_id, member_id, body["verdict"], reason)
+        return jsonify(saved=_verdict_json(row), verdicts=standing())
+
+    @app.post("/api/undo")
+    def undo():
+        row = store.undo()
+        return jsonify(undone=_verdict_json(row) if row else None, verdicts=standing())
+
+    @app.errorhandler(ReviewError)
+    def review_error(exc):
+        return jsonify(error=str(exc)), 400
+
+    return app
+
+
+def serve(output: str, reviewer: str, port: int, host: str = "127.0.0.1", ready=print) -> None:
+    """Serve until interrupted; ``ready`` gets the page's URL once the socket listens."""
+    from werkzeug.serving import make_server
+
+    server = make_server(host, port, create_app(output, reviewer), threaded=True)
+    ready(f"http://{host}:{server.server_port}/")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()

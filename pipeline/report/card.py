@@ -135,8 +135,8 @@ def _review_lines(review: dict) -> list[str]:
         f"- {review['sets_reviewed']} sets reviewed by {len(review['reviewers'])} reviewer(s): "
         f"{', '.join(review['reviewers'])}",
         f"- agreement: {agrees}",
-        f"- policy `{review.get('policy')}`: {review['sets_vetoed']} whole sets and {review['members_vetoed']} "
-        "member images in all were vetoed and removed from the shards (the filter's `min_members` rule applied after review)",
+        f"- vetoed under the policy `{review.get('policy')}` and removed from the shards: {review['members_vetoed']} "
+        f"member images, which emptied {review['sets_vetoed']} sets (the filter's `min_members` rule is applied after review)",
         "- each verdict is in the manifest (`review_verdict`, `review_reason`, `reviewers`, beside the automatic "
         "`status`) and each reviewer's log in `reviews/`; the tars as the run wrote them are in `reviews/originals/`",
     ]

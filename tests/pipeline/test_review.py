@@ -1,0 +1,176 @@
+"""Human review: verdicts saved per reviewer, agreement measured by the published formulas, and `review apply`
+rewriting only what changed, deterministically, with the consumers' own reader seeing the result."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import webdataset as wds
+
+from pipeline.output.storage import Storage
+from pipeline.output.verify import verify_output
+from pipeline.review.agreement import agreement, cohen_kappa, fleiss_kappa
+from pipeline.review.apply import apply_review
+from pipeline.review.verdicts import VerdictStore, output_verdicts
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_cohen_kappa_matches_the_worked_example():
+    # Cohen's kappa, Wikipedia's worked example: 50 proposals, yes/yes 20, yes/no 5, no/yes 10, no/no 15 -> 0.4
+    first = ["yes"] * 25 + ["no"] * 25
+    second = ["yes"] * 20 + ["no"] * 5 + ["yes"] * 10 + ["no"] * 15
+    assert cohen_kappa(first, second) == pytest.approx(0.4)
+    assert cohen_kappa(["accept"] * 4, ["accept"] * 4) is None  # chance agreement 1: undefined
+
+
+def test_fleiss_kappa_matches_fleiss_1971_table():
+    # Fleiss (1971) as worked on Wikipedia: 10 subjects, 14 raters, 5 categories -> 0.210
+    table = [[0, 0, 0, 0, 14], [0, 2, 6, 4, 2], [0, 0, 3, 5, 6], [0, 3, 9, 2, 0], [2, 2, 8, 1, 1],
+             [7, 7, 0, 0, 0], [3, 2, 6, 3, 0], [2, 5, 3, 2, 2], [6, 5, 2, 1, 0], [0, 2, 2, 3, 7]]
+    assert fleiss_kappa(table) == pytest.approx(0.2099, abs=1e-4)
+
+
+def test_agreement_uses_shared_sets_and_lists_disagreements():
+    decisions = {"ann": {"a": "accept", "b": "reject", "c": "accept"},
+                 "bob": {"a": "accept", "b": "accept", "d": "reject"}}
+    found = agreement(decisions)
+    assert found["method"] == "Cohen's kappa" and found["shared_sets"] == 2
+    assert [d["set_id"] for d in found["disagreements"]] == ["b"]
+    three = agreement({**decisions, "cy": {"a": "accept", "b": "reject"}})
+    assert three["method"] == "Fleiss' kappa" and three["shared_sets"] == 2
+
+
+def _write_verdicts(root: str, reviewer: str, set_ids: list[str]) -> None:
+    store = VerdictStore(Storage(root), reviewer)
+    for set_id in set_ids:
+        store.add(set_id, None, "accept", None)
+
+
+def test_concurrent_writers_lose_no_verdict(tmp_path):
+    sets = [f"set{i}" for i in range(25)]
+    context = multiprocessing.get_context("spawn")
+    jobs = [context.Process(target=_write_verdicts, args=(str(tmp_path), reviewer, [f"{s}-{n}" for s in sets]))
+            for n, reviewer in enumerate(["ann", "ann", "bob"])]  # two servers for ann at once, and bob
+    for job in jobs:
+        job.start()
+    for job in jobs:
+        job.join(60)
+        assert job.exitcode == 0
+    rows = output_verdicts(Storage(str(tmp_path)))
+    assert sum(r["reviewer"] == "ann" for r in rows) == 50
+    assert sum(r["reviewer"] == "bob" for r in rows) == 25
+
+
+def test_undo_brings_back_the_earlier_verdict(tmp_path):
+    store = VerdictStore(Storage(str(tmp_path)), "ann")
+    store.add("s-gender", None, "accept", None)
+    store.add("s-gender", None, "reject", "artifacts or distortion")
+    assert store.undo()["verdict"] == "reject"
+    assert [r["verdict"] for r in store.rows()] == ["accept"]
+
+
+@pytest.fixture()
+def reviewed_copy(mini_output, tmp_path) -> Path:
+    out = tmp_path / "out"
+    shutil.copytree(mini_output, out)
+    return out
+
+
+def _fingerprint(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and not p.name.startswith(".")}
+
+
+def _accepted_set(out: Path) -> tuple[str, list[str], str]:
+    rows = [r for name in sorted((out / "manifest").glob("*.parquet")) for r in pq.read_table(name).to_pylist()]
+    row = next(r for r in rows if r["status"] == "accepted")
+    members = sorted({r["member_id"] for r in rows if r["set_id"] == row["set_id"] and r["status"] == "accepted"})
+    return row["set_id"], members, row["shard"]
+
+
+def _member_keys(out: Path) -> set[str]:
+    urls = sorted(str(p) for p in (out / "shards").glob("*.tar"))
+    return {sample["__key__"] for sample in wds.WebDataset(urls, shardshuffle=False)}
+
+
+def test_apply_removes_a_vetoed_set_deterministically_and_a_withdrawn_veto_restores_it(reviewed_copy):
+    out = reviewed_copy
+    original = _fingerprint(out)
+    set_id, members, tar = _accepted_set(out)
+    other_tar = next(p.name for p in (out / "shards").glob("*.tar") if p.name != tar)
+    store = VerdictStore(Storage(str(out)), "ann")
+    store.add(set_id, members[0], "reject", "artifacts or distortion")
+
+    result = apply_review(str(out))
+    keys = _member_keys(out)
+    assert not any(k.startswith(f"{set_id}-") for k in keys)  # mini filter needs every member: the set goes
+    assert result.shards_rewritten == [tar] and result.sets_vetoed == 1
+    assert verify_output(str(out))[0] == []
+    after = _fingerprint(out)
+    assert after[f"shards/{other_tar}"] == original[f"shards/{other_tar}"]  # untouched shard, same bytes
+    manifest = pq.read_table(out / "manifest" / tar.replace(".tar", ".parquet")).to_pylist()
+    vetoed = [r for r in manifest if r["set_id"] == set_id and r["status"] == "accepted"]
+    assert {r["review_verdict"] for r in vetoed} == {"reject"} and all(r["shard"] is None for r in vetoed)
+    assert "ann: artifacts or distortion" in next(r for r in vetoed if r["member_id"] == members[0])["review_reason"]
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["review"]["sets_vetoed"] == 1 and stats["review"]["reviewers"] == ["ann"]
+    assert sum(json.loads((out / "sizes.json").read_text()).values()) == len(keys)
+    assert "emptied 1 sets" in (out / "README.md").read_text()
+
+    apply_review(str(out))
+    assert _fingerprint(out) == after  # applying twice changes nothing
+
+    store.undo()
+    apply_review(str(out))
+    restored = _fingerprint(out)
+    assert restored[f"shards/{tar}"] == original[f"shards/{tar}"]
+    assert restored[f"sets/{tar}"] == original[f"sets/{tar}"]
+    assert verify_output(str(out))[0] == []
+
+
+def test_majority_keeps_a_member_one_of_two_reviewers_rejects(reviewed_copy):
+    out = reviewed_copy
+    set_id, members, _ = _accepted_set(out)
+    VerdictStore(Storage(str(out)), "ann").add(set_id, members[0], "reject", "attribute not changed")
+    VerdictStore(Storage(str(out)), "bob").add(set_id, None, "accept", None)
+    result = apply_review(str(out), policy="majority")
+    assert result.sets_vetoed == 0 and any(k.startswith(f"{set_id}-") for k in _member_keys(out))
+    assert apply_review(str(out), policy="any-reject").sets_vetoed == 1
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, cwd=REPO,
+                          timeout=300)
+
+
+def test_cli_refuses_an_unknown_set_in_one_line_and_prints_agreement(reviewed_copy, tmp_path):
+    out = reviewed_copy
+    set_id, members, _ = _accepted_set(out)
+    bad = tmp_path / "team.csv"
+    bad.write_text("set_id,member_id,verdict,reason,reviewer\nnot-a-set,,reject,blurry,cy\n")
+    before = _fingerprint(out)
+    refused = _cli("review", "apply", str(out), "--verdicts", str(bad))
+    assert refused.returncode == 4
+    assert refused.stderr.strip().count("\n") == 0 and "unknown set 'not-a-set'" in refused.stderr
+    assert _fingerprint(out) == before
+
+    good = tmp_path / "team2.csv"
+    good.write_text(f"set_id,member_id,verdict,reason,reviewer\n{set_id},,accept,,cy\n{set_id},{members[0]},reject,"
+                    "blurry,dee\n")
+    VerdictStore(Storage(str(out)), "cy").add(set_id, None, "accept", None)
+    applied = _cli("review", "apply", str(out), "--verdicts", str(good))
+    assert applied.returncode == 0, applied.stderr
+    assert "1 set(s)" in applied.stdout
+    VerdictStore(Storage(str(out)), "dee").add(set_id, members[0], "reject", "blurry")
+    stats = _cli("review", str(out), "--stats")
+    assert stats.returncode == 0, stats.stderr
+    assert "Cohen's kappa" in stats.stdout and f"{set_id}: cy accept, dee reject (blurry)" in stats.stdout

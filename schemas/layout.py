@@ -11,6 +11,7 @@ THUMBS_DIR = "thumbs"  # {prefix}-NNNNNN.parquet: small JPEGs of every seed and 
 PLOTS_DIR = "plots"
 REVIEWS_DIR = "reviews"  # {reviewer}.parquet: one reviewer's verdicts (counterfactory review)
 REVIEW_ORIGINALS_DIR = "reviews/originals"  # shards/ and sets/ tars as the run wrote them, before review apply
+REVIEW_IMPORTED_DIR = "reviews/imported"  # {name}.parquet: verdicts files given to review apply, kept for later applies
 REVIEW_APPLIED_FILE = "reviews/applied.json"  # what the last review apply used: policy, sources, agreement
 
 RUN_FILE = "run.json"  # the config, its hash, versions, git sha, status

@@ -45,6 +45,7 @@ SEED_REF = pa.schema(
 
 _SEED_IMAGE_FIELDS = [
     pa.field("seed_id", pa.string(), nullable=False),
+    pa.field("content_id", pa.string()),  # hash of the seed's bytes (dedupe), when they were read
     pa.field("image_rgb", pa.binary()),  # raw RGB bytes, height * width * 3
     pa.field("width", pa.int32()),
     pa.field("height", pa.int32()),
@@ -154,6 +155,7 @@ MANIFEST = pa.schema(
         pa.field("review_verdict", pa.string()),  # accept | reject after the review policy; null: nobody reviewed it
         pa.field("review_reason", pa.string()),  # "reviewer: reason" of each reject, "; "-joined
         pa.field("reviewers", pa.string()),  # the reviewers who judged this member, comma-joined, sorted
+        pa.field("review_votes", pa.string()),  # each reviewer's verdict: "ann reject (blurry); bob accept"
         pa.field("captioner", pa.string()),
         pa.field("editor", pa.string()),
         pa.field("clip_model", pa.string()),
@@ -162,6 +164,7 @@ MANIFEST = pa.schema(
 )
 
 
+REVIEW_COLUMNS = {"review_verdict", "review_reason", "reviewers", "review_votes"}  # the manifest's, set by review apply
 VERDICT_ACCEPT = "accept"  # a reviewer's verdict on a set or a member
 VERDICT_REJECT = "reject"
 

@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from schemas.records import STATUS_ERROR, rows_to_table
 from stages.utils import faults
-from stages.utils.errors import describe_error
+from stages.utils.errors import StageSetupError, describe_error
 
 
 @dataclass
@@ -94,7 +94,11 @@ class Stage:
 
     def start(self) -> None:
         if not self._started:
-            self.setup()
+            try:
+                self.setup()
+            except Exception as exc:
+                first = describe_error(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise StageSetupError(f"stage {self.name} could not set up (load its model): {first}") from exc
             self._started = True
 
     def process_rows(self, rows: list[dict]) -> list[dict]:

@@ -27,6 +27,13 @@ from stages.utils.provenance import WATERMARK_METHOD, ProvenanceConfig, apply_wa
 THUMBNAIL_QUALITY = 85
 
 
+def sample_members(row: dict) -> list[dict]:
+    """An accepted set's members that have an accepted candidate, in set order: the members its samples hold
+    (all of them unless ``filter.min_members`` let the set pass with fewer)."""
+    chosen = {c["member_id"] for c in row.get("candidates") or [] if c["status"] == STATUS_ACCEPTED}
+    return [m for m in row["members"] or [] if m["member_id"] in chosen]
+
+
 @dataclass
 class ShardConfig:
     """The ``shards`` section: what the shards hold and how their files are encoded."""
@@ -95,7 +102,7 @@ class SampleEncoder(SetStage):
             "seed_id": row["seed_id"],
             "member_id": member["member_id"],
             "member_index": index,
-            "member_count": len(row["members"]),
+            "member_count": len(sample_members(row)),
             "axis": row["axis"],
             "axis_attributes": [a["attribute"] for a in member["attributes"]],
             "attributes": attribute_list(member_attributes(member)),
@@ -127,7 +134,7 @@ class SampleEncoder(SetStage):
             "source": {"uri": row["source_uri"], "member": row.get("source_member"), "caption": row["caption"],
                        "generated": row.get("candidate_bases") is not None},
             "members": [{"member_id": m["member_id"], "key": member_key(row["set_id"], m["member_id"]),
-                         "attributes": attribute_list(member_attributes(m))} for m in row["members"]],
+                         "attributes": attribute_list(member_attributes(m))} for m in sample_members(row)],
             "models": prov["models"],
             "model_revisions": prov.get("revisions", {}),
             "generation": prov["generation"],
@@ -191,12 +198,12 @@ class SampleEncoder(SetStage):
                 row["src_jpeg"] = self.encode_source(row, source)
             if size:
                 row["src_thumb"] = thumbnail(source, size)
-        members = {m["member_id"]: (i, m) for i, m in enumerate(row["members"] or [])}
+        members = {m["member_id"]: (i, m) for i, m in enumerate(sample_members(row))}
         for cand in row.get("candidates") or []:
             if cand.get("image_rgb") is None:
                 continue
             image = from_raw(cand["image_rgb"], cand["width"], cand["height"])
-            if accepted and cand["status"] == STATUS_ACCEPTED:
+            if accepted and cand["status"] == STATUS_ACCEPTED and cand["member_id"] in members:
                 index, member = members[cand["member_id"]]
                 cand["jpeg"] = self.encode_member(row, member, cand, image)
                 cand["member_json"] = json_bytes(self.member_json(row, member, index, cand))

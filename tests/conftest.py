@@ -80,7 +80,22 @@ def taxonomy():
 
 
 @pytest.fixture(scope="session")
-def local_ray(tiny_cache):
+def s3_endpoint():
+    """A real S3 endpoint on loopback (moto's server) for the session. Its address and test credentials are in
+    the environment before Ray starts, so the session's workers read s3:// seeds the way a cluster's do."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1",
+                      AWS_ENDPOINT_URL=f"http://{host}:{port}")
+    yield os.environ["AWS_ENDPOINT_URL"]
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def local_ray(tiny_cache, s3_endpoint):
     """One local Ray for the session; stages get fractional CPUs so 2 cores never deadlock.
 
     It declares one logical GPU (this machine has none) so that GPU stages are scheduled as on a

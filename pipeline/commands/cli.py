@@ -48,7 +48,10 @@ def cmd_run(args) -> int:
     from pipeline.config.loading import environment_overrides, load_config
     from pipeline.execution.run import run_pipeline
 
-    loaded = load_config(args.config, {**environment_overrides(), **parse_overrides(args.set)})
+    overrides = {**environment_overrides(), **parse_overrides(args.set)}
+    if args.verbose:
+        overrides["ray.progress_bars"] = True
+    loaded = load_config(args.config, overrides)
     summary = run_pipeline(loaded, output=args.output, limit=args.limit, report=False if args.no_report else None)
     print("\n".join(_summary_lines(summary)))
     return 0
@@ -117,7 +120,8 @@ def cmd_tiny_models(args) -> int:
 def parser() -> argparse.ArgumentParser:
     from pipeline.commands import asd, export, review
 
-    p = argparse.ArgumentParser(prog="counterfactory", description="Counterfactual image sets at scale, on Ray.")
+    p = argparse.ArgumentParser(prog="counterfactory", description="Counterfactual image sets at scale, on Ray.",
+                                epilog="Any command takes --debug: print the traceback of an error, not only its line.")
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a config end to end")
     run.add_argument("config")
@@ -125,6 +129,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--output", default=None, help="output path or URI (overrides run.output)")
     run.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a config field (repeatable)")
     run.add_argument("--no-report", action="store_true", help="skip preview.html and plots at the end")
+    run.add_argument("--verbose", action="store_true",
+                     help="Ray Data's progress bars and execution logs too (shown by default only on a terminal)")
     run.set_defaults(func=cmd_run)
     plan = sub.add_parser("plan", help="dry run: stage graph, resources and work counts; loads no model")
     plan.add_argument("config")
@@ -160,6 +166,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a command; a failure is one line on stderr and an exit code (commands.exit_codes), the traceback
+    only with ``--debug`` (anywhere on the command line)."""
+    from pipeline.commands import exit_codes
     from pipeline.config.errors import ConfigError
     from pipeline.export.members import ExportError
     from pipeline.output.state import OutputRefused
@@ -169,20 +178,31 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.testing import tiny_models  # noqa: F401 (registers tiny:NAME for configs and --clip)
 
     argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     if argv[:2] == ["review", "apply"]:
         argv = [APPLY, *argv[2:]]
     args = parser().parse_args(argv)
     try:
         return args.func(args)
     except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
-        return 2
+        error, code, line = exc, exit_codes.CONFIG_ERROR, f"config error: {exc}"
     except OutputRefused as exc:
-        print(f"output refused: {exc}", file=sys.stderr)
-        return 3
+        error, code, line = exc, exit_codes.OUTPUT_REFUSED, f"output refused: {exc}"
     except (ExportError, TableError, ReviewError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 4
+        error, code, line = exc, exit_codes.BAD_INPUT_FILE, f"error: {exc}"
+    except KeyboardInterrupt:
+        print("interrupted: finished shards are kept; run the same command again to resume", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        code, line = exit_codes.classify(exc, getattr(args, "output", None))
+        error, line = exc, f"error: {line}" + ("" if debug else "  (--debug shows the traceback)")
+    if debug:
+        import traceback
+
+        traceback.print_exception(error)
+    print(line.replace("\n", " "), file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

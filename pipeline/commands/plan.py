@@ -35,6 +35,10 @@ def plan_counts(loaded: LoadedConfig, seeds: int) -> dict:
     }
 
 
+HOW_COUNTED = {"folder": "image file names, no image read", "webdataset": "tar headers, no image read",
+               "parquet": "rows of the list, no image read"}
+
+
 def describe(loaded: LoadedConfig, seeds: int | None = None, limit: int | None = None) -> tuple[str, int]:
     config = loaded.config
     lines = [f"config {loaded.path} (hash {loaded.config_hash})", ""]
@@ -42,9 +46,10 @@ def describe(loaded: LoadedConfig, seeds: int | None = None, limit: int | None =
         try:
             seeds = list_seeds(config.input, config.shards.seeds_per_shard, limit, loaded.concepts).num_rows
             source = ("generated from input.prompts" if config.input.kind == "generate"
-                      else f"listed from {config.input.kind} {config.input.path}")
-        except (FileNotFoundError, OSError, ValueError) as exc:
-            seeds, source = 0, f"input not readable here ({exc}); pass --seeds N to size the run"
+                      else f"counted by listing {config.input.kind} {config.input.path}: {HOW_COUNTED[config.input.kind]}")
+        except Exception as exc:  # plan never fails on its input: it says why and sizes nothing
+            seeds, source = 0, f"input not reachable here: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; " \
+                               "pass --seeds N to size the run"
     else:
         source = "as given by --seeds"
     lines.append("stage graph (Ray Data actor pools, in order):")

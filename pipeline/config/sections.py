@@ -27,7 +27,10 @@ class RayConfig:
     address: str | None = None  # null: RAY_ADDRESS if set, else a local Ray
     num_cpus: float | None = None  # local Ray only
     num_gpus: float | None = None  # local Ray only: logical GPUs to declare
-    preserve_order: bool = True
+    preserve_order: bool = False  # the writer takes rows in any order; true only makes Ray Data buffer them
+    # Ray Data's per-operator progress bars and execution logs: null shows them only on a terminal (a job's
+    # logs and CI keep the project's own progress line); `run --verbose` turns them on
+    progress_bars: bool | None = None
 
 
 @dataclass

@@ -21,7 +21,8 @@ def _duration(seconds: float) -> str:
 
 class Progress:
     def __init__(self, total_seeds: int, already_done: int = 0, stream: TextIO | None = None,
-                 interval: float = 10.0, clock: Callable[[], float] = time.monotonic, tty: bool | None = None):
+                 interval: float = 10.0, clock: Callable[[], float] = time.monotonic, tty: bool | None = None,
+                 rows_per_seed: int = 1):
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty() if tty is None else tty
         self.interval = 0.5 if self.tty else interval
@@ -33,12 +34,15 @@ class Progress:
         self.shards = 0
         self.start = clock()
         self.last_print = None
-        self._last_seed = None
+        self.rows_per_seed = rows_per_seed  # a seed is done when all its set rows are in, in whatever order
+        self._rows_in: Counter = Counter()
 
     def row(self, row: dict) -> None:
-        """A set row reached the writer (rows arrive in seed order)."""
-        if row["seed_index"] != self._last_seed:
-            self._last_seed = row["seed_index"]
+        """A set row reached the writer (in any order)."""
+        seed = row["seed_index"]
+        self._rows_in[seed] += 1
+        if self._rows_in[seed] == self.rows_per_seed:
+            del self._rows_in[seed]
             self.done += 1
         self.sets[row.get("set_status") or STATUS_ERROR] += 1
         self.maybe_print()

@@ -8,21 +8,28 @@ encodes each set's files; the shard writer runs on the driver, consuming the gra
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
+import warnings
 from collections import Counter
 from typing import Callable
 
 import pyarrow as pa
 
 from pipeline.config.sections import PipelineConfig, RayConfig
+from pipeline.execution.seen_registry import SeenRegistry
 from pipeline.execution.stage_list import stage_specs
 from pipeline.execution.work_counter import WorkCounter
 from schemas.taxonomy import Taxonomy
-from stages.ingest.reading import content_ids as batch_content_ids
 from stages.utils import faults
 
 # Environment the workers need to behave like the driver (offline Hub access above all).
-FORWARDED_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME", "COUNTERFACTORY_CACHE")
+# Object-store endpoints and credentials too: a local run's workers read seeds as the driver lists them.
+FORWARDED_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME", "HF_TOKEN", "HF_ENDPOINT", "COUNTERFACTORY_CACHE",
+                 "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                 "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE",
+                 "GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CLOUD_PROJECT")
 
 
 class StageActor:
@@ -58,46 +65,95 @@ def named_actor_class(stage: str) -> type:
 def init_ray(config: RayConfig):
     import ray
 
+    quiet_ray_data(config)
     if ray.is_initialized():
         return ray
     env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+    if not _verbose(config):
+        env = {**QUIET_WORKER_ENV, **env}
     address = config.address or os.environ.get("RAY_ADDRESS")
     if address:
         # On a cluster the job's runtime env (configs/runtime_env.yaml) sets the workers' environment;
         # a second runtime env from the driver would conflict with it.
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address, log_to_driver=True, logging_level=_log_level(config))
     else:
         ray.init(
             num_cpus=config.num_cpus, num_gpus=config.num_gpus, include_dashboard=False,
-            runtime_env={"env_vars": env} if env else None,
+            runtime_env={"env_vars": env} if env else None, logging_level=_log_level(config),
         )
     return ray
 
 
-def _blocks(seed_refs: pa.Table) -> list[pa.Table]:
-    blocks = max(1, min(seed_refs.num_rows, 64))
-    size = -(-seed_refs.num_rows // blocks) if seed_refs.num_rows else 1
-    return [seed_refs.slice(i, size) for i in range(0, max(seed_refs.num_rows, 1), size)]
+def _verbose(config: RayConfig) -> bool:
+    return config.progress_bars if config.progress_bars is not None else sys.stderr.isatty()
 
 
-def read_content_ids(seed_refs: pa.Table, config: PipelineConfig) -> dict[int, str]:
-    """The dedupe pre-pass: every input's content id, read in parallel as Ray tasks."""
+def _log_level(config: RayConfig) -> int:
+    return logging.INFO if _verbose(config) else logging.WARNING
+
+
+# A quiet run's workers: no model-loading progress bars or library deprecation notes in the job's log.
+QUIET_WORKER_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error",
+                    "DIFFUSERS_VERBOSITY": "error", "TQDM_DISABLE": "1",
+                    "PYTHONWARNINGS": "ignore::FutureWarning,ignore::DeprecationWarning,ignore::UserWarning"}
+
+
+def quiet_ray_data(config: RayConfig) -> None:
+    """Ray Data's progress bars, execution plans and stats logs only when verbose (on a terminal, or asked for):
+    elsewhere the project's own progress line says how the run goes."""
     import ray.data
 
-    ds = ray.data.from_arrow(_blocks(seed_refs)).map_batches(
-        batch_content_ids, batch_format="pyarrow", batch_size=config.input.resources.batch_size,
-        num_cpus=config.input.resources.num_cpus,
-    )
-    out: dict[int, str] = {}
-    for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-        for index, cid in zip(batch.column("seed_index").to_pylist(), batch.column("content_id").to_pylist()):
-            if cid is not None:
-                out[index] = cid
-    return out
+    show = _verbose(config)
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = context.enable_operator_progress_bars = show
+    context.print_on_execution_start = context.enable_auto_log_stats = show
+    if not show:
+        context.issue_detectors_config.detectors = []
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.*")
+    logging.getLogger("ray.data").setLevel(logging.INFO if show else logging.ERROR)
 
 
-def build_dataset(seed_refs: pa.Table, config: PipelineConfig, taxonomy: Taxonomy, provenance: dict):
-    """The run's Ray Dataset, and the WorkCounter actor its stages report to."""
+BLOCK_SEEDS = 32  # seeds per input block: fixed, so the first shard waits for a block, not a share of the input
+
+
+def _blocks(seed_refs: pa.Table) -> list[pa.Table]:
+    return [seed_refs.slice(i, BLOCK_SEEDS) for i in range(0, max(seed_refs.num_rows, 1), BLOCK_SEEDS)]
+
+
+class RegistryProxy:
+    """The run's SeenRegistry actor, called as the plain class is: ingest claims, the driver's assembler asks."""
+
+    def __init__(self, handle):
+        self.handle = handle
+
+    def claim(self, claims):
+        import ray
+
+        return ray.get(self.handle.claim.remote(claims))
+
+    def watermark(self):
+        import ray
+
+        return ray.get(self.handle.watermark.remote())
+
+    def decide(self, seeds):
+        import ray
+
+        return ray.get(self.handle.decide.remote(seeds))
+
+
+def start_registry(todo: list[int], first_seen: dict[str, int]) -> RegistryProxy:
+    """The run's shared record of seeds seen (no CPU reserved: it only keeps dictionaries). Completed shards'
+    first seed ids stand for their content ids too: a seed id is the content id unless the source gave one."""
+    import ray
+
+    return RegistryProxy(ray.remote(num_cpus=0)(SeenRegistry).remote(todo, first_seen, first_seen))
+
+
+def build_dataset(seed_refs: pa.Table, config: PipelineConfig, taxonomy: Taxonomy, provenance: dict,
+                  registry: RegistryProxy | None = None):
+    """The run's Ray Dataset, and the WorkCounter actor its stages report to. Rows come out in whatever order
+    they finish (the assembler does not need seed order), unless ``ray.preserve_order``."""
     import ray
     import ray.data
     from ray.data import ActorPoolStrategy
@@ -107,7 +163,7 @@ def build_dataset(seed_refs: pa.Table, config: PipelineConfig, taxonomy: Taxonom
     ds = ray.data.from_arrow(_blocks(seed_refs))
     fault_spec = os.environ.get(faults.ENV)
     work = ray.remote(num_cpus=0)(WorkCounter).remote()
-    for spec in stage_specs(config, taxonomy, provenance):
+    for spec in stage_specs(config, taxonomy, provenance, registry.claim if registry is not None else None):
         res = spec.resources
         ds = ds.map_batches(
             named_actor_class(spec.name),

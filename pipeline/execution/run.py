@@ -14,7 +14,8 @@ from pipeline.config.loading import LoadedConfig
 from pipeline.config.model_refs import check_model_refs, with_models_resolved
 from pipeline.execution.progress import Progress
 from pipeline.execution.provenance import provenance
-from pipeline.execution.ray_executor import build_dataset, init_ray, read_content_ids, read_work
+from pipeline.execution.assembler import ShardAssembler
+from pipeline.execution.ray_executor import build_dataset, init_ray, read_work, start_registry
 from pipeline.output.run_record import json_bytes, run_record
 from pipeline.output.shard_writer import ShardResult, ShardWriter
 from pipeline.output.state import OutputLock, check_config_hash, completed_shards, remove_temporaries
@@ -25,7 +26,9 @@ from schemas.layout import RUN_FILE, SIZES_FILE, STATS_FILE
 from schemas.records import STATUS_OK
 from stages.base import fail_set
 from stages.ingest.listing import list_seeds
-from stages.ingest.reading import duplicate_reason, mark_duplicates
+from stages.ingest.decode import DecodeSeeds
+from stages.ingest.reading import duplicate_reason
+from stages.sets.stage import SetPlanner
 
 
 @dataclass
@@ -38,31 +41,28 @@ class RunSummary:
     seconds: float = 0.0
 
 
-def _process(dataset, writer: ShardWriter, first_seen: dict, summary: RunSummary, lock: OutputLock, log,
-             progress: Progress) -> None:
-    """Consume the graph's rows in seed order and write each shard as soon as its last seed is in."""
-    pending: list[dict] = []
-    pending_index = None
-
-    def flush():
-        result = writer.write_shard(pending_index, pending)
-        summary.shards.append(result)
-        lock.heartbeat()
-        progress.shard_written()
-        log(f"counterfactory: wrote {result.tar_name} ({result.samples} member samples) and {result.manifest_name} "
-            f"({result.manifest_rows} rows)")
-
+def _process(dataset, assembler: ShardAssembler, progress: Progress) -> None:
+    """Consume the graph's rows as they come; the assembler writes each shard once it is settled."""
     for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
         for row in batch.to_pylist():
-            if pending_index is not None and row["shard_index"] != pending_index:
-                flush()
-                pending = []
-            pending_index = row["shard_index"]
-            mark_repeated_seed(row, first_seen)
-            pending.append(row)
+            assembler.add(row)
             progress.row(row)
-    if pending_index is not None:
-        flush()
+        assembler.flush()
+    assembler.flush(final=True)
+
+
+def copy_rows_maker(todo: pa.Table, loaded: LoadedConfig) -> Callable[[int, int, str], list[dict]]:
+    """The rows a copy gets when ingest catches it (an error seed, planned into error sets), made on the
+    driver for a copy that was read before its original; no model is involved."""
+    config = loaded.config
+
+    def copy_rows(seed_index: int, original: int, content_id: str) -> list[dict]:
+        ref = todo.filter(pc.equal(todo.column("seed_index"), seed_index)).to_pylist()[0]
+        ref.update(source_error=duplicate_reason(original), source_seed_id=content_id)
+        seeds = DecodeSeeds(config.input).process_rows([ref])
+        return SetPlanner(config.plan, loaded.taxonomy, config.run.seed).process_rows(seeds)
+
+    return copy_rows
 
 
 def mark_repeated_seed(row: dict, first_seen: dict[str, int]) -> None:
@@ -88,6 +88,8 @@ def run_pipeline(
     check_model_refs(config, loaded.path)
     storage = Storage(output or config.run.output)
     summary = RunSummary(output=storage.uri)
+    # Listed before the output is touched: an input that cannot be reached leaves no output behind.
+    seed_refs = list_seeds(config.input, config.shards.seeds_per_shard, limit, loaded.concepts)
     lock = OutputLock(storage)
     lock.acquire()
     try:
@@ -95,7 +97,6 @@ def run_pipeline(
         storage.makedirs()
         storage.write_atomic(json_bytes(run_record(loaded, "running", started=started)), RUN_FILE)
         remove_temporaries(storage)
-        seed_refs = list_seeds(config.input, config.shards.seeds_per_shard, limit, loaded.concepts)
         done = completed_shards(storage, seed_refs, config.shards.prefix) if resuming else set()
         summary.skipped_shards = sorted(done)
         todo = seed_refs.filter(pc.invert(pc.is_in(seed_refs.column("shard_index"), value_set=_int_array(done))))
@@ -109,13 +110,23 @@ def run_pipeline(
         if todo.num_rows:
             init_ray(config.ray)
             first_seen = seen_seed_ids(storage, done, config.shards.prefix)
-            if config.input.dedupe and config.input.kind != "generate":
-                todo = mark_duplicates(todo, read_content_ids(todo, config), first_seen)
-            dataset, work = build_dataset(todo, with_models_resolved(config), loaded.taxonomy, record)
+            registry = start_registry(todo.column("seed_index").to_pylist(), first_seen)
+            dataset, work = build_dataset(todo, with_models_resolved(config), loaded.taxonomy, record, registry)
             already = seed_refs.num_rows - todo.num_rows
             progress = Progress(seed_refs.num_rows, already, stream=progress_stream,
-                                interval=config.report.progress_interval)
-            _process(dataset, writer, first_seen, summary, lock, log, progress)
+                                interval=config.report.progress_interval, rows_per_seed=len(config.plan.axes))
+
+            def write(index: int, rows: list[dict]) -> None:
+                result = writer.write_shard(index, rows)
+                summary.shards.append(result)
+                lock.heartbeat()
+                progress.shard_written()
+                log(f"counterfactory: wrote {result.tar_name} ({result.samples} member samples) and "
+                    f"{result.manifest_name} ({result.manifest_rows} rows)")
+
+            shards = dict(zip(todo.column("seed_index").to_pylist(), todo.column("shard_index").to_pylist()))
+            assembler = ShardAssembler(shards, len(config.plan.axes), registry, write, copy_rows_maker(todo, loaded))
+            _process(dataset, assembler, progress)
             progress.finish()
             summary.work = read_work(work)
         summary.seconds = time.time() - started

@@ -27,11 +27,12 @@ class StageSpec:
     resources: Resources
 
 
-def stage_specs(config: PipelineConfig, taxonomy: Taxonomy, provenance: dict) -> list[StageSpec]:
-    """``provenance`` (pipeline.execution.provenance) is what the encoded files say about how they were made.
+def stage_specs(config: PipelineConfig, taxonomy: Taxonomy, provenance: dict, claim=None) -> list[StageSpec]:
+    """``provenance`` (pipeline.execution.provenance) is what the encoded files say about how they were made;
+    ``claim``: the run's record of seeds seen, for ingest (None: no streaming dedupe).
     The editor class is looked up here, on the driver, so a backend registered by the caller reaches the
     workers with the factory."""
-    specs = [StageSpec(DecodeSeeds.name, functools.partial(DecodeSeeds, config.input), config.input.resources)]
+    specs = [StageSpec(DecodeSeeds.name, functools.partial(DecodeSeeds, config.input, claim), config.input.resources)]
     if config.input.kind != "generate":  # generated seeds have no photo: the caption is the base prompt
         specs.append(StageSpec(Captioner.name, functools.partial(Captioner, config.caption), config.caption.resources))
         if config.concept.model:

@@ -26,7 +26,7 @@ from schemas import SCHEMA_VERSION
 from schemas.layout import MANIFEST_DIR, SETS_DIR, SHARDS_DIR, THUMBS_DIR, manifest_name, tar_name
 from schemas.records import MANIFEST, SCORE_NAMES, STATUS_ACCEPTED, STATUS_ERROR, member_attributes, rows_to_table
 from schemas.sample import IMAGE_FILE, JSON_FILE, THUMB_SOURCE_ID, member_key
-from stages.encode import ShardConfig
+from stages.encode import ShardConfig, sample_members
 
 THUMBS = pa.schema(
     [
@@ -179,7 +179,7 @@ class ShardWriter:
         member_files = []
         for row in accepted:
             chosen = {c["member_id"]: c for c in row["candidates"] if c["status"] == STATUS_ACCEPTED}
-            for member in row["members"]:
+            for member in sample_members(row):
                 cand = chosen[member["member_id"]]
                 key = member_key(row["set_id"], member["member_id"])
                 member_files += [(f"{key}.{IMAGE_FILE}", cand["jpeg"]), (f"{key}.{JSON_FILE}", cand["member_json"])]

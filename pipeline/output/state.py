@@ -107,9 +107,10 @@ def check_config_hash(storage: Storage, config_hash: str) -> bool:
     return True
 
 
-def remove_temporaries(storage: Storage) -> int:
+def remove_temporaries(storage: Storage, *folders: str) -> int:
+    """Delete files left under temporary names (by a killed writer) in ``folders`` (default: the run's)."""
     removed = 0
-    for folder in (SHARDS_DIR, SETS_DIR, THUMBS_DIR, MANIFEST_DIR, ""):
+    for folder in folders or (SHARDS_DIR, SETS_DIR, THUMBS_DIR, MANIFEST_DIR, ""):
         for name in storage.list(folder) if folder else storage.list():
             if name.startswith(TEMPORARY_PREFIX):
                 storage.fs.delete_file(storage.path(folder, name) if folder else storage.path(name))

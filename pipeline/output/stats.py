@@ -35,7 +35,12 @@ def collect(storage: Storage) -> tuple[dict, dict]:
             prefix, index, ext = parse_shard_name(name)
         except ValueError:
             continue
-        rows = pq.read_table(storage.open_input(MANIFEST_DIR, name), columns=COLUMNS).to_pylist()
+        handle = storage.open_input(MANIFEST_DIR, name)
+        present = set(pq.read_schema(handle).names)  # manifests written before review columns existed lack them
+        rows = pq.read_table(handle, columns=[c for c in COLUMNS if c in present]).to_pylist()
+        for row in rows:
+            for column in set(COLUMNS) - present:
+                row[column] = None
         samples = set()
         for row in rows:
             seeds.setdefault(row["seed_index"], row["seed_status"])

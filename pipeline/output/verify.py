@@ -16,7 +16,7 @@ from pipeline.output.shard_writer import SET_SHA256, SHARD_SHA256
 from pipeline.output.storage import Storage
 from schemas.keys import KEY_PATTERN, parse_shard_name
 from schemas.layout import MANIFEST_DIR, SETS_DIR, SHARDS_DIR, SIZES_FILE, manifest_name_of
-from schemas.records import MANIFEST, STATUS_ACCEPTED, VERDICT_REJECT, in_shards
+from schemas.records import MANIFEST, REVIEW_COLUMNS, STATUS_ACCEPTED, VERDICT_REJECT, in_shards
 from schemas.sample import IMAGE_FILE, JSON_FILE, SAMPLE_FILES, member_errors, set_errors
 
 
@@ -90,7 +90,10 @@ def verify_output(uri: str) -> tuple[list[str], dict]:
         counts["manifest_rows"] += table.num_rows
         problems.extend(f"{folder}/{tar_name}: {p}" for folder, p in _check_checksums(data, table.schema))
         if table.schema.names != MANIFEST.names:
-            problems.append(f"{manifest_name}: columns differ from the manifest schema")
+            missing = [c for c in MANIFEST.names if c not in table.schema.names]
+            problems.append(f"{manifest_name}: columns differ from the manifest schema"
+                            + (f" (no {', '.join(missing)}: written by an older version; `counterfactory review apply"
+                               " OUT` adds the review columns)" if missing and set(missing) <= REVIEW_COLUMNS else ""))
             continue
         accepted = _accepted_in_manifest(table.to_pylist(), tar_name, manifest_name, problems)
         for key in [*members, *(f"{SETS_DIR}/{k}" for k in sets)]:

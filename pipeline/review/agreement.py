@@ -55,7 +55,7 @@ def agreement(decisions: dict[str, dict[str, str]]) -> dict:
     """Kappa on the sets every reviewer decided, and the sets where decisions differ (any overlap)."""
     reviewers = sorted(decisions)
     result = {"reviewers": reviewers, "method": None, "kappa": None, "shared_sets": 0, "observed": None,
-              "disagreements": []}
+              "pairs": [], "disagreements": []}
     if len(reviewers) < 2:
         return result
     shared = sorted(set.intersection(*(set(decisions[r]) for r in reviewers)))
@@ -69,6 +69,13 @@ def agreement(decisions: dict[str, dict[str, str]]) -> dict:
         else:
             result["method"] = "Fleiss' kappa"
             result["kappa"] = fleiss_kappa([[row.count(c) for c in CATEGORIES] for row in labels])
+    if len(reviewers) > 2:  # every pair too: with many reviewers, few sets are shared by all
+        for i, first in enumerate(reviewers):
+            for second in reviewers[i + 1:]:
+                both = sorted(set(decisions[first]) & set(decisions[second]))
+                if both:
+                    kappa = cohen_kappa([decisions[first][s] for s in both], [decisions[second][s] for s in both])
+                    result["pairs"].append({"reviewers": [first, second], "shared_sets": len(both), "kappa": kappa})
     all_sets = sorted(set().union(*(decisions[r] for r in reviewers)))
     for set_id in all_sets:
         given = {r: decisions[r][set_id] for r in reviewers if set_id in decisions[r]}
@@ -91,12 +98,15 @@ def describe(standing: dict[tuple, dict]) -> str:
                      f"{counts[VERDICT_REJECT]:>9} {members:>17}")
     found = agreement(decisions)
     if found["method"] is None:
-        lines.append("agreement: needs two reviewers who share a set" if len(decisions) < 2 or not found["shared_sets"]
-                     else "agreement: n/a")
+        lines.append("agreement: needs two reviewers who share a set" if len(decisions) < 2
+                     else f"agreement: no set is shared by all {len(decisions)} reviewers")
     else:
         kappa = "undefined (every decision the same)" if found["kappa"] is None else f"{found['kappa']:.3f}"
         lines.append(f"agreement: {found['method']} {kappa} on {found['shared_sets']} sets shared by "
                      f"{', '.join(found['reviewers'])} (raw agreement {found['observed']:.2f})")
+    for pair in found["pairs"]:
+        kappa = "undefined" if pair["kappa"] is None else f"{pair['kappa']:.3f}"
+        lines.append(f"  Cohen's kappa {' & '.join(pair['reviewers'])}: {kappa} on {pair['shared_sets']} shared sets")
     lines.append(f"disagreements: {len(found['disagreements'])}")
     for item in found["disagreements"]:
         parts = []

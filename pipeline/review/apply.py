@@ -21,15 +21,16 @@ import pyarrow.parquet as pq
 
 from pipeline.output.run_record import json_bytes as run_json_bytes
 from pipeline.output.shard_writer import MANIFEST_COMPRESSION, SET_SHA256, SHARD_SHA256, manifest_table, write_tar
-from pipeline.output.state import OutputLock, OutputRefused
+from pipeline.output.state import OutputLock, OutputRefused, remove_temporaries
 from pipeline.output.stats import collect
 from pipeline.output.storage import Storage
 from pipeline.output.verify import read_tar_samples
 from pipeline.report.build import write_report
 from pipeline.review.agreement import agreement, set_decisions
-from pipeline.review.verdicts import check_known, latest, output_verdicts, read_verdict_file
-from schemas.layout import (MANIFEST_DIR, REVIEW_APPLIED_FILE, REVIEW_ORIGINALS_DIR, RUN_FILE, SETS_DIR, SHARDS_DIR,
-                            SIZES_FILE, STATS_FILE, manifest_name_of)
+from pipeline.review.verdicts import (check_known, imported_name, keep_imported, latest, output_verdicts,
+                                      read_verdict_file)
+from schemas.layout import (MANIFEST_DIR, REVIEW_APPLIED_FILE, REVIEW_ORIGINALS_DIR, REVIEWS_DIR, RUN_FILE, SETS_DIR,
+                            SHARDS_DIR, SIZES_FILE, STATS_FILE, manifest_name_of)
 from schemas.records import STATUS_ACCEPTED, VERDICT_ACCEPT, VERDICT_REJECT
 from schemas.sample import IMAGE_FILE, JSON_FILE, json_bytes, member_key
 
@@ -74,16 +75,18 @@ def review_columns(votes: dict[tuple, dict[str, tuple]], kept_members: dict[str,
     for key, given in votes.items():
         verdict = decide(given, policy)
         reasons = [f"{r}: {reason or 'no reason given'}" for r, (v, reason) in sorted(given.items()) if v == VERDICT_REJECT]
+        votes_text = "; ".join(f"{r} {v}" + (f" ({reason})" if reason else "") for r, (v, reason) in sorted(given.items()))
         out[key] = {"review_verdict": verdict, "review_reason": "; ".join(reasons) if verdict == VERDICT_REJECT else None,
-                    "reviewers": ",".join(sorted(given))}
+                    "reviewers": ",".join(sorted(given)), "review_votes": votes_text}
     for set_id, members in accepted.items():
         kept = [m for m in members if out.get((set_id, m), {}).get("review_verdict") != VERDICT_REJECT]
-        needed = min_members or len(members_of[set_id])
+        needed = min(min_members or len(members_of[set_id]), len(members_of[set_id]))  # the filter's rule
         if len(kept) < needed:
             note = (f"set vetoed: {len(kept)} of {len(members_of[set_id])} members left after review, "
                     f"the filter needs {needed}")
             for member in kept:
-                entry = out.setdefault((set_id, member), {"review_reason": None, "reviewers": None})
+                entry = out.setdefault((set_id, member), {"review_reason": None, "reviewers": None,
+                                                          "review_votes": None})
                 entry.update(review_verdict=VERDICT_REJECT,
                              review_reason="; ".join(filter(None, [entry["review_reason"], note])))
             kept = []
@@ -91,10 +94,13 @@ def review_columns(votes: dict[tuple, dict[str, tuple]], kept_members: dict[str,
     return out
 
 
-def _rebuild_tars(storage: Storage, tar_name: str, kept_keys: set[str]) -> tuple[str, str]:
+def _rebuild_tars(storage: Storage, tar_name: str, kept_keys: set[str], reviewed_before: bool) -> tuple[str, str]:
     """The shard's two tars, from the run's originals, holding only the kept members; their sha256."""
     for folder in (SHARDS_DIR, SETS_DIR):
         if not storage.exists(REVIEW_ORIGINALS_DIR, folder, tar_name):
+            if reviewed_before:  # the tar in place is not the run's any more: it cannot stand in for it
+                raise OutputRefused(f"{REVIEW_ORIGINALS_DIR}/{folder}/{tar_name} is missing, but an earlier review "
+                                    f"apply removed members from {folder}/{tar_name}; restore reviews/originals/")
             storage.write_atomic(storage.read_bytes(folder, tar_name), REVIEW_ORIGINALS_DIR, folder, tar_name)
     members = read_tar_samples(storage.read_bytes(REVIEW_ORIGINALS_DIR, SHARDS_DIR, tar_name))
     sets = read_tar_samples(storage.read_bytes(REVIEW_ORIGINALS_DIR, SETS_DIR, tar_name))
@@ -132,6 +138,9 @@ def apply_review(uri: str, files: list[str] = (), policy: str = "any-reject") ->
 
 
 def _apply(storage: Storage, run: dict, files: list[str], policy: str) -> ApplyResult:
+    # 0. what an apply killed midway left (the files it renames into place are whole or absent)
+    remove_temporaries(storage, SHARDS_DIR, SETS_DIR, MANIFEST_DIR, "", REVIEWS_DIR,
+                       *(f"{REVIEW_ORIGINALS_DIR}/{f}" for f in (SHARDS_DIR, SETS_DIR)))
     # 1. every manifest, every verdict
     manifests = {name: pq.read_table(storage.open_input(MANIFEST_DIR, name))
                  for name in storage.list(MANIFEST_DIR) if name.endswith(".parquet")}
@@ -143,8 +152,12 @@ def _apply(storage: Storage, run: dict, files: list[str], policy: str) -> ApplyR
                 members_of[row["set_id"]].append(row["member_id"])
             if row["set_status"] == STATUS_ACCEPTED and row["status"] == STATUS_ACCEPTED:
                 accepted[row["set_id"]].append(row["member_id"])
-    verdicts = output_verdicts(storage) + [row for path in files for row in read_verdict_file(path)]
+    given = {path: read_verdict_file(path) for path in files}
+    verdicts = output_verdicts(storage, skip_imported={imported_name(p) for p in files})
+    verdicts += [row for rows in given.values() for row in rows]
     check_known(verdicts, members_of)
+    for path, rows in given.items():
+        keep_imported(storage, path, rows)
     standing = latest(verdicts)
     # 2-3. decisions per member, the set rule
     min_members = run.get("config", {}).get("filter", {}).get("min_members", 0)
@@ -158,7 +171,8 @@ def _apply(storage: Storage, run: dict, files: list[str], policy: str) -> ApplyR
         rows = table.to_pylist()
         for row in rows:
             row.update(columns.get((row["set_id"], row["member_id"]),
-                                   {"review_verdict": None, "review_reason": None, "reviewers": None}))
+                                   {"review_verdict": None, "review_reason": None, "reviewers": None,
+                                    "review_votes": None}))
             kept = row["status"] == STATUS_ACCEPTED and row["member_id"] in kept_members.get(row["set_id"], ())
             key = member_key(row["set_id"], row["member_id"]) if kept else None
             row.update(shard=tar_name if kept else None, sample_key=key, file=f"{key}.{IMAGE_FILE}" if kept else None)
@@ -167,7 +181,9 @@ def _apply(storage: Storage, run: dict, files: list[str], policy: str) -> ApplyR
         after = {row["sample_key"] for row in rows if row["sample_key"]}
         shard_sha, set_sha = (metadata.get(k, b"").decode() for k in (SHARD_SHA256, SET_SHA256))
         if before != after:
-            shard_sha, set_sha = _rebuild_tars(storage, tar_name, after)
+            reviewed_before = any(r["status"] == STATUS_ACCEPTED and r["set_status"] == STATUS_ACCEPTED and not r["shard"]
+                                  for r in table.select(["status", "set_status", "shard"]).to_pylist())
+            shard_sha, set_sha = _rebuild_tars(storage, tar_name, after, reviewed_before)
             result.shards_rewritten.append(tar_name)
         new = manifest_table(rows, shard_sha, set_sha)
         if not (new.equals(table) and new.schema.metadata == table.schema.metadata and new.schema == table.schema):

@@ -18,6 +18,7 @@ from pipeline.output.storage import Storage
 from pipeline.review.catalog import Catalog
 from pipeline.review.verdicts import VERDICT_VALUES, ReviewError, VerdictStore, latest
 
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 REASONS = ("attribute not changed", "identity or scene changed", "artifacts or distortion",
            "stereotyped depiction", "offensive or unsafe")
 
@@ -33,6 +34,17 @@ def create_app(output: str, reviewer: str) -> Flask:
     store = VerdictStore(storage, reviewer)
     page = resources.files("pipeline.review").joinpath("page.html").read_text(encoding="utf-8")
     app = Flask(__name__)
+
+    @app.before_request
+    def local_only():
+        # Bound to loopback, but a web page elsewhere could still post to it, or reach it by DNS rebinding:
+        # accept only loopback Host names, and writes only as JSON from this page's origin.
+        if request.host.rsplit(":", 1)[0] not in LOOPBACK_NAMES:
+            abort(403)
+        if request.method == "POST":
+            origin = request.headers.get("Origin")
+            if not request.is_json or (origin and origin.rstrip("/") != request.host_url.rstrip("/")):
+                abort(403)
 
     def standing() -> list[dict]:
         return [_verdict_json(row) for row in latest(store.rows()).values()]

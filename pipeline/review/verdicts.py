@@ -21,7 +21,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from pipeline.output.storage import Storage
-from schemas.layout import REVIEWS_DIR
+from schemas.layout import REVIEW_IMPORTED_DIR, REVIEWS_DIR
 from schemas.records import VERDICT_ACCEPT, VERDICT_REJECT
 
 VERDICTS = pa.schema(
@@ -67,7 +67,7 @@ class VerdictStore:
     @contextmanager
     def _locked(self):
         with self._threads:
-            if "://" in self.storage.uri:  # object stores have no locks: one writer per reviewer there
+            if self.storage.fs.type_name != "local":  # object stores have no locks: one writer per reviewer there
                 yield
                 return
             lock_path = Path(self.storage.path(REVIEWS_DIR, f".{self.reviewer}.lock"))
@@ -138,39 +138,71 @@ def read_verdict_file(path: str) -> list[dict]:
         raise ReviewError(f"{path}: no column {', '.join(missing)}; a verdicts file has "
                           f"{', '.join(VERDICTS.names)} (member_id, reason and time may be left out)")
     rows = table.to_pylist()
-    base = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)  # rows without a time stand in file order
+    timed = sum(row.get("time") is not None for row in rows)
+    if 0 < timed < len(rows):
+        raise ReviewError(f"{path}: {len(rows) - timed} of {len(rows)} rows have no time; give every row a time, "
+                          "or none (then rows stand in file order)")
     out = []
     for number, row in enumerate(rows, start=2 if path.endswith(".csv") else 1):
         where = f"{path} row {number}"
-        verdict = (row.get("verdict") or "").strip().lower()
+        verdict = row.get("verdict")
+        verdict = verdict.strip().lower() if isinstance(verdict, str) else verdict
         if verdict not in VERDICT_VALUES:
             raise ReviewError(f"{where}: verdict {row.get('verdict')!r}; allowed {', '.join(VERDICT_VALUES)}")
-        if not row.get("set_id"):
-            raise ReviewError(f"{where}: no set_id")
-        time = row.get("time")
-        if isinstance(time, str):
-            try:
-                time = dt.datetime.fromisoformat(time)
-            except ValueError:
-                raise ReviewError(f"{where}: time {time!r} is not ISO 8601") from None
-        if time is None:
-            time = base + dt.timedelta(microseconds=number)
-        elif time.tzinfo is None:
-            time = time.replace(tzinfo=dt.timezone.utc)
-        out.append({"set_id": row["set_id"], "member_id": row.get("member_id") or None, "verdict": verdict,
-                    "reason": row.get("reason") or None, "reviewer": check_reviewer(str(row["reviewer"])),
-                    "time": time, "source": path})
+        for column in ("set_id", "reviewer"):
+            if not isinstance(row.get(column), str) or not row[column].strip():
+                raise ReviewError(f"{where}: no {column}")
+        member, reason = row.get("member_id"), row.get("reason")
+        out.append({"set_id": row["set_id"].strip(), "member_id": str(member).strip() or None if member else None,
+                    "verdict": verdict, "reason": str(reason).strip() or None if reason else None,
+                    "reviewer": check_reviewer(row["reviewer"].strip()),
+                    "time": _time(row.get("time"), number, where), "source": path})
     return out
 
 
-def output_verdicts(storage: Storage) -> list[dict]:
-    """Every reviewer's verdicts saved in the output."""
+def _time(value, number: int, where: str) -> dt.datetime:
+    """A verdict's time as an aware datetime; rows without one stand in file order."""
+    if value is None:
+        return dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(microseconds=number)
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise ReviewError(f"{where}: time {value!r} is not ISO 8601") from None
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = dt.datetime.fromtimestamp(value, dt.timezone.utc)  # seconds since the epoch
+    elif isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        value = dt.datetime(value.year, value.month, value.day)
+    if not isinstance(value, dt.datetime):
+        raise ReviewError(f"{where}: time {value!r} is not a time")
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.timezone.utc)
+
+
+def output_verdicts(storage: Storage, skip_imported: set[str] = frozenset()) -> list[dict]:
+    """Every reviewer's verdicts saved in the output, and the files imported by earlier applies (except the
+    names in ``skip_imported``, given again)."""
     out = []
     for name in storage.list(REVIEWS_DIR):
         if name.endswith(".parquet") and not name.startswith("."):
             store = VerdictStore(storage, name[: -len(".parquet")])
             out += [dict(row, source=f"{REVIEWS_DIR}/{name}") for row in store.rows()]
+    for name in storage.list(REVIEW_IMPORTED_DIR):
+        if name.endswith(".parquet") and not name.startswith(".") and name not in skip_imported:
+            rows = pq.read_table(storage.open_input(REVIEW_IMPORTED_DIR, name)).to_pylist()
+            out += [dict(row, source=f"{REVIEW_IMPORTED_DIR}/{name}") for row in rows]
     return out
+
+
+def imported_name(path: str) -> str:
+    """The name a verdicts file is kept under in OUT/reviews/imported/."""
+    return Path(path).stem + ".parquet"
+
+
+def keep_imported(storage: Storage, path: str, rows: list[dict]) -> None:
+    """Keep a given file's verdicts in the output, so a later apply without it still counts them."""
+    table = pa.Table.from_pylist([{k: row[k] for k in VERDICTS.names} for row in rows], schema=VERDICTS)
+    with storage.open_atomic(REVIEW_IMPORTED_DIR, imported_name(path)) as stream:
+        pq.write_table(table, stream)
 
 
 def check_known(rows: list[dict], members: dict[str, list[str]]) -> None:

@@ -15,7 +15,10 @@ IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")
 @dataclass
 class IngestConfig:
     kind: Literal["folder", "webdataset", "parquet", "generate"] = "folder"
-    path: str = ""  # folder, tar file, folder of tars, brace pattern of tars, or parquet file
+    path: str = ""  # folder, tar file, folder of tars, brace pattern of tars, or parquet file; local or a URI
+    # (s3://, gs://, hf://datasets/..., any fsspec protocol; credentials from the standard environment)
+    # An S3-compatible endpoint (MinIO, Ceph, R2...) for s3:// inputs; unset: AWS_ENDPOINT_URL or AWS itself
+    endpoint_url: str | None = None
     # generate: no seed photos; one seed per concept x prompt template x seeds_per_prompt, whose caption is
     # the template filled with the concept ("a photo of {a_concept}" -> "a photo of a chef")
     prompts: list[str] = field(default_factory=lambda: ["a photo of {a_concept}"])
@@ -33,11 +36,20 @@ class IngestConfig:
             return found + _prompt_problems(self.prompts, self.seeds_per_prompt)
         if not self.path:
             found.append(("path", "is required"))
+        if self.endpoint_url is not None and not self.endpoint_url.startswith(("http://", "https://")):
+            found.append(("endpoint_url", "must start with http:// or https://"))
         if self.min_side < 1 or self.max_side < self.min_side:
             found.append(("max_side", "must be >= min_side >= 1"))
         if self.max_pixels < self.min_side * self.min_side:
             found.append(("max_pixels", "must allow at least a min_side x min_side image"))
         return found
+
+
+    def fs_options(self, uri: str) -> dict:
+        """fsspec options for opening ``uri``: the endpoint for s3:// when one is set."""
+        if self.endpoint_url and uri.startswith(("s3://", "s3a://")):
+            return {"endpoint_url": self.endpoint_url}
+        return {}
 
 
 PROMPT_FIELDS = ("concept", "a_concept")

@@ -18,6 +18,39 @@ import pyarrow.parquet as pq
 
 from schemas.records import SEED_REF, rows_to_table
 from stages.ingest.config import GENERATED_URI, IMAGE_EXTENSIONS, IngestConfig, base_prompt
+from stages.utils.errors import describe_error
+
+PROTOCOL_PACKAGES = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "hf": "huggingface_hub",
+                     "az": "adlfs", "abfs": "adlfs"}
+
+
+class InputUnreachable(RuntimeError):
+    """The input cannot be listed; the message names it, says why and what to do, in one line."""
+
+
+def _unreachable(path: str, exc: BaseException) -> InputUnreachable:
+    """A listing failure as one line naming the input, the cause and the fix."""
+    protocol = path.split("://", 1)[0] if "://" in path else "file"
+    if isinstance(exc, ImportError):
+        package = PROTOCOL_PACKAGES.get(protocol, "the fsspec package for it")
+        return InputUnreachable(f"input.path {path}: no filesystem for {protocol}:// here ({describe_error(exc)}); "
+                                f"install {package}")
+    if protocol == "hf" and os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "false", "False", ""):
+        return InputUnreachable(f"input.path {path}: the Hugging Face Hub is offline here (HF_HUB_OFFLINE=1); "
+                                "set HF_HUB_OFFLINE=0 where the Hub can be reached, or copy the data locally")
+    if isinstance(exc, FileNotFoundError):
+        where = "the bucket or the path does not exist" if protocol != "file" else "no such folder or file"
+        return InputUnreachable(f"input.path {path}: {where}; check input.path")
+    if "Credentials" in type(exc).__name__:
+        return InputUnreachable(f"input.path {path}: no credentials for {protocol}:// ({describe_error(exc)}); set "
+                                "them in the environment (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE, "
+                                "GOOGLE_APPLICATION_CREDENTIALS, HF_TOKEN)")
+    if isinstance(exc, PermissionError):
+        return InputUnreachable(f"input.path {path}: access refused ({describe_error(exc)}); check the credentials "
+                                "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, GOOGLE_APPLICATION_CREDENTIALS, HF_TOKEN) "
+                                "and the bucket's policy")
+    return InputUnreachable(f"input.path {path}: cannot list it ({describe_error(exc)}); check the endpoint "
+                            "(input.endpoint_url or AWS_ENDPOINT_URL), the network and the path")
 
 
 def _list_generated(config: IngestConfig, concepts) -> list[dict]:
@@ -72,7 +105,8 @@ def _list_local_folder(config: IngestConfig) -> list[dict]:
     """
     root = config.path
     if not os.path.isdir(root):
-        raise FileNotFoundError(f"input.path {config.path!r} is not a folder")
+        raise InputUnreachable(f"input.path {config.path}: " + ("a file, not a folder; input.kind folder lists a "
+                               "folder" if os.path.exists(root) else "no such folder") + "; check input.path")
     real_root = os.path.realpath(root)
     entries: list[tuple[str, str | None]] = []  # (relative path, listing problem)
     for dirpath, dirnames, filenames in os.walk(root):
@@ -108,11 +142,11 @@ def _inside(path: str, root: str) -> bool:
 
 
 def _list_folder(config: IngestConfig) -> list[dict]:
-    fs, root = fsspec.core.url_to_fs(config.path)
+    fs, root = fsspec.core.url_to_fs(config.path, **config.fs_options(config.path))
     if _is_local(fs):
         return _list_local_folder(config)
     if not fs.isdir(root):
-        raise FileNotFoundError(f"input.path {config.path!r} is not a folder")
+        raise FileNotFoundError(config.path)
     refs = []
     for path in sorted(fs.find(root, withdirs=False)):
         rel = posixpath.relpath(path, root)
@@ -124,12 +158,12 @@ def _list_folder(config: IngestConfig) -> list[dict]:
     return refs
 
 
-def _tar_paths(path: str) -> list[str]:
+def _tar_paths(path: str, options: dict) -> list[str]:
     if "{" in path:
         import braceexpand
 
         return list(braceexpand.braceexpand(path))
-    fs, root = fsspec.core.url_to_fs(path)
+    fs, root = fsspec.core.url_to_fs(path, **options)
     if fs.isdir(root):
         return [_full_uri(fs, p) for p in sorted(fs.glob(posixpath.join(root, "*.tar")))]
     return [path]
@@ -137,10 +171,10 @@ def _tar_paths(path: str) -> list[str]:
 
 def _list_webdataset(config: IngestConfig) -> list[dict]:
     refs = []
-    for tar_path in _tar_paths(config.path):
+    for tar_path in _tar_paths(config.path, config.fs_options(config.path)):
         samples: dict[str, dict] = {}
         order: list[str] = []
-        with fsspec.open(tar_path, "rb") as handle:
+        with fsspec.open(tar_path, "rb", **config.fs_options(tar_path)) as handle:
             try:
                 tar = tarfile.open(fileobj=handle, mode="r|")  # plain tar only: seeds are read by offset
             except tarfile.ReadError as exc:
@@ -184,12 +218,13 @@ def _list_webdataset(config: IngestConfig) -> list[dict]:
 
 
 def _list_parquet(config: IngestConfig) -> list[dict]:
-    table = pq.read_table(config.path)
+    fs, path = fsspec.core.url_to_fs(config.path, **config.fs_options(config.path))
+    table = pq.read_table(path, filesystem=None if _is_local(fs) else fs)
     columns = set(table.column_names)
     path_column = "path" if "path" in columns else "uri" if "uri" in columns else None
     if path_column is None:
         raise ValueError(f"input.path {config.path!r}: the parquet list needs a 'path' or 'uri' column")
-    base = posixpath.dirname(config.path)
+    base = posixpath.dirname(config.path)  # relative paths are next to the list, under its protocol too
     refs = []
     for row in table.to_pylist():
         path = row.get(path_column)
@@ -208,7 +243,13 @@ def list_seeds(config: IngestConfig, seeds_per_shard: int, limit: int | None = N
     if config.kind == "generate":
         refs = _list_generated(config, concepts)
     else:
-        refs = {"folder": _list_folder, "webdataset": _list_webdataset, "parquet": _list_parquet}[config.kind](config)
+        lister = {"folder": _list_folder, "webdataset": _list_webdataset, "parquet": _list_parquet}[config.kind]
+        try:
+            refs = lister(config)
+        except (InputUnreachable, ValueError):
+            raise
+        except Exception as exc:  # the filesystems raise their own kinds (botocore, gcsfs, huggingface_hub)
+            raise _unreachable(config.path, exc) from exc
     if limit is not None:
         refs = refs[:limit]
     for index, ref in enumerate(refs):

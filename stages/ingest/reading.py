@@ -1,4 +1,4 @@
-"""Reading a listed seed's bytes (a file, a ranged read inside a tar), and the dedupe pass over them."""
+"""Reading a listed seed's bytes (a file, a ranged read inside a tar); the duplicate reason."""
 
 from __future__ import annotations
 
@@ -7,10 +7,7 @@ import os
 import tarfile
 
 import fsspec
-import pyarrow as pa
 
-from schemas import keys
-from schemas.records import SEED_REF, rows_to_table
 from stages.utils.errors import describe_error
 from stages.utils.imaging import SeedImageError
 
@@ -30,8 +27,10 @@ def is_duplicate(reason: str | None) -> bool:
     return (reason or "").startswith("duplicate:")
 
 
-def read_source_bytes(row: dict) -> bytes:
+def read_source_bytes(row: dict, fs_options: dict | None = None) -> bytes:
+    """The seed's bytes; ``fs_options`` are fsspec's for its URI (IngestConfig.fs_options)."""
     uri = row["source_uri"]
+    fs_options = fs_options or {}
     if row.get("source_error"):
         raise SeedImageError(row["source_error"])
     if not uri:
@@ -42,14 +41,14 @@ def read_source_bytes(row: dict) -> bytes:
             with open(os.fsdecode(row["source_path"]), "rb") as handle:
                 return handle.read()
         if member is None:
-            with fsspec.open(uri, "rb") as handle:
+            with fsspec.open(uri, "rb", **fs_options) as handle:
                 return handle.read()
         if member.endswith(".<no image>"):
             raise SeedImageError("webdataset sample has no image file")
         if row.get("source_offset") is None:
             raise SeedImageError(f"tar member {member!r} has no recorded offset")
         # A ranged read at the offset found while listing: no re-scan of the tar per seed.
-        with fsspec.open(uri, "rb") as handle:
+        with fsspec.open(uri, "rb", **fs_options) as handle:
             handle.seek(row["source_offset"])
             data = handle.read(row["source_size"])
         if len(data) != row["source_size"]:
@@ -59,32 +58,3 @@ def read_source_bytes(row: dict) -> bytes:
         raise
     except (FileNotFoundError, IsADirectoryError, PermissionError, KeyError, tarfile.TarError, OSError) as exc:
         raise SeedImageError(f"cannot read input ({describe_error(exc)})") from None
-
-
-def content_ids(batch: pa.Table) -> pa.Table:
-    """SEED_REF batch -> (seed_index, content_id): the dedupe pre-pass; unreadable inputs get null."""
-    ids = []
-    for row in batch.to_pylist():
-        try:
-            ids.append(None if row.get("source_error") else keys.content_seed_id(read_source_bytes(row)))
-        except Exception:  # decode will report it
-            ids.append(None)
-    return pa.table({"seed_index": batch.column("seed_index"), "content_id": pa.array(ids, pa.string())})
-
-
-def mark_duplicates(refs: pa.Table, content: dict[int, str], seen: dict[str, int]) -> pa.Table:
-    """Listing rows whose bytes repeat an earlier seed get a listing error naming it; the copy keeps
-    the original's content id as its seed id, so both are found under one key."""
-    rows = refs.to_pylist()
-    first = dict(seen)
-    for row in rows:
-        cid = content.get(row["seed_index"])
-        if cid is None:
-            continue
-        earlier = first.setdefault(cid, row["seed_index"])
-        if earlier != row["seed_index"]:
-            row["source_error"] = duplicate_reason(earlier)
-            row["source_seed_id"] = cid
-    return rows_to_table(rows, SEED_REF)
-
-

@@ -65,3 +65,70 @@ def test_malformed_yaml_is_one_line_too(tmp_path):
     result = subprocess.run([sys.executable, "-m", "pipeline", "plan", str(path)], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "not valid YAML" in result.stderr
+
+
+def _cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, **(env or {})})
+
+
+def test_a_missing_input_is_one_line_with_its_exit_code_and_leaves_no_output(tmp_path):
+    out = tmp_path / "out"
+    result = _cli("run", "configs/mini.yaml", "--set", f"input.path={tmp_path / 'nope'}", "--output", str(out))
+    assert result.returncode == 5
+    assert result.stderr.strip().count("\n") == 0 and "no such folder; check input.path" in result.stderr
+    assert not out.exists()
+    debug = _cli("run", "configs/mini.yaml", "--set", f"input.path={tmp_path / 'nope'}", "--output", str(out),
+                 "--debug")
+    assert debug.returncode == 5 and "Traceback" in debug.stderr
+
+
+@pytest.mark.parametrize("path, env, expected", [
+    ("s3://cf-seeds/people", {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x",
+                              "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}, "cannot list it"),  # nothing listens
+    ("hf://datasets/someone/seeds", {"HF_HUB_OFFLINE": "1"}, "the Hugging Face Hub is offline here"),
+])
+def test_plan_never_crashes_on_an_input_it_cannot_reach(path, env, expected):
+    result = _cli("plan", "configs/mini.yaml", "--set", f"input.path={path}", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "seeds: 0 (input not reachable here: input.path " + path in result.stdout and expected in result.stdout
+    ran = _cli("run", "configs/mini.yaml", "--set", f"input.path={path}", "--output", "/nonexistent/out", env=env)
+    assert ran.returncode == 5 and ran.stderr.strip().count("\n") == 0 and expected in ran.stderr
+
+
+def test_a_model_that_cannot_load_names_the_stage(tiny, tmp_path):
+    """A stage's setup failure is one line naming the stage, also as Ray reports it from an actor."""
+    import shutil
+
+    from pipeline.commands.exit_codes import MODEL_NOT_LOADED, classify
+    from pipeline.config.loading import load_config
+    from stages.edit import registry
+    from stages.utils.errors import StageSetupError
+
+    broken = tmp_path / "editor"
+    shutil.copytree(tiny["instruct-pix2pix"], broken)
+    for weights in broken.rglob("*.safetensors"):
+        weights.write_bytes(b"not safetensors")
+    config = load_config(REPO / "configs" / "mini.yaml", {"edit.model": str(broken)}).config
+    stage = registry.backend(config.edit.backend)(config.edit, config.filter)
+    with pytest.raises(StageSetupError) as raised:
+        stage.start()
+    assert str(raised.value).startswith("stage edit could not set up (load its model): ")  # then the loader's error
+    code, line = classify(raised.value)
+    assert code == MODEL_NOT_LOADED and "\n" not in line
+    wrapped = RuntimeError(f"The actor died because of an error raised in its creation task\nTraceback ...\n"
+                           f"stages.utils.errors.StageSetupError: {raised.value}\n")
+    assert classify(wrapped) == (code, line)
+
+
+def test_a_full_disk_is_one_line_and_finished_shards_stay(tmp_path):
+    disk = tmp_path / "small"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("needs a small tmpfs (mount as root) to fill")
+    try:
+        result = _cli("run", "configs/mini.yaml", "--output", str(disk / "out"), "--no-report")
+        assert result.returncode == 7, result.stderr[-1500:]
+        assert result.stderr.strip().count("\n") == 0 and "no space left on device" in result.stderr
+    finally:
+        subprocess.run(["umount", str(disk)])

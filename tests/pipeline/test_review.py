@@ -174,3 +174,33 @@ def test_cli_refuses_an_unknown_set_in_one_line_and_prints_agreement(reviewed_co
     stats = _cli("review", str(out), "--stats")
     assert stats.returncode == 0, stats.stderr
     assert "Cohen's kappa" in stats.stdout and f"{set_id}: cy accept, dee reject (blurry)" in stats.stdout
+
+
+def test_a_given_verdicts_file_is_kept_for_later_applies_and_min_members_is_the_filters_rule(reviewed_copy, tmp_path):
+    out = reviewed_copy
+    run = json.loads((out / "run.json").read_text())
+    run["config"]["filter"]["min_members"] = 3  # more than a gender set has: the filter asks for all of them
+    (out / "run.json").write_text(json.dumps(run))
+    assert apply_review(str(out)).sets_vetoed == 0  # no verdict, nothing removed
+
+    set_id, members, _ = _accepted_set(out)
+    team = tmp_path / "team.csv"
+    team.write_text(f"set_id,member_id,verdict,reason,reviewer,time\n{set_id},{members[0]},reject,blurry,cy,"
+                    "2026-01-02\n")
+    assert apply_review(str(out), files=[str(team)]).sets_vetoed == 1
+    team.unlink()
+    assert apply_review(str(out)).sets_vetoed == 1  # the file's verdicts were kept in reviews/imported/
+    row = next(r for r in pq.read_table(out / "manifest").to_pylist()
+               if r["set_id"] == set_id and r["member_id"] == members[0] and r["status"] == "accepted")
+    assert row["review_votes"] == "cy reject (blurry)"
+
+
+def test_the_server_takes_writes_only_as_json_from_a_loopback_host(mini_output):
+    from pipeline.review.server import create_app
+
+    client = create_app(str(mini_output), "ann").test_client()
+    set_id = client.get("/api/state").get_json()["sets"][0]["set_id"]
+    assert client.post("/api/verdict", data={"set_id": set_id, "verdict": "reject"}).status_code == 403  # a form
+    assert client.get("/api/state", headers={"Host": "evil.example:8765"}).status_code == 403  # DNS rebinding
+    assert client.post("/api/undo", json={}, headers={"Origin": "http://evil.example"}).status_code == 403
+    assert not (mini_output / "reviews").exists()

@@ -158,3 +158,23 @@ def test_verify_reports_a_corrupt_member_json_in_one_line_instead_of_crashing(tm
     problems, _ = verify_output(str(tmp_path))
     assert any(p.startswith("t-000003.tar: shards/s0-gender-female: json does not parse") for p in problems)
     assert any("sha256 differs" in p for p in problems)
+
+
+def test_a_set_kept_with_fewer_members_holds_only_those_and_verifies(tmp_path):
+    """filter.min_members lets a set pass with some members failing: its samples list only the members that
+    passed, numbered among themselves, and the output verifies."""
+    from pipeline.output.verify import verify_output
+
+    row = set_row(0, "accepted")
+    for cand in row["candidates"]:
+        if cand["member_id"] == "female":
+            cand.update(status="rejected", reason="failed: text_image")
+    result = write(tmp_path, [row])
+    assert result.samples == 1
+    members = {s["__key__"]: json.loads(s["json"]) for s in wds.WebDataset(str(tmp_path / "shards" / result.tar_name))}
+    assert list(members) == ["s0-gender-male"]
+    assert (members["s0-gender-male"]["member_index"], members["s0-gender-male"]["member_count"]) == (0, 1)
+    sets = [json.loads(s["json"]) for s in wds.WebDataset(str(tmp_path / "sets" / result.tar_name))]
+    assert [m["key"] for m in sets[0]["members"]] == ["s0-gender-male"]
+    (tmp_path / "sizes.json").write_text(json.dumps({result.tar_name: 1}))
+    assert verify_output(str(tmp_path))[0] == ["shard names are not contiguous from 000000: [3]"]  # shard 3 alone

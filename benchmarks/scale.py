@@ -1,0 +1,264 @@
+"""The driver at cluster scale, on two cores: simulated GPU actors stand in for the editor.
+
+The run's own pieces (listing, ingest with the shared record of seeds seen, the planner, the encode stage,
+the driver's shard assembler and writer, resume) run as in a real run, on Ray Data without preserve_order;
+the editor is replaced by actors that sleep a fixed wall time per image and use no CPU (``num_cpus=0``), so
+two cores can stand in for many GPUs. Seeds come from generate mode (no photos to read). Prints JSON.
+
+    python benchmarks/scale.py [--parts scale,actors,slow,resume,listing] [--sizes 1000,10000,100000]
+
+Each measurement runs in its own process, so peak RSS is that run's alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import common  # noqa: F401,E402  (repository on sys.path, Hub offline, tiny models registered)
+
+import numpy as np  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+
+from pipeline.config.loading import load_config  # noqa: E402
+from pipeline.execution.assembler import ShardAssembler  # noqa: E402
+from pipeline.execution.provenance import provenance  # noqa: E402
+from pipeline.execution.run import copy_rows_maker  # noqa: E402
+from schemas.records import SET, STATUS_ACCEPTED  # noqa: E402
+from stages.base import SetStage  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "configs" / "mini_generate.yaml"
+
+
+class SleepEditor(SetStage):
+    """Stands in for a GPU editor: ``seconds_per_image`` of wall time per member image, no CPU; every member
+    gets one accepted 8x8 candidate. The actor whose ticket is 0 is ``slow`` times slower."""
+
+    name = "edit"
+    output_schema = SET
+
+    def __init__(self, seconds_per_image: float, slow: float = 1.0, ticket=None):
+        super().__init__()
+        self.seconds = seconds_per_image * (slow if ticket is not None and ticket() == 0 else 1.0)
+        self.pixels = np.full((8, 8, 3), 128, np.uint8).tobytes()
+
+    def wants(self, row: dict) -> bool:
+        return row["status"] == "ok" and row["set_status"] is None
+
+    def process_row(self, row: dict) -> None:
+        if self.seconds:
+            time.sleep(self.seconds * len(row["members"]))
+        row["candidates"] = [
+            {"member_id": m["member_id"], "candidate": 0, "noise_seed": row["candidate_seeds"][0],
+             "image_rgb": self.pixels, "width": 8, "height": 8, "status": STATUS_ACCEPTED, "failed_checks": [],
+             "text_image": 0.3, "directional": 0.2, "image_image": 0.8, "attribute_margin": 0.1}
+            for m in row["members"]]
+        row.update(set_status=STATUS_ACCEPTED, image_rgb=self.pixels, width=8, height=8, candidate_bases=[self.pixels])
+
+
+class Tickets:
+    def __init__(self):
+        self.next = 0
+
+    def take(self) -> int:
+        self.next += 1
+        return self.next - 1
+
+
+def _ticket(handle):
+    import ray
+
+    return ray.get(handle.take.remote())
+
+
+def loaded_for(seeds: int, seeds_per_shard: int):
+    """Generate mode sized to ``seeds``: concepts x prompts x seeds_per_prompt, gender sets only."""
+    prompts = ["a photo of {a_concept}"]
+    loaded = load_config(CONFIG, {"plan.axes": ["gender"], "input.prompts": prompts, "report.enabled": False})
+    per_prompt = -(-seeds // len(loaded.concepts))
+    return load_config(CONFIG, {"plan.axes": ["gender"], "input.prompts": prompts, "input.seeds_per_prompt": per_prompt,
+                                "shards.seeds_per_shard": seeds_per_shard, "shards.thumbnail_size": 0,
+                                "report.enabled": False})
+
+
+def one_run(seeds: int, actors: int, seconds_per_image: float, slow: float, seeds_per_shard: int) -> dict:
+    """One streamed run into a temporary output; what the driver saw."""
+    import ray
+    from ray.data import ActorPoolStrategy
+
+    from pipeline.execution.ray_executor import _blocks, init_ray, named_actor_class, start_registry
+    from pipeline.output.shard_writer import ShardWriter
+    from pipeline.output.storage import Storage
+    from stages.encode import SampleEncoder
+    from stages.ingest.decode import DecodeSeeds
+    from stages.ingest.listing import list_seeds
+    from stages.sets.stage import SetPlanner
+
+    loaded = loaded_for(seeds, seeds_per_shard)
+    config = loaded.config
+    init_ray(config.ray)
+    started = time.perf_counter()
+    todo = list_seeds(config.input, config.shards.seeds_per_shard, seeds, loaded.concepts)
+    registry = start_registry(todo.column("seed_index").to_pylist(), {})
+    record = provenance(loaded)
+    tickets = ray.remote(num_cpus=0)(Tickets).remote()
+    stages = [
+        ("ingest", functools.partial(DecodeSeeds, config.input, registry.claim), 0.2, 1),
+        ("sets", functools.partial(SetPlanner, config.plan, loaded.taxonomy, config.run.seed), 0.2, 1),
+        ("edit", functools.partial(SleepEditor, seconds_per_image, slow, functools.partial(_ticket, tickets)), 0, actors),
+        ("encode", functools.partial(SampleEncoder, config.shards, record), 0.5, 1),
+    ]
+    ds = ray.data.from_arrow(_blocks(todo))
+    for name, factory, cpus, size in stages:
+        ds = ds.map_batches(named_actor_class(name), fn_constructor_args=(name, factory, None, None),
+                            batch_format="pyarrow", batch_size=16, num_cpus=cpus, compute=ActorPoolStrategy(size=size))
+    with tempfile.TemporaryDirectory() as out:
+        writer = ShardWriter(config.shards, Storage(out), record)
+        writer.setup()
+        first = []
+
+        def write(index: int, rows: list[dict]) -> None:
+            writer.write_shard(index, rows)
+            if not first:
+                first.append(time.perf_counter() - started)
+
+        shards = dict(zip(todo.column("seed_index").to_pylist(), todo.column("shard_index").to_pylist()))
+        assembler = ShardAssembler(shards, 1, registry, write, copy_rows_maker(todo, loaded))
+        rows, first_row, busy = 0, None, 0.0  # busy: the driver's own seconds (rows to dicts, assemble, write)
+        for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+            began = time.perf_counter()
+            if first_row is None:
+                first_row = began
+            for row in batch.to_pylist():
+                assembler.add(row)
+                rows += 1
+            assembler.flush()
+            busy += time.perf_counter() - began
+        assembler.flush(final=True)
+        total = time.perf_counter() - started
+        steady = (rows - 16) / max(time.perf_counter() - first_row, 1e-9)  # after the first batch: start-up aside
+    ray.shutdown()
+    return {"seeds": todo.num_rows, "sets": rows, "actors": actors, "seconds_per_image": seconds_per_image,
+            "slow_actor": slow, "first_shard_s": round(first[0], 2), "total_s": round(total, 2),
+            "sets_per_s": round(rows / total, 1), "steady_sets_per_s": round(steady, 2), "shards": len(assembler.written),
+            "driver_busy_s": round(busy, 2), "driver_ceiling_sets_per_s": round(rows / busy, 1),
+            "driver_peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+
+
+def resume_decision(shards: int) -> dict:
+    """``completed_shards`` over an output with ``shards`` finished manifests (10 seeds each)."""
+    from pipeline.output.state import completed_shards
+    from pipeline.output.storage import Storage
+    from schemas.layout import MANIFEST_DIR, SETS_DIR, SHARDS_DIR, manifest_name, tar_name
+    from stages.ingest.listing import list_seeds
+
+    loaded = loaded_for(shards * 10, 10)
+    refs = list_seeds(loaded.config.input, 10, shards * 10, loaded.concepts)
+    with tempfile.TemporaryDirectory() as out:
+        storage = Storage(out)
+        for folder in (MANIFEST_DIR, SHARDS_DIR, SETS_DIR):
+            storage.makedirs(folder)
+        prefix = loaded.config.shards.prefix
+        for index in range(shards):
+            for folder in (SHARDS_DIR, SETS_DIR):
+                Path(out, folder, tar_name(prefix, index)).touch()
+            part = refs.slice(index * 10, 10)
+            table = pa.table({"seed_index": part.column("seed_index"), "source_uri": part.column("source_uri")})
+            pq.write_table(table, os.path.join(out, MANIFEST_DIR, manifest_name(loaded.config.shards.prefix, index)))
+        started = time.perf_counter()
+        done = completed_shards(storage, refs, loaded.config.shards.prefix)
+        seconds = time.perf_counter() - started
+    return {"completed_shards": len(done), "decide_s": round(seconds, 2)}
+
+
+def listing(seeds: int) -> dict:
+    """Listing a parquet list of ``seeds`` paths (listing only: no image is read)."""
+    from stages.ingest.config import IngestConfig
+    from stages.ingest.listing import list_seeds
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "seeds.parquet")
+        pq.write_table(pa.table({"path": [f"s3://bucket/seeds/{i:08d}.jpg" for i in range(seeds)]}), path)
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        started = time.perf_counter()
+        refs = list_seeds(IngestConfig(kind="parquet", path=path), 100)
+        seconds = time.perf_counter() - started
+    return {"seeds": refs.num_rows, "list_s": round(seconds, 2),
+            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "rss_before_mib": round(before / 1024, 1)}
+
+
+def gpus_fed(sets_per_s: float) -> dict:
+    """How many GPUs the driver's ceiling feeds at the FLOP-estimated rate of the production config."""
+    from pipeline.commands.cost import estimate
+    from pipeline.commands.plan import plan_counts
+
+    loaded = load_config(REPO / "configs" / "production.yaml")
+    cost = estimate(loaded, 1000, 1, "h100")
+    images_per_set = plan_counts(loaded, 1000)["rendered_images"] / plan_counts(loaded, 1000)["sets"]
+    per_gpu_sets = 1 / (cost.seconds_per_image * images_per_set)
+    return {"production_images_per_set": round(images_per_set, 2), "h100_sets_per_s": round(per_gpu_sets, 4),
+            "h100s_fed": int(sets_per_s / per_gpu_sets)}
+
+
+def child(args: list[str]) -> dict:
+    result = subprocess.run([sys.executable, __file__, "--child", json.dumps(args)], capture_output=True, text=True,
+                            cwd=REPO, timeout=3600)
+    if result.returncode:
+        raise SystemExit(f"{args}: {result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--parts", default="scale,actors,slow,resume,listing")
+    parser.add_argument("--sizes", default="1000,10000,100000")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        kind, *values = json.loads(args.child)
+        result = {"run": lambda: one_run(*values), "resume": lambda: resume_decision(*values),
+                  "listing": lambda: listing(*values)}[kind]()
+        print(json.dumps(result))
+        return 0
+    parts, report = args.parts.split(","), {}
+    if "scale" in parts:
+        runs = [child(["run", n, 16, 0.0, 1.0, 100]) for n in map(int, args.sizes.split(","))]
+        base, mid, top = runs[0], runs[min(1, len(runs) - 1)], runs[-1]
+        report["scale"] = {
+            "runs": runs, "first_shard_ratio_top_vs_base": round(top["first_shard_s"] / base["first_shard_s"], 2),
+            "driver_rss_ratio_top_vs_mid": round(top["driver_peak_rss_mib"] / mid["driver_peak_rss_mib"], 2),
+            "driver_ceiling": gpus_fed(min(r["driver_ceiling_sets_per_s"] for r in runs))}
+    if "actors" in parts:
+        runs = []
+        for actors in (1, 4, 16, 64):
+            run = child(["run", 40 * actors, actors, 0.25, 1.0, 20])
+            ideal = actors / (0.25 * 2)  # two members a set
+            runs.append({**run, "ideal_sets_per_s": ideal, "of_ideal": round(run["steady_sets_per_s"] / ideal, 2)})
+        report["actors"] = runs
+    if "slow" in parts:
+        even = child(["run", 640, 16, 0.25, 1.0, 20])
+        slow = child(["run", 640, 16, 0.25, 5.0, 20])
+        report["slow_actor"] = {"even": even, "one_5x_slower": slow,
+                                "throughput_ratio": round(slow["steady_sets_per_s"] / even["steady_sets_per_s"], 3),
+                                "fair_share_ratio": round((15 + 0.2) / 16, 3)}
+    if "resume" in parts:
+        report["resume"] = child(["resume", 10000])
+    if "listing" in parts:
+        report["listing"] = child(["listing", 1_000_000])
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

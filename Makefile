@@ -10,7 +10,7 @@ export TRANSFORMERS_OFFLINE := 1
 export RAY_USAGE_STATS_ENABLED := 0
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test install clean bench bench-gpu
+.PHONY: demo test install clean bench bench-gpu bench-scale
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,9 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/scaling.py
 	$(BIN)/python benchmarks/writer.py
 	$(BIN)/python benchmarks/early_rejection.py
+
+bench-scale: $(STAMP)
+	$(BIN)/python benchmarks/scale.py
 
 bench-gpu: $(STAMP)
 	$(BIN)/python benchmarks/gpu_editor.py

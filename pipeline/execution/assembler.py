@@ -3,8 +3,8 @@
 A shard covers a fixed range of seeds and every seed becomes one row per axis, so the driver knows how many
 rows each shard waits for. A complete shard is written once every lower seed has been ingested (the
 registry's watermark), because two answers depend on lower seeds and must not depend on arrival order:
-- a copy of an earlier image that ingest let through (it was read before its original) becomes exactly the
-  rows a copy caught at ingest gets;
+- a copy of an earlier image gets exactly the rows ingest gives a copy of the lowest seed with that image
+  (ingest may have let it through, read before its original, or named a copy of the original);
 - a seed id already used by a lower seed that stayed valid makes the later seed's sets duplicates.
 Both are decided by seed index alone, so the output is byte for byte that of an ordered run, whatever order
 the rows came in, and a slow set holds back only its own shard.
@@ -70,12 +70,14 @@ class ShardAssembler:
         for row in self.rows[shard]:
             by_seed[row["seed_index"]].append(row)
         seeds = sorted(by_seed)
+        # A copy's rows are rebuilt whatever became of them: read before its original it went through the run
+        # (and may have failed in a later stage); caught at ingest it may name a copy claimed before the original.
         asks = [(i, by_seed[i][0].get("content_id"),
                  by_seed[i][0]["seed_id"] if by_seed[i][0]["status"] == STATUS_OK else None) for i in seeds]
         answers = dict(zip(seeds, self.registry.decide(asks)))
         for (i, content_id, _), (copy_of, _, _) in zip(asks, answers.values()):
-            if copy_of is not None and by_seed[i][0]["status"] == STATUS_OK:
-                by_seed[i] = self.copy_rows(i, copy_of, content_id)  # a copy ingested before its original
+            if copy_of is not None:  # a copy gets its rows from the original it copies, as known now (final)
+                by_seed[i] = self.copy_rows(i, copy_of, content_id)
             self.seed_valid[i] = by_seed[i][0]["status"] == STATUS_OK
         for i in seeds:
             copy_of, finished, lower = answers[i]

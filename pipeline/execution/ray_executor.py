@@ -93,9 +93,15 @@ def _log_level(config: RayConfig) -> int:
 
 
 # A quiet run's workers: no model-loading progress bars or library deprecation notes in the job's log.
-QUIET_WORKER_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error",
-                    "DIFFUSERS_VERBOSITY": "error", "TQDM_DISABLE": "1",
-                    "PYTHONWARNINGS": "ignore::FutureWarning,ignore::DeprecationWarning,ignore::UserWarning"}
+QUIET_WORKER_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "TQDM_DISABLE": "1",
+                    "PYTHONWARNINGS": "ignore::FutureWarning,ignore::DeprecationWarning"}
+
+
+class _NoProgressNotes(logging.Filter):
+    """Ray Data's notes about its own progress display; its warnings (resources, hangs) still pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "rogress" not in record.getMessage()
 
 
 def quiet_ray_data(config: RayConfig) -> None:
@@ -107,10 +113,12 @@ def quiet_ray_data(config: RayConfig) -> None:
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = context.enable_operator_progress_bars = show
     context.print_on_execution_start = context.enable_auto_log_stats = show
+    logger = logging.getLogger("ray.data")
+    logger.setLevel(logging.INFO if show else logging.WARNING)
     if not show:
-        context.issue_detectors_config.detectors = []
         warnings.filterwarnings("ignore", message=".*ray_remote_args.*")
-    logging.getLogger("ray.data").setLevel(logging.INFO if show else logging.ERROR)
+        if not any(isinstance(f, _NoProgressNotes) for f in logger.filters):
+            logger.addFilter(_NoProgressNotes())
 
 
 BLOCK_SEEDS = 32  # seeds per input block: fixed, so the first shard waits for a block, not a share of the input
@@ -142,12 +150,13 @@ class RegistryProxy:
         return ray.get(self.handle.decide.remote(seeds))
 
 
-def start_registry(todo: list[int], first_seen: dict[str, int]) -> RegistryProxy:
+def start_registry(todo: list[int], first_seen: dict[str, int], dedupe: bool = True) -> RegistryProxy:
     """The run's shared record of seeds seen (no CPU reserved: it only keeps dictionaries). Completed shards'
-    first seed ids stand for their content ids too: a seed id is the content id unless the source gave one."""
+    first seed ids stand for their content ids too (a seed id is the content id unless the source gave one),
+    when dedupe is on."""
     import ray
 
-    return RegistryProxy(ray.remote(num_cpus=0)(SeenRegistry).remote(todo, first_seen, first_seen))
+    return RegistryProxy(ray.remote(num_cpus=0)(SeenRegistry).remote(todo, first_seen if dedupe else {}, first_seen))
 
 
 def build_dataset(seed_refs: pa.Table, config: PipelineConfig, taxonomy: Taxonomy, provenance: dict,

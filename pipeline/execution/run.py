@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -55,12 +56,13 @@ def copy_rows_maker(todo: pa.Table, loaded: LoadedConfig) -> Callable[[int, int,
     """The rows a copy gets when ingest catches it (an error seed, planned into error sets), made on the
     driver for a copy that was read before its original; no model is involved."""
     config = loaded.config
+    order = todo.column("seed_index").to_numpy()  # ascending
+    decode, planner = DecodeSeeds(config.input), SetPlanner(config.plan, loaded.taxonomy, config.run.seed)
 
     def copy_rows(seed_index: int, original: int, content_id: str) -> list[dict]:
-        ref = todo.filter(pc.equal(todo.column("seed_index"), seed_index)).to_pylist()[0]
+        ref = todo.slice(int(np.searchsorted(order, seed_index)), 1).to_pylist()[0]
         ref.update(source_error=duplicate_reason(original), source_seed_id=content_id)
-        seeds = DecodeSeeds(config.input).process_rows([ref])
-        return SetPlanner(config.plan, loaded.taxonomy, config.run.seed).process_rows(seeds)
+        return planner.process_rows(decode.process_rows([ref]))
 
     return copy_rows
 
@@ -110,7 +112,8 @@ def run_pipeline(
         if todo.num_rows:
             init_ray(config.ray)
             first_seen = seen_seed_ids(storage, done, config.shards.prefix)
-            registry = start_registry(todo.column("seed_index").to_pylist(), first_seen)
+            registry = start_registry(todo.column("seed_index").to_pylist(), first_seen,
+                                      dedupe=config.input.dedupe and config.input.kind != "generate")
             dataset, work = build_dataset(todo, with_models_resolved(config), loaded.taxonomy, record, registry)
             already = seed_refs.num_rows - todo.num_rows
             progress = Progress(seed_refs.num_rows, already, stream=progress_stream,

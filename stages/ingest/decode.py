@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from schemas import keys
 from schemas.records import SEED, STATUS_OK
-from stages.base import SeedStage
+from stages.base import SeedStage, fail_seed
 from stages.ingest.config import IngestConfig
 from stages.ingest.reading import duplicate_reason, error_seed_id, is_duplicate, read_source_bytes
 from stages.utils.imaging import SeedImageError, decode_seed_image, to_raw
@@ -28,56 +28,60 @@ class DecodeSeeds(SeedStage):
         self.config = config
         self.claim = claim
         self.dedupe = config.dedupe and config.kind != "generate"
-        self._claimed: set[int] = set()
+        self._claims: list[tuple[dict, str | None, str | None]] = []  # this batch's, claimed in one call
 
-    def _claim(self, row: dict, content_id: str | None, seed_id: str | None) -> None:
-        """Record the seed; a copy of a lower seed's image becomes a duplicate here."""
-        if self.claim is None:
-            return
-        owner = self.claim([(row["seed_index"], content_id, seed_id)])[0]
-        self._claimed.add(row["seed_index"])
-        if owner is not None and owner < row["seed_index"]:
-            row.update(source_error=duplicate_reason(owner), source_seed_id=content_id)
-            raise SeedImageError(row["source_error"])
+    def process_rows(self, rows: list[dict]) -> list[dict]:
+        """Every row as the base does, then one claim for the batch: a copy of a lower seed's image becomes a
+        duplicate here, and skips every stage after ingest."""
+        self._claims = []
+        out = super().process_rows(rows)
+        if self.claim is not None and self._claims:
+            owners = self.claim([(row["seed_index"], content_id, seed_id) for row, content_id, seed_id in self._claims])
+            for (row, content_id, _), owner in zip(self._claims, owners):
+                if owner is not None and owner < row["seed_index"]:
+                    self._make_duplicate(row, owner, content_id)
+        return out
+
+    def _make_duplicate(self, row: dict, owner: int, content_id: str) -> None:
+        """The row a copy gets (the writer settles copies the claim could not yet see: decide, copy rows)."""
+        if row["status"] == STATUS_OK:
+            self.counters["errors"] += 1
+        reason = duplicate_reason(owner)
+        row.update(source_error=reason, source_seed_id=content_id, seed_id=content_id, content_id=content_id,
+                   image_rgb=None, width=None, height=None)
+        fail_seed(row, self.reason(SeedImageError(reason)))
 
     def process_row(self, row: dict) -> None:
         if self.config.kind == "generate":
             # generate mode: no image yet; the editor makes it from the caption (the base prompt)
-            self._claim(row, None, row["source_seed_id"])
+            self._claims.append((row, None, row["source_seed_id"]))
             row.update(seed_id=row["source_seed_id"], image_rgb=None, width=None, height=None, status=STATUS_OK,
                        error=None)
             return
         data = read_source_bytes(row, self.config.fs_options(row["source_uri"] or ""))
-        content_id = keys.content_seed_id(data)
-        try:
-            image = decode_seed_image(
-                data, max_pixels=self.config.max_pixels, min_side=self.config.min_side, max_side=self.config.max_side,
-            )
-            seed_id = self._seed_id(row, content_id)
-        except Exception:
-            self._claim(row, content_id if self.dedupe else None, None)  # a copy is a duplicate before a bad image
-            raise
-        self._claim(row, content_id if self.dedupe else None, seed_id)
-        raw, width, height = to_raw(image)
-        row.update(seed_id=seed_id, content_id=content_id, image_rgb=raw, width=width, height=height,
-                   status=STATUS_OK, error=None)
-
-    @staticmethod
-    def _seed_id(row: dict, content_id: str) -> str:
+        if self.dedupe:  # kept on the row even if decoding fails: a copy of a bad image is still a copy
+            row["content_id"] = keys.content_seed_id(data)
+        image = decode_seed_image(
+            data, max_pixels=self.config.max_pixels, min_side=self.config.min_side, max_side=self.config.max_side,
+        )
         given = row.get("source_seed_id")
-        if given is None:
-            return content_id
-        try:
-            return keys.validate_key(str(given), "seed_id")
-        except keys.KeyFormatError as exc:
-            raise SeedImageError(str(exc)) from None
+        if given is not None:
+            try:
+                seed_id = keys.validate_key(str(given), "seed_id")
+            except keys.KeyFormatError as exc:
+                raise SeedImageError(str(exc)) from None
+        else:
+            seed_id = row.get("content_id") or keys.content_seed_id(data)
+        self._claims.append((row, row.get("content_id"), seed_id))
+        raw, width, height = to_raw(image)
+        row.update(seed_id=seed_id, image_rgb=raw, width=width, height=height, status=STATUS_OK, error=None)
 
     def on_error(self, row: dict, exc: Exception) -> list[dict]:
-        if self.claim is not None and row["seed_index"] not in self._claimed:
-            self.claim([(row["seed_index"], None, None)])  # every seed is claimed: the writer waits for all
         # A duplicate keeps the original's content id as its seed id, so both are found under one key;
         # other inputs that never decoded still need a key: a hash of where they came from.
         duplicate = is_duplicate(row.get("source_error"))
-        row.update(seed_id=row["source_seed_id"] if duplicate else error_seed_id(row),
-                   content_id=row["source_seed_id"] if duplicate else None, image_rgb=None, width=None, height=None)
+        content_id = row["source_seed_id"] if duplicate else row.get("content_id")
+        self._claims.append((row, content_id, None))  # every seed is claimed: the writer waits for all
+        row.update(seed_id=row["source_seed_id"] if duplicate else error_seed_id(row), content_id=content_id,
+                   image_rgb=None, width=None, height=None)
         return super().on_error(row, exc)

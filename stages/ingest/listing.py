@@ -246,8 +246,12 @@ def list_seeds(config: IngestConfig, seeds_per_shard: int, limit: int | None = N
         lister = {"folder": _list_folder, "webdataset": _list_webdataset, "parquet": _list_parquet}[config.kind]
         try:
             refs = lister(config)
-        except (InputUnreachable, ValueError):
+        except InputUnreachable:
             raise
+        except ValueError as exc:
+            if str(exc).startswith("input.path"):  # what this module says about the input itself
+                raise InputUnreachable(str(exc)) from exc
+            raise _unreachable(config.path, exc) from exc
         except Exception as exc:  # the filesystems raise their own kinds (botocore, gcsfs, huggingface_hub)
             raise _unreachable(config.path, exc) from exc
     if limit is not None:

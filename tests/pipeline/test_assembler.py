@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 
+import pyarrow.parquet as pq
 import pytest
 
 from pipeline.config.loading import load_config
@@ -18,37 +19,43 @@ from pipeline.output.shard_writer import ShardWriter
 from pipeline.output.storage import Storage
 from stages.ingest.listing import list_seeds
 from tests.conftest import REPO
+from tests.helpers import injected_faults
 
 
 @pytest.fixture(scope="module")
 def seeds(tmp_path_factory):
-    """The mini seeds and a copy of the first chef photo that lists after it."""
+    """The mini seeds, two copies of the first chef photo and a copy of the undecodable one, listed after them."""
     root = tmp_path_factory.mktemp("seeds") / "seeds"
     shutil.copytree(REPO / "configs" / "mini_seeds", root)
     shutil.copy(root / "chef" / "seed0.png", root / "chef" / "seed9_copy.png")
+    shutil.copy(root / "chef" / "seed0.png", root / "chef" / "seed9_copy2.png")
+    shutil.copy(root / "broken.jpg", root / "broken_copy.jpg")
     return root
 
 
-def assemble(loaded, out, reverse: bool) -> int:
-    """Ingest the seeds (reversed: every copy is read before its original), run the stages, hand the rows to the
-    assembler (reversed: last seed first) and write the shards."""
+def assemble(loaded, out, order: str) -> int:
+    """Ingest the seeds in ``order`` (ordered; reversed: every copy read before its original; copies_first),
+    run the stages, hand the rows to the assembler in reverse unless ordered, and write the shards. Returns
+    how many copies the writer had to rebuild."""
     config = with_models_resolved(loaded.config)
     refs = list_seeds(config.input, config.shards.seeds_per_shard, None, loaded.concepts)
     indices = refs.column("seed_index").to_pylist()
+    uris = refs.column("source_uri").to_pylist()
     registry = SeenRegistry(indices, {}, {})
-    table = refs.take(list(reversed(range(refs.num_rows)))) if reverse else refs
+    take = {"ordered": indices, "reversed": indices[::-1],
+            "copies_first": sorted(indices, key=lambda i: ("copy" not in uris[i], i))}[order]
+    table = refs.take(take)
     for spec in stage_specs(config, loaded.taxonomy, provenance(loaded), registry.claim):
         stage = spec.factory()
         stage.start()
         table = stage(table)
-    rows = sorted(table.to_pylist(), key=lambda r: (r["seed_index"], r["set_id"]), reverse=reverse)
+    rows = sorted(table.to_pylist(), key=lambda r: (r["seed_index"], r["set_id"]), reverse=order != "ordered")
     writer = ShardWriter(config.shards, Storage(str(out)), provenance(loaded))
     writer.setup()
-    late_copies = []
-    make_copy = copy_rows_maker(refs, loaded)
+    rebuilt, make_copy = [], copy_rows_maker(refs, loaded)
 
     def copy_rows(*args):
-        late_copies.append(args)
+        rebuilt.append(args)
         return make_copy(*args)
 
     assembler = ShardAssembler(dict(zip(indices, refs.column("shard_index").to_pylist())), len(config.plan.axes),
@@ -57,25 +64,47 @@ def assemble(loaded, out, reverse: bool) -> int:
         assembler.add(row)
         assembler.flush()
     assembler.flush(final=True)
-    return len(late_copies)
+    return len(rebuilt)
 
 
 def files(root):
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-@pytest.mark.parametrize("dedupe", [True, False])
-def test_arrival_order_changes_no_byte(tiny, seeds, tmp_path, dedupe):
-    loaded = load_config(REPO / "configs" / "mini.yaml", {"input.path": str(seeds), "input.dedupe": dedupe,
-                                                          "shards.seeds_per_shard": 3})
-    assert assemble(loaded, tmp_path / "ordered", reverse=False) == 0
-    assert assemble(loaded, tmp_path / "reversed", reverse=True) == (1 if dedupe else 0)  # the copy got through
-    ordered, shuffled = files(tmp_path / "ordered"), files(tmp_path / "reversed")
-    assert len(ordered) == 12 and ordered == shuffled  # 3 shards x (shard, set tar, manifest, thumbnails)
+@pytest.fixture(scope="module")
+def ordered(tiny, seeds, tmp_path_factory):
+    """The ordered run's files, per dedupe setting, made once."""
+    made = {}
 
-    import pyarrow.parquet as pq
+    def get(dedupe: bool):
+        if dedupe not in made:
+            out = tmp_path_factory.mktemp("ordered") / "out"
+            assert assemble(_loaded(seeds, dedupe), out, "ordered") == (3 if dedupe else 0)  # caught at ingest
+            made[dedupe] = files(out)
+        return made[dedupe]
+    return get
 
-    rows = pq.read_table(tmp_path / "reversed" / "manifest").to_pylist()
-    copy = [r for r in rows if r["source_uri"].endswith("seed9_copy.png")]
+
+def _loaded(seeds, dedupe: bool):
+    return load_config(REPO / "configs" / "mini.yaml", {"input.path": str(seeds), "input.dedupe": dedupe,
+                                                        "shards.seeds_per_shard": 3})
+
+
+@pytest.mark.parametrize("dedupe, order, fault", [
+    (True, "reversed", None),  # every copy read before its original
+    (True, "copies_first", "caption:6"),  # a copy names a copy; the first copy fails in a later stage too
+    (False, "reversed", None),  # no dedupe: the repeated seed id settles it, also by seed index
+])
+def test_arrival_order_changes_no_byte(ordered, seeds, tmp_path, dedupe, order, fault):
+    loaded = _loaded(seeds, dedupe)
+    with injected_faults(fault or ""):
+        rebuilt = assemble(loaded, tmp_path / "out", order)
+    assert rebuilt == (3 if dedupe else 0)
+    got = files(tmp_path / "out")
+    assert len(got) == 16 and got == ordered(dedupe)  # 4 shards x (shard, set tar, manifest, thumbnails)
+
+    rows = pq.read_table(tmp_path / "out" / "manifest").to_pylist()
+    copies = [r for r in rows if "copy" in r["source_uri"]]
     expected = "ingest: duplicate: same image as seed_index" if dedupe else "duplicate: same image as seed_index"
-    assert copy and all(r["status"] == "error" and r["reason"].startswith(expected) for r in copy)
+    assert copies and all(r["status"] == "error" and r["reason"].startswith(expected) for r in copies
+                          if not r["source_uri"].endswith("broken_copy.jpg") or dedupe)

@@ -118,7 +118,8 @@ def test_a_model_that_cannot_load_names_the_stage(tiny, tmp_path):
     assert code == MODEL_NOT_LOADED and "\n" not in line
     wrapped = RuntimeError(f"The actor died because of an error raised in its creation task\nTraceback ...\n"
                            f"stages.utils.errors.StageSetupError: {raised.value}\n")
-    assert classify(wrapped) == (code, line)
+    wrapped_code, wrapped_line = classify(wrapped)
+    assert wrapped_code == code and wrapped_line.startswith("stage edit could not set up (load its model): ")
 
 
 def test_a_full_disk_is_one_line_and_finished_shards_stay(tmp_path):
@@ -129,6 +130,7 @@ def test_a_full_disk_is_one_line_and_finished_shards_stay(tmp_path):
     try:
         result = _cli("run", "configs/mini.yaml", "--output", str(disk / "out"), "--no-report")
         assert result.returncode == 7, result.stderr[-1500:]
-        assert result.stderr.strip().count("\n") == 0 and "no space left on device" in result.stderr
+        ours = [line for line in result.stderr.splitlines() if line.startswith("error:")]  # Ray logs its own too
+        assert len(ours) == 1 and "no space left on device" in ours[0] and "free space" in ours[0]
     finally:
         subprocess.run(["umount", str(disk)])

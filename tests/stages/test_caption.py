@@ -2,6 +2,7 @@ import pytest
 
 from schemas.records import SEED, rows_to_table
 from stages.caption import CaptionConfig, Captioner, check_caption, clean_caption
+from stages.utils.errors import StageSetupError
 from tests.helpers import error_seed_row, seed_row, noise_image
 
 
@@ -62,7 +63,7 @@ def test_a_chat_vlm_captions_through_its_chat_template_and_never_echoes_the_inst
 
 
 def test_chat_style_needs_a_chat_template(tiny):
-    with pytest.raises(ValueError, match="has no chat template"):
+    with pytest.raises(StageSetupError, match="stage caption could not set up .*has no chat template"):
         Captioner(CaptionConfig(model=tiny["captioner"], dtype="float32", style="chat")).start()
 
 

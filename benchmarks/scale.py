@@ -5,7 +5,7 @@ the driver's shard assembler and writer, resume) run as in a real run, on Ray Da
 the editor is replaced by actors that sleep a fixed wall time per image and use no CPU (``num_cpus=0``), so
 two cores can stand in for many GPUs. Seeds come from generate mode (no photos to read). Prints JSON.
 
-    python benchmarks/scale.py [--parts scale,actors,slow,resume,listing] [--sizes 1000,10000,100000]
+    python benchmarks/scale.py [--parts listing,resume,actors,slow,scale] [--sizes 1000,10000,100000]
 
 Each measurement runs in its own process, so peak RSS is that run's alone.
 """
@@ -221,7 +221,7 @@ def child(args: list[str]) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--parts", default="scale,actors,slow,resume,listing")
+    parser.add_argument("--parts", default="listing,resume,actors,slow,scale")
     parser.add_argument("--sizes", default="1000,10000,100000")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -232,30 +232,35 @@ def main() -> int:
         print(json.dumps(result))
         return 0
     parts, report = args.parts.split(","), {}
-    if "scale" in parts:
-        runs = [child(["run", n, 16, 0.0, 1.0, 100]) for n in map(int, args.sizes.split(","))]
-        base, mid, top = runs[0], runs[min(1, len(runs) - 1)], runs[-1]
-        report["scale"] = {
-            "runs": runs, "first_shard_ratio_top_vs_base": round(top["first_shard_s"] / base["first_shard_s"], 2),
-            "driver_rss_ratio_top_vs_mid": round(top["driver_peak_rss_mib"] / mid["driver_peak_rss_mib"], 2),
-            "driver_ceiling": gpus_fed(min(r["driver_ceiling_sets_per_s"] for r in runs))}
+
+    def done(name: str, value) -> None:  # each part as it finishes: the long ones last
+        report[name] = value
+        print(json.dumps({name: value}), flush=True)
+
+    if "listing" in parts:
+        done("listing", child(["listing", 1_000_000]))
+    if "resume" in parts:
+        done("resume", child(["resume", 10000]))
     if "actors" in parts:
         runs = []
         for actors in (1, 4, 16, 64):
-            run = child(["run", 40 * actors, actors, 0.25, 1.0, 20])
-            ideal = actors / (0.25 * 2)  # two members a set
+            run = child(["run", 40 * actors, actors, 1.0, 1.0, 20])
+            ideal = actors / (1.0 * 2)  # sets/s: two members a set, one second an image
             runs.append({**run, "ideal_sets_per_s": ideal, "of_ideal": round(run["steady_sets_per_s"] / ideal, 2)})
-        report["actors"] = runs
+        done("actors", runs)
     if "slow" in parts:
-        even = child(["run", 640, 16, 0.25, 1.0, 20])
-        slow = child(["run", 640, 16, 0.25, 5.0, 20])
-        report["slow_actor"] = {"even": even, "one_5x_slower": slow,
-                                "throughput_ratio": round(slow["steady_sets_per_s"] / even["steady_sets_per_s"], 3),
-                                "fair_share_ratio": round((15 + 0.2) / 16, 3)}
-    if "resume" in parts:
-        report["resume"] = child(["resume", 10000])
-    if "listing" in parts:
-        report["listing"] = child(["listing", 1_000_000])
+        even = child(["run", 640, 16, 1.0, 1.0, 20])
+        slow = child(["run", 640, 16, 1.0, 5.0, 20])
+        done("slow_actor", {"even": even, "one_5x_slower": slow,
+                            "throughput_ratio": round(slow["steady_sets_per_s"] / even["steady_sets_per_s"], 3),
+                            "fair_share_ratio": round((15 + 0.2) / 16, 3)})
+    if "scale" in parts:
+        runs = [child(["run", n, 16, 0.0, 1.0, 100]) for n in map(int, args.sizes.split(","))]
+        base, mid, top = runs[0], runs[min(1, len(runs) - 1)], runs[-1]
+        done("scale", {
+            "runs": runs, "first_shard_ratio_top_vs_base": round(top["first_shard_s"] / base["first_shard_s"], 2),
+            "driver_rss_ratio_top_vs_mid": round(top["driver_peak_rss_mib"] / mid["driver_peak_rss_mib"], 2),
+            "driver_ceiling": gpus_fed(min(r["driver_ceiling_sets_per_s"] for r in runs))})
     print(json.dumps(report, indent=2))
     return 0
 

@@ -34,6 +34,22 @@ def manifest_rows(root):
     return pq.read_table(root / "manifest").to_pylist()
 
 
+def kill_after_two_shards(command: list[str], env: dict, out) -> list[str]:
+    """Start a driver, kill it (and its process group) once two shards' manifests exist; their names."""
+    driver = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    deadline = time.time() + 240
+    manifests = out / "manifest"
+    while time.time() < deadline and driver.poll() is None:
+        if manifests.exists() and len(list(manifests.glob("mini-*.parquet"))) >= 2:
+            break
+        time.sleep(0.02)
+    assert driver.poll() is None, "the run ended before it could be killed"
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    return sorted(p.name for p in manifests.glob("mini-*.parquet"))
+
+
 @pytest.fixture(scope="module")
 def reference(local_ray, tmp_path_factory):
     out = tmp_path_factory.mktemp("reference") / "out"
@@ -47,19 +63,8 @@ def test_killed_driver_resumes_to_the_same_bytes_redoing_only_unfinished_shards(
     command = [sys.executable, "-m", "pipeline", "run", "configs/mini.yaml", "--output", str(out)]
     for key, value in OVERRIDES.items():
         command += ["--set", f"{key}={value}"]
-    driver = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
-    deadline = time.time() + 240
+    finished = kill_after_two_shards(command, env, out)
     manifests = out / "manifest"
-    while time.time() < deadline and driver.poll() is None:
-        if manifests.exists() and len(list(manifests.glob("mini-*.parquet"))) >= 2:
-            break
-        time.sleep(0.02)
-    assert driver.poll() is None, "the run ended before it could be killed"
-    os.killpg(driver.pid, signal.SIGKILL)
-    driver.wait()
-
-    finished = sorted(p.name for p in manifests.glob("mini-*.parquet"))
     assert 2 <= len(finished) < 7
     before = {name: (manifests / name).stat().st_mtime_ns for name in finished}
     summary = run_pipeline(loaded(), output=str(out), log=lambda line: None)
@@ -165,17 +170,7 @@ def test_seeds_from_s3_are_listed_run_killed_and_resumed(local_ray, s3_endpoint,
     out = tmp_path / "out"
     command = [sys.executable, "-m", "pipeline", "run", "configs/mini.yaml", "--output", str(out),
                "--set", "shards.seeds_per_shard=1", "--set", "input.path=s3://seeds/mini", "--no-report"]
-    driver = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
-    manifests, deadline = out / "manifest", time.time() + 240
-    while time.time() < deadline and driver.poll() is None:
-        if manifests.exists() and len(list(manifests.glob("mini-*.parquet"))) >= 2:
-            break
-        time.sleep(0.02)
-    assert driver.poll() is None, "the run ended before it could be killed"
-    os.killpg(driver.pid, signal.SIGKILL)
-    driver.wait()
-    finished = len(list(manifests.glob("mini-*.parquet")))
+    finished = len(kill_after_two_shards(command, env, out))
 
     resumed = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
     assert resumed.returncode == 0, resumed.stderr[-2000:]

@@ -96,7 +96,7 @@ def one_run(seeds: int, actors: int, seconds_per_image: float, slow: float, seed
     import ray
     from ray.data import ActorPoolStrategy
 
-    from pipeline.execution.ray_executor import _blocks, init_ray, named_actor_class, start_registry
+    from pipeline.execution.ray_executor import init_ray, named_actor_class, seed_dataset, start_registry
     from pipeline.output.shard_writer import ShardWriter
     from pipeline.output.storage import Storage
     from stages.encode import SampleEncoder
@@ -109,7 +109,8 @@ def one_run(seeds: int, actors: int, seconds_per_image: float, slow: float, seed
     init_ray(config.ray)
     started = time.perf_counter()
     todo = list_seeds(config.input, config.shards.seeds_per_shard, seeds, loaded.concepts)
-    registry = start_registry(todo.column("seed_index").to_pylist(), {})
+    listed = time.perf_counter() - started
+    registry = start_registry(todo.column("seed_index").to_numpy(), {})
     record = provenance(loaded)
     tickets = ray.remote(num_cpus=0)(Tickets).remote()
     stages = [
@@ -118,7 +119,7 @@ def one_run(seeds: int, actors: int, seconds_per_image: float, slow: float, seed
         ("edit", functools.partial(SleepEditor, seconds_per_image, slow, functools.partial(_ticket, tickets)), 0, actors),
         ("encode", functools.partial(SampleEncoder, config.shards, record), 0.5, 1),
     ]
-    ds = ray.data.from_arrow(_blocks(todo))
+    ds = seed_dataset(todo)
     for name, factory, cpus, size in stages:
         ds = ds.map_batches(named_actor_class(name), fn_constructor_args=(name, factory, None, None),
                             batch_format="pyarrow", batch_size=16, num_cpus=cpus, compute=ActorPoolStrategy(size=size))
@@ -132,8 +133,9 @@ def one_run(seeds: int, actors: int, seconds_per_image: float, slow: float, seed
             if not first:
                 first.append(time.perf_counter() - started)
 
-        shards = dict(zip(todo.column("seed_index").to_pylist(), todo.column("shard_index").to_pylist()))
-        assembler = ShardAssembler(shards, 1, registry, write, copy_rows_maker(todo, loaded))
+        assembler = ShardAssembler(todo.column("seed_index").to_numpy(), todo.column("shard_index").to_numpy(), 1,
+                                   registry, write, copy_rows_maker(todo, loaded))
+        ready = time.perf_counter() - started  # the graph built, nothing run yet
         rows, first_row, busy = 0, None, 0.0  # busy: the driver's own seconds (rows to dicts, assemble, write)
         for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
             began = time.perf_counter()
@@ -149,7 +151,8 @@ def one_run(seeds: int, actors: int, seconds_per_image: float, slow: float, seed
         steady = (rows - 16) / max(time.perf_counter() - first_row, 1e-9)  # after the first batch: start-up aside
     ray.shutdown()
     return {"seeds": todo.num_rows, "sets": rows, "actors": actors, "seconds_per_image": seconds_per_image,
-            "slow_actor": slow, "first_shard_s": round(first[0], 2), "total_s": round(total, 2),
+            "slow_actor": slow, "listed_s": round(listed, 2), "graph_built_s": round(ready, 2),
+            "first_row_s": round(first_row - started, 2), "first_shard_s": round(first[0], 2), "total_s": round(total, 2),
             "sets_per_s": round(rows / total, 1), "steady_sets_per_s": round(steady, 2), "shards": len(assembler.written),
             "driver_busy_s": round(busy, 2), "driver_ceiling_sets_per_s": round(rows / busy, 1),
             "driver_peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}

@@ -13,7 +13,9 @@ the rows came in, and a slow set holds back only its own shard.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Callable
+from typing import Callable, Sequence
+
+import numpy as np
 
 from schemas.records import STATUS_OK
 from stages.base import fail_set
@@ -21,18 +23,23 @@ from stages.ingest.reading import duplicate_reason
 
 
 class ShardAssembler:
-    def __init__(self, shard_of_seed: dict[int, int], rows_per_seed: int, registry, write: Callable[[int, list], None],
-                 copy_rows: Callable[[int, int, str], list[dict]]):
-        """``registry``: claim/watermark/decide (SeenRegistry, or a proxy to its actor); ``write(shard, rows)``
-        writes a shard; ``copy_rows(seed_index, original, content_id)`` gives a copy's rows as ingest makes them."""
+    def __init__(self, seed_index: Sequence[int], shard_index: Sequence[int], rows_per_seed: int, registry,
+                 write: Callable[[int, list], None], copy_rows: Callable[[int, int, str], list[dict]]):
+        """``seed_index``/``shard_index``: the seeds this run makes and their shards (arrays: per-seed state is
+        numpy, per-shard state Python); ``registry``: claim/watermark/decide (SeenRegistry, or a proxy to its
+        actor); ``write(shard, rows)`` writes a shard; ``copy_rows(seed_index, original, content_id)`` gives a
+        copy's rows as ingest makes them."""
         self.registry, self.write, self.copy_rows = registry, write, copy_rows
-        self.seeds_of: dict[int, list[int]] = defaultdict(list)
-        for seed, shard in sorted(shard_of_seed.items()):
-            self.seeds_of[shard].append(seed)
-        self.expected = {shard: len(seeds) * rows_per_seed for shard, seeds in self.seeds_of.items()}
+        seeds, shards = np.asarray(seed_index, np.int64), np.asarray(shard_index, np.int64)
+        order = np.lexsort((seeds, shards))
+        seeds, shards = seeds[order], shards[order]
+        ids, starts, counts = np.unique(shards, return_index=True, return_counts=True)
+        self.last_seed = dict(zip(ids.tolist(), seeds[starts + counts - 1].tolist()))  # shard -> its highest seed
+        self.expected = dict(zip(ids.tolist(), (counts * rows_per_seed).tolist()))
         self.rows: dict[int, list[dict]] = defaultdict(list)
         self.complete: set[int] = set()  # every row in, not yet written
-        self.seed_valid: dict[int, bool] = {}  # seed index -> decoded and no copy (for repeated seed ids)
+        # seed index -> decoded and no copy (for repeated seed ids): 1 valid, 0 not, -1 not yet settled
+        self.seed_valid = np.full(int(seeds.max()) + 1 if len(seeds) else 0, -1, np.int8)
         self.written: list[int] = []
 
     def add(self, row: dict) -> None:
@@ -47,7 +54,7 @@ class ShardAssembler:
             watermark = self.registry.watermark()
             progressed = False
             for shard in sorted(self.complete):
-                if watermark is not None and self.seeds_of[shard][-1] >= watermark:
+                if watermark is not None and self.last_seed[shard] >= watermark:
                     break  # a lower seed is still being ingested
                 rows = self._settle(shard)
                 if rows is None:
@@ -81,11 +88,11 @@ class ShardAssembler:
             self.seed_valid[i] = by_seed[i][0]["status"] == STATUS_OK
         for i in seeds:
             copy_of, finished, lower = answers[i]
-            if not self.seed_valid[i] or copy_of is not None:
+            if self.seed_valid[i] != 1 or copy_of is not None:
                 continue
-            if any(j not in self.seed_valid for j in lower):
+            if any(self.seed_valid[j] < 0 for j in lower):
                 return None
-            valid = [j for j in lower if self.seed_valid[j]]
+            valid = [j for j in lower if self.seed_valid[j] == 1]
             first = min([j for j in (finished, *valid) if j is not None], default=None)
             if first is not None and first < i:
                 for row in by_seed[i]:

@@ -112,7 +112,7 @@ def run_pipeline(
         if todo.num_rows:
             init_ray(config.ray)
             first_seen = seen_seed_ids(storage, done, config.shards.prefix)
-            registry = start_registry(todo.column("seed_index").to_pylist(), first_seen,
+            registry = start_registry(todo.column("seed_index").to_numpy(), first_seen,
                                       dedupe=config.input.dedupe and config.input.kind != "generate")
             dataset, work = build_dataset(todo, with_models_resolved(config), loaded.taxonomy, record, registry)
             already = seed_refs.num_rows - todo.num_rows
@@ -127,8 +127,8 @@ def run_pipeline(
                 log(f"counterfactory: wrote {result.tar_name} ({result.samples} member samples) and "
                     f"{result.manifest_name} ({result.manifest_rows} rows)")
 
-            shards = dict(zip(todo.column("seed_index").to_pylist(), todo.column("shard_index").to_pylist()))
-            assembler = ShardAssembler(shards, len(config.plan.axes), registry, write, copy_rows_maker(todo, loaded))
+            assembler = ShardAssembler(todo.column("seed_index").to_numpy(), todo.column("shard_index").to_numpy(),
+                                       len(config.plan.axes), registry, write, copy_rows_maker(todo, loaded))
             _process(dataset, assembler, progress)
             progress.finish()
             summary.work = read_work(work)

@@ -12,14 +12,17 @@ On Ray it is an actor (``ray_executor``); it is a plain class so the rule can be
 from __future__ import annotations
 
 import bisect
-import heapq
+from typing import Sequence
+
+import numpy as np
 
 
 class SeenRegistry:
-    def __init__(self, todo: list[int], seen_content: dict[str, int], seen_seed_ids: dict[str, int]):
+    def __init__(self, todo: Sequence[int], seen_content: dict[str, int], seen_seed_ids: dict[str, int]):
         """``todo``: the seed indices this run ingests; ``seen_*``: first indices in shards already complete."""
-        self.pending = sorted(todo)  # a heap of indices, some of them ingested since (dropped lazily)
-        self.ingested: set[int] = set()
+        self.todo = np.sort(np.asarray(todo, np.int64))
+        self.below = 0  # todo[:below] are all ingested: the watermark is todo[below]
+        self.ingested: set[int] = set()  # ingested at or above the watermark
         self.content: dict[str, int] = dict(seen_content)  # content id -> lowest index claiming it
         self.seed_ids: dict[str, list[tuple[int, str | None]]] = {}  # seed id -> [(index, content id)] ascending
         self.finished_seed_ids = dict(seen_seed_ids)
@@ -30,7 +33,8 @@ class SeenRegistry:
         far (None: no content id); a seed whose content is held lower is a copy, and its seed id is not kept."""
         owners = []
         for index, content_id, seed_id in claims:
-            self.ingested.add(index)
+            if self.below == len(self.todo) or index >= self.todo[self.below]:  # a retried batch may claim again
+                self.ingested.add(index)  # dropped again as the watermark passes it
             owner = None
             if content_id is not None:
                 owner = self.content[content_id] = min(self.content.get(content_id, index), index)
@@ -42,9 +46,10 @@ class SeenRegistry:
 
     def watermark(self) -> int | None:
         """Every seed below this index has been ingested (None: all of them)."""
-        while self.pending and self.pending[0] in self.ingested:
-            heapq.heappop(self.pending)
-        return self.pending[0] if self.pending else None
+        while self.below < len(self.todo) and int(self.todo[self.below]) in self.ingested:
+            self.ingested.discard(int(self.todo[self.below]))
+            self.below += 1
+        return int(self.todo[self.below]) if self.below < len(self.todo) else None
 
     def decide(self, seeds: list[tuple[int, str | None, str | None]]) -> list[tuple[int | None, int | None, list[int]]]:
         """For ``(seed_index, content_id, seed_id)`` below the watermark: the index of the original it copies

@@ -2,7 +2,8 @@
 SEED_REF row, in a stable order, each assigned to its output shard.
 
 Listing runs once on the driver and reads no image bytes (only tar headers and the small metadata files
-beside images in tars).
+beside images in tars). Listed seeds are kept as columns, not as a dict per seed: a million seeds take a few
+hundred bytes each on the driver.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ import posixpath
 import tarfile
 
 import fsspec
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from schemas.records import SEED_REF, rows_to_table
+from schemas.records import SEED_REF
 from stages.ingest.config import GENERATED_URI, IMAGE_EXTENSIONS, IngestConfig, base_prompt
 from stages.utils.errors import describe_error
 
@@ -53,24 +56,42 @@ def _unreachable(path: str, exc: BaseException) -> InputUnreachable:
                             "(input.endpoint_url or AWS_ENDPOINT_URL), the network and the path")
 
 
-def _list_generated(config: IngestConfig, concepts) -> list[dict]:
+class ListedSeeds:
+    """Seeds as they are listed, column by column; a column holds values only from the first seed that has one."""
+
+    def __init__(self):
+        self.source_uri: list[str] = []
+        self.columns: dict[str, list] = {}
+
+    def add(self, source_uri: str, **fields) -> None:
+        count = len(self.source_uri)
+        for name, value in fields.items():
+            if value is None:
+                continue
+            column = self.columns.setdefault(name, [])
+            column.extend([None] * (count - len(column)))
+            column.append(value)
+        self.source_uri.append(source_uri)
+
+    def table(self) -> pa.Table:
+        count = len(self.source_uri)
+        arrays = {"source_uri": pa.array(self.source_uri, pa.string())}
+        for name, values in self.columns.items():
+            values.extend([None] * (count - len(values)))
+            arrays[name] = pa.array(values, SEED_REF.field(name).type)
+        return pa.table(arrays)
+
+
+def _list_generated(config: IngestConfig, concepts) -> ListedSeeds:
     """Generate mode: one seed per concept x template x seeds_per_prompt, its caption the base prompt."""
-    refs = []
+    listed = ListedSeeds()
     for concept in concepts:
         for t, template in enumerate(config.prompts):
             prompt = base_prompt(template, concept.words)
             for k in range(config.seeds_per_prompt):
                 seed_id = f"{concept.id}-p{t}-{k}"
-                refs.append(_ref(GENERATED_URI + seed_id, None, source_seed_id=seed_id, concept=concept.id, caption=prompt))
-    return refs
-
-
-
-def _ref(source_uri: str, member: str | None = None, **extra) -> dict:
-    ref = {"source_uri": source_uri, "source_member": member, **extra}
-    if ref.get("concept"):
-        ref["concept_source"] = "source"
-    return ref
+                listed.add(GENERATED_URI + seed_id, source_seed_id=seed_id, concept=concept.id, caption=prompt)
+    return listed
 
 
 def _is_local(fs) -> bool:
@@ -97,7 +118,7 @@ def _display(path: str) -> tuple[str, bytes | None]:
         return raw.decode("utf-8", errors="backslashreplace"), raw
 
 
-def _list_local_folder(config: IngestConfig) -> list[dict]:
+def _list_local_folder(config: IngestConfig) -> ListedSeeds:
     """Every image-named entry under the root, and every entry that only looks like one.
 
     Symlinks that lead outside the root, and folders named like images, are listed with the problem
@@ -127,35 +148,34 @@ def _list_local_folder(config: IngestConfig) -> list[dict]:
             if os.path.islink(full) and not _inside(os.path.realpath(full), real_root):
                 problem = "symlink points outside the input folder"
             entries.append((os.path.join(rel_dir, name), problem))
-    refs = []
+    listed = ListedSeeds()
     for rel, problem in sorted(entries, key=lambda e: os.fsencode(e[0])):
         text, raw = _display(os.path.join(root, rel))
         parts = rel.split(os.sep)
         concept = parts[0] if (config.concept_from_folder and len(parts) > 1) else None
-        refs.append(_ref(text, concept=_display(concept)[0] if concept else None,
-                         source_path=raw, source_error=problem))
-    return refs
+        listed.add(text, concept=_display(concept)[0] if concept else None, source_path=raw, source_error=problem)
+    return listed
 
 
 def _inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
-def _list_folder(config: IngestConfig) -> list[dict]:
+def _list_folder(config: IngestConfig) -> ListedSeeds:
     fs, root = fsspec.core.url_to_fs(config.path, **config.fs_options(config.path))
     if _is_local(fs):
         return _list_local_folder(config)
     if not fs.isdir(root):
         raise FileNotFoundError(config.path)
-    refs = []
+    listed = ListedSeeds()
     for path in sorted(fs.find(root, withdirs=False)):
         rel = posixpath.relpath(path, root)
         if any(part.startswith(".") for part in rel.split("/")) or not _is_image_name(posixpath.basename(rel)):
             continue
         folder = posixpath.dirname(rel)
         concept = folder.split("/")[0] if (config.concept_from_folder and folder) else None
-        refs.append(_ref(fs.unstrip_protocol(path), concept=concept))
-    return refs
+        listed.add(fs.unstrip_protocol(path), concept=concept)
+    return listed
 
 
 def _tar_paths(path: str, options: dict) -> list[str]:
@@ -169,8 +189,8 @@ def _tar_paths(path: str, options: dict) -> list[str]:
     return [path]
 
 
-def _list_webdataset(config: IngestConfig) -> list[dict]:
-    refs = []
+def _list_webdataset(config: IngestConfig) -> ListedSeeds:
+    listed = ListedSeeds()
     for tar_path in _tar_paths(config.path, config.fs_options(config.path)):
         samples: dict[str, dict] = {}
         order: list[str] = []
@@ -209,43 +229,48 @@ def _list_webdataset(config: IngestConfig) -> list[dict]:
         for key in order:
             sample = samples[key]
             # A sample without an image is still listed: decode turns it into an error row.
-            refs.append(
-                _ref(tar_path, sample["image"] or f"{key}.<no image>", concept=sample.get("concept"),
-                     caption=sample.get("caption"), source_offset=sample.get("offset"),
-                     source_size=sample.get("size"))
-            )
-    return refs
+            listed.add(tar_path, source_member=sample["image"] or f"{key}.<no image>", concept=sample.get("concept"),
+                       caption=sample.get("caption"), source_offset=sample.get("offset"),
+                       source_size=sample.get("size"))
+    return listed
 
 
-def _list_parquet(config: IngestConfig) -> list[dict]:
+def _list_parquet(config: IngestConfig) -> pa.Table:
+    """The list's path (or uri) column, and its seed_id, concept and caption columns when present; relative paths
+    are next to the list, under its protocol too. Only those columns are read."""
     fs, path = fsspec.core.url_to_fs(config.path, **config.fs_options(config.path))
-    table = pq.read_table(path, filesystem=None if _is_local(fs) else fs)
-    columns = set(table.column_names)
+    filesystem = None if _is_local(fs) else fs
+    columns = set(pq.read_schema(path, filesystem=filesystem).names)
     path_column = "path" if "path" in columns else "uri" if "uri" in columns else None
     if path_column is None:
         raise ValueError(f"input.path {config.path!r}: the parquet list needs a 'path' or 'uri' column")
-    base = posixpath.dirname(config.path)  # relative paths are next to the list, under its protocol too
-    refs = []
-    for row in table.to_pylist():
-        path = row.get(path_column)
-        if isinstance(path, str) and path and "://" not in path and not posixpath.isabs(path):
-            path = posixpath.join(base, path)
-        refs.append(
-            _ref(path if isinstance(path, str) else "", None, source_seed_id=row.get("seed_id"),
-                 concept=row.get("concept"), caption=row.get("caption"))
-        )
-    return refs
+    wanted = {path_column: "source_uri", "seed_id": "source_seed_id", "concept": "concept", "caption": "caption"}
+    table = pq.read_table(path, filesystem=filesystem, columns=[c for c in wanted if c in columns])
+    arrays = {}
+    for column, name in wanted.items():
+        if column in columns:
+            try:
+                arrays[name] = pc.cast(table.column(column), pa.string())
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                raise ValueError(f"input.path {config.path!r}: its {column!r} column must hold text, "
+                                 f"not {table.schema.field(column).type}") from None
+    paths = pc.fill_null(arrays["source_uri"], "")
+    relative = pc.and_(pc.and_(pc.not_equal(paths, ""), pc.invert(pc.match_substring(paths, "://"))),
+                       pc.invert(pc.starts_with(paths, "/")))
+    prefix = posixpath.join(posixpath.dirname(config.path), "")
+    arrays["source_uri"] = pc.if_else(relative, pc.binary_join_element_wise(prefix, paths, ""), paths)
+    return pa.table(arrays).combine_chunks()
 
 
 def list_seeds(config: IngestConfig, seeds_per_shard: int, limit: int | None = None, concepts=()) -> pa.Table:
     """Every input as a SEED_REF row, in a stable order, each assigned to its output shard.
     ``concepts`` (taxonomy Concepts) are what generate mode makes base prompts for."""
     if config.kind == "generate":
-        refs = _list_generated(config, concepts)
+        listed = _list_generated(config, concepts)
     else:
         lister = {"folder": _list_folder, "webdataset": _list_webdataset, "parquet": _list_parquet}[config.kind]
         try:
-            refs = lister(config)
+            listed = lister(config)
         except InputUnreachable:
             raise
         except ValueError as exc:
@@ -254,11 +279,26 @@ def list_seeds(config: IngestConfig, seeds_per_shard: int, limit: int | None = N
             raise _unreachable(config.path, exc) from exc
         except Exception as exc:  # the filesystems raise their own kinds (botocore, gcsfs, huggingface_hub)
             raise _unreachable(config.path, exc) from exc
+    return seed_ref_table(listed if isinstance(listed, pa.Table) else listed.table(), seeds_per_shard, limit)
+
+
+def seed_ref_table(listed: pa.Table, seeds_per_shard: int, limit: int | None = None) -> pa.Table:
+    """Listed columns as SEED_REF rows: numbered in listing order, assigned to shards, absent columns null;
+    a concept given by the source is marked as such."""
     if limit is not None:
-        refs = refs[:limit]
-    for index, ref in enumerate(refs):
-        ref["seed_index"] = index
-        ref["shard_index"] = index // seeds_per_shard
-    return rows_to_table(refs, SEED_REF)
-
-
+        listed = listed.slice(0, limit)
+    count = listed.num_rows
+    index = np.arange(count, dtype=np.int64)
+    given = {"seed_index": pa.array(index), "shard_index": pa.array(index // seeds_per_shard)}
+    if "concept" in listed.column_names:
+        from_source = pc.fill_null(pc.greater(pc.utf8_length(listed.column("concept")), 0), False)
+        given["concept_source"] = pc.if_else(from_source, pa.scalar("source"), pa.scalar(None, pa.string()))
+    columns = []
+    for field in SEED_REF:
+        if field.name in given:
+            columns.append(given[field.name])
+        elif field.name in listed.column_names:
+            columns.append(listed.column(field.name))
+        else:
+            columns.append(pa.nulls(count, field.type))
+    return pa.Table.from_arrays(columns, schema=SEED_REF)

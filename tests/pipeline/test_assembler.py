@@ -58,8 +58,8 @@ def assemble(loaded, out, order: str) -> int:
         rebuilt.append(args)
         return make_copy(*args)
 
-    assembler = ShardAssembler(dict(zip(indices, refs.column("shard_index").to_pylist())), len(config.plan.axes),
-                               registry, writer.write_shard, copy_rows)
+    assembler = ShardAssembler(indices, refs.column("shard_index").to_pylist(), len(config.plan.axes), registry,
+                               writer.write_shard, copy_rows)
     for row in rows:
         assembler.add(row)
         assembler.flush()
@@ -108,3 +108,19 @@ def test_arrival_order_changes_no_byte(ordered, seeds, tmp_path, dedupe, order, 
     expected = "ingest: duplicate: same image as seed_index" if dedupe else "duplicate: same image as seed_index"
     assert copies and all(r["status"] == "error" and r["reason"].startswith(expected) for r in copies
                           if not r["source_uri"].endswith("broken_copy.jpg") or dedupe)
+
+
+def test_the_watermark_passes_a_seed_only_once_every_lower_seed_is_ingested():
+    """What lets the writer write a shard: every lower seed in. A resumed run's todo skips completed shards, and a
+    retried batch claims its seeds again."""
+    registry = SeenRegistry([0, 1, 2, 5, 6, 7], {}, {})
+    assert registry.watermark() == 0
+    registry.claim([(2, "c2", "s2"), (6, "c6", "s6")])  # out of order: 0 and 1 are still out
+    assert registry.watermark() == 0
+    registry.claim([(0, "c0", "s0"), (1, "c2", "s1")])  # 1 is a copy of 2, claimed after it
+    assert registry.watermark() == 5
+    registry.claim([(1, "c2", "s1")])  # the batch retried: nothing moves back
+    assert registry.watermark() == 5 and registry.ingested == {6}
+    registry.claim([(5, "c5", "s5"), (7, "c7", "s7")])
+    assert registry.watermark() is None
+    assert registry.decide([(2, "c2", "s2"), (1, "c2", "s1")]) == [(1, None, []), (None, None, [])]

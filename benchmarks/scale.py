@@ -38,6 +38,7 @@ from stages.base import SetStage  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "mini_generate.yaml"
+EDIT_BATCH = 2  # sets per editor call where the editor costs time: configs/production.yaml's edit batch
 
 
 class SleepEditor(SetStage):
@@ -66,6 +67,18 @@ class SleepEditor(SetStage):
         row.update(set_status=STATUS_ACCEPTED, image_rgb=self.pixels, width=8, height=8, candidate_bases=[self.pixels])
 
 
+def memory_mib() -> dict[str, float]:
+    """This process's resident memory by kind: private (anon), shared memory (the object store's pages it has
+    mapped, which every process that reads the store counts too) and files."""
+    fields = {}
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(("RssAnon:", "RssShmem:", "RssFile:")):
+                name, value, _ = line.split()
+                fields[name.rstrip(":")] = int(value) / 1024
+    return fields
+
+
 class Tickets:
     def __init__(self):
         self.next = 0
@@ -91,8 +104,9 @@ def loaded_for(seeds: int, seeds_per_shard: int):
                                 "report.enabled": False})
 
 
-def one_run(seeds: int, actors: int, seconds_per_image: float, slow: float, seeds_per_shard: int) -> dict:
-    """One streamed run into a temporary output; what the driver saw."""
+def one_run(seeds: int, actors: int, seconds_per_image: float, slow: float, seeds_per_shard: int,
+            edit_batch: int = 16) -> dict:
+    """One streamed run into a temporary output; what the driver saw. ``edit_batch``: sets per editor call."""
     import ray
     from ray.data import ActorPoolStrategy
 
@@ -114,15 +128,16 @@ def one_run(seeds: int, actors: int, seconds_per_image: float, slow: float, seed
     record = provenance(loaded)
     tickets = ray.remote(num_cpus=0)(Tickets).remote()
     stages = [
-        ("ingest", functools.partial(DecodeSeeds, config.input, registry.claim), 0.2, 1),
-        ("sets", functools.partial(SetPlanner, config.plan, loaded.taxonomy, config.run.seed), 0.2, 1),
-        ("edit", functools.partial(SleepEditor, seconds_per_image, slow, functools.partial(_ticket, tickets)), 0, actors),
-        ("encode", functools.partial(SampleEncoder, config.shards, record), 0.5, 1),
+        ("ingest", functools.partial(DecodeSeeds, config.input, registry.claim), 0.2, 1, 16),
+        ("sets", functools.partial(SetPlanner, config.plan, loaded.taxonomy, config.run.seed), 0.2, 1, 16),
+        ("edit", functools.partial(SleepEditor, seconds_per_image, slow, functools.partial(_ticket, tickets)), 0, actors,
+         edit_batch),
+        ("encode", functools.partial(SampleEncoder, config.shards, record), 0.5, 1, 16),
     ]
     ds = seed_dataset(todo)
-    for name, factory, cpus, size in stages:
+    for name, factory, cpus, size, batch in stages:
         ds = ds.map_batches(named_actor_class(name), fn_constructor_args=(name, factory, None, None),
-                            batch_format="pyarrow", batch_size=16, num_cpus=cpus, compute=ActorPoolStrategy(size=size))
+                            batch_format="pyarrow", batch_size=batch, num_cpus=cpus, compute=ActorPoolStrategy(size=size))
     with tempfile.TemporaryDirectory() as out:
         writer = ShardWriter(config.shards, Storage(out), record)
         writer.setup()
@@ -137,7 +152,8 @@ def one_run(seeds: int, actors: int, seconds_per_image: float, slow: float, seed
                                    registry, write, copy_rows_maker(todo, loaded))
         ready = time.perf_counter() - started  # the graph built, nothing run yet
         rows, first_row, busy = 0, None, 0.0  # busy: the driver's own seconds (rows to dicts, assemble, write)
-        for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+        peak_private = 0.0
+        for number, batch in enumerate(ds.iter_batches(batch_format="pyarrow", batch_size=None)):
             began = time.perf_counter()
             if first_row is None:
                 first_row = began
@@ -146,16 +162,21 @@ def one_run(seeds: int, actors: int, seconds_per_image: float, slow: float, seed
                 rows += 1
             assembler.flush()
             busy += time.perf_counter() - began
+            if number % 20 == 0:
+                peak_private = max(peak_private, memory_mib().get("RssAnon", 0.0))
         assembler.flush(final=True)
         total = time.perf_counter() - started
         steady = (rows - 16) / max(time.perf_counter() - first_row, 1e-9)  # after the first batch: start-up aside
+    end_memory = memory_mib()  # before the object store is unmapped
     ray.shutdown()
     return {"seeds": todo.num_rows, "sets": rows, "actors": actors, "seconds_per_image": seconds_per_image,
             "slow_actor": slow, "listed_s": round(listed, 2), "graph_built_s": round(ready, 2),
             "first_row_s": round(first_row - started, 2), "first_shard_s": round(first[0], 2), "total_s": round(total, 2),
             "sets_per_s": round(rows / total, 1), "steady_sets_per_s": round(steady, 2), "shards": len(assembler.written),
             "driver_busy_s": round(busy, 2), "driver_ceiling_sets_per_s": round(rows / busy, 1),
-            "driver_peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+            "driver_peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "driver_peak_private_mib": round(max(peak_private, end_memory.get("RssAnon", 0.0)), 1),
+            "driver_end_memory_mib": {k: round(v, 1) for k, v in end_memory.items()}}
 
 
 def resume_decision(shards: int) -> dict:
@@ -247,13 +268,13 @@ def main() -> int:
     if "actors" in parts:
         runs = []
         for actors in (1, 4, 16, 64):
-            run = child(["run", 40 * actors, actors, 1.0, 1.0, 20])
+            run = child(["run", 40 * actors, actors, 1.0, 1.0, 20, EDIT_BATCH])
             ideal = actors / (1.0 * 2)  # sets/s: two members a set, one second an image
             runs.append({**run, "ideal_sets_per_s": ideal, "of_ideal": round(run["steady_sets_per_s"] / ideal, 2)})
         done("actors", runs)
     if "slow" in parts:
-        even = child(["run", 640, 16, 1.0, 1.0, 20])
-        slow = child(["run", 640, 16, 1.0, 5.0, 20])
+        even = child(["run", 640, 16, 1.0, 1.0, 20, EDIT_BATCH])
+        slow = child(["run", 640, 16, 1.0, 5.0, 20, EDIT_BATCH])
         done("slow_actor", {"even": even, "one_5x_slower": slow,
                             "throughput_ratio": round(slow["steady_sets_per_s"] / even["steady_sets_per_s"], 3),
                             "fair_share_ratio": round((15 + 0.2) / 16, 3)})

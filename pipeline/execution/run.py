@@ -43,12 +43,17 @@ class RunSummary:
 
 
 def _process(dataset, assembler: ShardAssembler, progress: Progress) -> None:
-    """Consume the graph's rows as they come; the assembler writes each shard once it is settled."""
-    for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
-        for row in batch.to_pylist():
-            assembler.add(row)
-            progress.row(row)
-        assembler.flush()
+    """Consume the graph's rows as they come; the assembler writes each shard once it is settled. On an error
+    (a full disk) the graph is stopped at once, its actors with it, not whenever the iterator is collected."""
+    batches = iter(dataset.iter_batches(batch_format="pyarrow", batch_size=None))
+    try:
+        for batch in batches:
+            for row in batch.to_pylist():
+                assembler.add(row)
+                progress.row(row)
+            assembler.flush()
+    finally:
+        getattr(batches, "close", lambda: None)()
     assembler.flush(final=True)
 
 

@@ -1,12 +1,14 @@
-"""Errors people read: each bad config gives one line on stderr naming the file, field and fix."""
+"""Errors people read: each bad config gives one line on stderr naming the file, field and fix.
 
-import os
+The CLI runs in this process (``cli.main`` is the console script, test_cli shows): a second Python with torch and
+Ray to import would cost seconds per case and show nothing more."""
+
 import subprocess
-import sys
 
 import pytest
 import yaml
 
+from pipeline.commands import cli
 from tests.conftest import REPO
 
 
@@ -47,53 +49,54 @@ CASES = [
 
 
 @pytest.mark.parametrize("name, change, expected", CASES, ids=[c[0] for c in CASES])
-def test_a_bad_config_gives_one_clear_line(tmp_path, name, change, expected):
+def test_a_bad_config_gives_one_clear_line(tmp_path, capsys, name, change, expected):
     path = mini(tmp_path, change)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
-    result = subprocess.run([sys.executable, "-m", "pipeline", "run", str(path), "--output", str(tmp_path / "out")],
-                            capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
+    assert cli.main(["run", str(path), "--output", str(tmp_path / "out")]) == 2
+    stderr = capsys.readouterr().err
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
     assert lines[0].startswith(f"config error: {path}: ") and expected in lines[0]
     assert not (tmp_path / "out").exists()  # refused before anything was written
 
 
-def test_malformed_yaml_is_one_line_too(tmp_path):
+def test_malformed_yaml_is_one_line_too(tmp_path, capsys):
     path = tmp_path / "broken.yaml"
     path.write_text("run: {seed: 1\nedit: [")
-    result = subprocess.run([sys.executable, "-m", "pipeline", "plan", str(path)], capture_output=True, text=True, cwd=REPO)
-    assert result.returncode == 2
-    assert result.stderr.count("\n") == 1 and "not valid YAML" in result.stderr
+    assert cli.main(["plan", str(path)]) == 2
+    stderr = capsys.readouterr().err
+    assert stderr.count("\n") == 1 and "not valid YAML" in stderr
 
 
-def _cli(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=300, env={**os.environ, **(env or {})})
+def _cli(capsys, *args) -> tuple[int, str, str]:
+    code = cli.main([*args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
 
 
-def test_a_missing_input_is_one_line_with_its_exit_code_and_leaves_no_output(tmp_path):
+def test_a_missing_input_is_one_line_with_its_exit_code_and_leaves_no_output(tmp_path, capsys):
     out = tmp_path / "out"
-    result = _cli("run", "configs/mini.yaml", "--set", f"input.path={tmp_path / 'nope'}", "--output", str(out))
-    assert result.returncode == 5
-    assert result.stderr.strip().count("\n") == 0 and "no such folder; check input.path" in result.stderr
+    mini_run = ["run", str(REPO / "configs" / "mini.yaml"), "--set", f"input.path={tmp_path / 'nope'}", "--output", str(out)]
+    code, _, stderr = _cli(capsys, *mini_run)
+    assert code == 5
+    assert stderr.strip().count("\n") == 0 and "no such folder; check input.path" in stderr
     assert not out.exists()
-    debug = _cli("run", "configs/mini.yaml", "--set", f"input.path={tmp_path / 'nope'}", "--output", str(out),
-                 "--debug")
-    assert debug.returncode == 5 and "Traceback" in debug.stderr
+    code, _, stderr = _cli(capsys, *mini_run, "--debug")
+    assert code == 5 and "Traceback" in stderr
 
 
-@pytest.mark.parametrize("path, env, expected", [
-    ("s3://cf-seeds/people", {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x",
-                              "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}, "cannot list it"),  # nothing listens
-    ("hf://datasets/someone/seeds", {"HF_HUB_OFFLINE": "1"}, "the Hugging Face Hub is offline here"),
+@pytest.mark.parametrize("path, options, expected", [
+    ("s3://cf-seeds/people", ["--set", "input.endpoint_url=http://127.0.0.1:9"], "cannot list it"),  # nothing listens
+    ("hf://datasets/someone/seeds", [], "the Hugging Face Hub is offline here"),  # HF_HUB_OFFLINE=1 in tests
 ])
-def test_plan_never_crashes_on_an_input_it_cannot_reach(path, env, expected):
-    result = _cli("plan", "configs/mini.yaml", "--set", f"input.path={path}", env=env)
-    assert result.returncode == 0, result.stderr
-    assert "seeds: 0 (input not reachable here: input.path " + path in result.stdout and expected in result.stdout
-    ran = _cli("run", "configs/mini.yaml", "--set", f"input.path={path}", "--output", "/nonexistent/out", env=env)
-    assert ran.returncode == 5 and ran.stderr.strip().count("\n") == 0 and expected in ran.stderr
+def test_plan_never_crashes_on_an_input_it_cannot_reach(path, options, expected, capsys, monkeypatch):
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(key, "x")
+    mini = str(REPO / "configs" / "mini.yaml")
+    code, stdout, stderr = _cli(capsys, "plan", mini, "--set", f"input.path={path}", *options)
+    assert code == 0, stderr
+    assert "seeds: 0 (input not reachable here: input.path " + path in stdout and expected in stdout
+    code, _, stderr = _cli(capsys, "run", mini, "--set", f"input.path={path}", *options, "--output", "/nonexistent/out")
+    assert code == 5 and stderr.strip().count("\n") == 0 and expected in stderr
 
 
 def test_a_model_that_cannot_load_names_the_stage(tiny, tmp_path):
@@ -122,15 +125,16 @@ def test_a_model_that_cannot_load_names_the_stage(tiny, tmp_path):
     assert wrapped_code == code and wrapped_line.startswith("stage edit could not set up (load its model): ")
 
 
-def test_a_full_disk_is_one_line_and_finished_shards_stay(tmp_path):
+def test_a_full_disk_is_one_line(local_ray, tmp_path, capsys):
     disk = tmp_path / "small"
     disk.mkdir()
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(disk)], capture_output=True).returncode:
         pytest.skip("needs a small tmpfs (mount as root) to fill")
     try:
-        result = _cli("run", "configs/mini.yaml", "--output", str(disk / "out"), "--no-report")
-        assert result.returncode == 7, result.stderr[-1500:]
-        ours = [line for line in result.stderr.splitlines() if line.startswith("error:")]  # Ray logs its own too
+        code, _, stderr = _cli(capsys, "run", str(REPO / "configs" / "mini.yaml"), "--output", str(disk / "out"),
+                               "--no-report")
+        assert code == 7, stderr[-1500:]
+        ours = [line for line in stderr.splitlines() if line.startswith("error:")]  # Ray logs its own too
         assert len(ours) == 1 and "no space left on device" in ours[0] and "free space" in ours[0]
     finally:
         subprocess.run(["umount", str(disk)])

@@ -1,4 +1,7 @@
-"""Resume after a killed driver, refusals, injected faults and S3 outputs, on the session's local Ray."""
+"""Resume after a killed driver, refusals, injected faults, and seeds and outputs on S3, on the session's local Ray.
+
+The module's runs read the mini seeds from a bucket on the session's S3 endpoint (moto's server on loopback, its
+address and credentials in the environment as on a cluster); its reference run writes to S3 too."""
 
 import json
 import os
@@ -7,9 +10,11 @@ import subprocess
 import sys
 import time
 
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
+from pipeline.commands import cli
 from pipeline.config.loading import load_config
 from pipeline.output.state import OutputLock, OutputRefused
 from schemas.layout import LOCK_FILE
@@ -19,11 +24,11 @@ from stages.utils import faults
 from pipeline.output.storage import Storage
 from tests.conftest import REPO
 
-OVERRIDES = {"shards.seeds_per_shard": 1, "input.path": str(REPO / "configs" / "mini_seeds")}
+SEEDS = "s3://seeds/mini"
 
 
 def loaded(**extra):
-    return load_config(REPO / "configs" / "mini.yaml", {**OVERRIDES, **extra})
+    return load_config(REPO / "configs" / "mini.yaml", {"shards.seeds_per_shard": 1, "input.path": SEEDS, **extra})
 
 
 def output_files(root):
@@ -51,36 +56,81 @@ def kill_after_two_shards(command: list[str], env: dict, out) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def reference(local_ray, tmp_path_factory):
-    out = tmp_path_factory.mktemp("reference") / "out"
-    run_pipeline(loaded(), output=str(out), log=lambda line: None)
-    return out
+def s3_seeds(s3_endpoint):
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint)
+    s3.create_bucket(Bucket="seeds")
+    seeds = REPO / "configs" / "mini_seeds"
+    for path in sorted(p for p in seeds.rglob("*") if p.is_file()):
+        s3.put_object(Bucket="seeds", Key=f"mini/{path.relative_to(seeds).as_posix()}", Body=path.read_bytes())
+    return SEEDS
+
+
+@pytest.fixture(scope="module")
+def reference(local_ray, s3_endpoint, s3_seeds, tmp_path_factory):
+    """The module's reference run: seeds from S3, output to S3 (pyarrow takes the endpoint in the URI); a local
+    copy of the output for the comparisons."""
+    host_port = s3_endpoint.split("://", 1)[1]
+    uri = f"s3://outputs/mini?endpoint_override={host_port}&scheme=http&region=us-east-1&allow_bucket_creation=true"
+    Storage(uri).fs.create_dir("outputs")
+    lines = []
+    summary = run_pipeline(loaded(), output=uri, log=lines.append, report=False)
+    local = tmp_path_factory.mktemp("reference") / "out"
+    storage = Storage(uri)
+    pafs.copy_files(storage.root, str(local), source_filesystem=storage.fs)
+    return {"uri": uri, "summary": summary, "log": lines, "out": local}
+
+
+def _member_pixels(root) -> dict[str, bytes]:
+    """Member key -> decoded pixels over every shard (the JPEGs' metadata names the config, whose input differs)."""
+    import io
+
+    import webdataset as wds
+    from PIL import Image
+
+    urls = sorted(str(p) for p in (root / "shards").glob("*.tar"))
+    return {s["__key__"]: Image.open(io.BytesIO(s["jpg"])).tobytes() for s in wds.WebDataset(urls, shardshuffle=False)}
+
+
+def test_seeds_listed_from_s3_and_an_output_written_to_s3_resume_with_nothing_to_redo(reference, mini_output, capsys):
+    assert cli.main(["plan", str(REPO / "configs" / "mini.yaml"), "--set", f"input.path={SEEDS}"]) == 0
+    assert f"seeds: 7 (counted by listing folder {SEEDS}" in capsys.readouterr().out
+    assert reference["log"][0].startswith(f"counterfactory: 7 seeds listed from {SEEDS}")
+    assert len(reference["summary"].shards) == 7
+    assert verify_output(reference["uri"])[0] == []
+    assert f"{SEEDS}/chef/seed0.png" in {r["source_uri"] for r in manifest_rows(reference["out"])}
+    assert _member_pixels(reference["out"]) == _member_pixels(mini_output)  # the pixels of the local folder's run
+
+    again = run_pipeline(loaded(), output=reference["uri"], log=lambda line: None, report=False)  # resumes from S3
+    assert len(again.skipped_shards) == 7 and not again.shards
 
 
 def test_killed_driver_resumes_to_the_same_bytes_redoing_only_unfinished_shards(local_ray, reference, tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "RAY_ADDRESS": local_ray.get_runtime_context().gcs_address}
-    command = [sys.executable, "-m", "pipeline", "run", "configs/mini.yaml", "--output", str(out)]
-    for key, value in OVERRIDES.items():
-        command += ["--set", f"{key}={value}"]
+    command = [sys.executable, "-m", "pipeline", "run", "configs/mini.yaml", "--output", str(out),
+               "--set", "shards.seeds_per_shard=1", "--set", f"input.path={SEEDS}", "--no-report"]
     finished = kill_after_two_shards(command, env, out)
     manifests = out / "manifest"
     assert 2 <= len(finished) < 7
     before = {name: (manifests / name).stat().st_mtime_ns for name in finished}
-    summary = run_pipeline(loaded(), output=str(out), log=lambda line: None)
+    lines = []
+    summary = run_pipeline(loaded(), output=str(out), log=lines.append, report=False)
 
+    assert f"counterfactory: resuming: {len(finished)} shard(s) already complete" in "\n".join(lines)
     assert len(summary.skipped_shards) == len(finished)
     assert len(summary.shards) == 7 - len(finished)
     assert {name: (manifests / name).stat().st_mtime_ns for name in finished} == before
-    assert output_files(out) == output_files(reference)
-    assert json.loads((out / "sizes.json").read_text()) == json.loads((reference / "sizes.json").read_text())
+    assert output_files(out) == output_files(reference["out"])
+    assert json.loads((out / "sizes.json").read_text()) == json.loads((reference["out"] / "sizes.json").read_text())
     assert verify_output(str(out))[0] == []
     assert not (out / LOCK_FILE).exists()
 
 
 def test_an_output_made_with_another_config_is_refused(reference):
     with pytest.raises(OutputRefused, match="different config"):
-        run_pipeline(loaded(**{"edit.steps": 4}), output=str(reference), log=lambda line: None)
+        run_pipeline(loaded(**{"edit.steps": 4}), output=reference["uri"], log=lambda line: None)
 
 
 def test_a_second_run_on_a_live_output_is_refused_and_a_dead_lock_is_taken_over(tmp_path):
@@ -103,10 +153,10 @@ def test_injected_failures_become_error_rows_and_a_crashed_actor_is_retried(loca
     marker = tmp_path / "filter-crashed"
     monkeypatch.setenv(faults.ENV, f"edit:3,caption:5,crash:filter:{marker}")
     out = tmp_path / "out"
-    summary = run_pipeline(loaded(), output=str(out), log=lambda line: None)
+    summary = run_pipeline(loaded(), output=str(out), log=lambda line: None, report=False)
     assert marker.exists()  # the filter actor really died once, and the run still finished
     assert verify_output(str(out))[0] == []
-    rows, expected = manifest_rows(out), manifest_rows(reference)
+    rows, expected = manifest_rows(out), manifest_rows(reference["out"])
     assert len(rows) == len(expected)
     for row, ref in zip(rows, expected):
         if row["seed_index"] == 3:
@@ -116,65 +166,3 @@ def test_injected_failures_become_error_rows_and_a_crashed_actor_is_retried(loca
         else:
             assert row == ref  # nothing else lost or changed
     assert summary.stats["seeds"]["total"] == 7
-
-
-def test_outputs_go_to_s3(local_ray, reference, monkeypatch):
-    from moto.server import ThreadedMotoServer
-
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(key, value)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        uri = f"s3://cf-test/runs/mini?endpoint_override={host}:{port}&scheme=http&region=us-east-1&allow_bucket_creation=true"
-        Storage(uri).fs.create_dir("cf-test")
-        run_pipeline(loaded(), output=uri, log=lambda line: None)
-        assert verify_output(uri)[0] == []
-        storage = Storage(uri)
-        for name, data in output_files(reference).items():
-            assert storage.read_bytes(name) == data, name
-        again = run_pipeline(loaded(), output=uri, log=lambda line: None)  # resumes from S3: nothing to redo
-        assert len(again.skipped_shards) == 7 and not again.shards
-    finally:
-        server.stop()
-
-
-def _member_pixels(root) -> dict[str, bytes]:
-    """Member key -> decoded pixels over every shard (the JPEGs' metadata names the config, whose input differs)."""
-    import io
-
-    import webdataset as wds
-    from PIL import Image
-
-    urls = sorted(str(p) for p in (root / "shards").glob("*.tar"))
-    return {s["__key__"]: Image.open(io.BytesIO(s["jpg"])).tobytes() for s in wds.WebDataset(urls, shardshuffle=False)}
-
-
-def test_seeds_from_s3_are_listed_run_killed_and_resumed(local_ray, s3_endpoint, reference, tmp_path):
-    """Seeds in a bucket on a real S3 endpoint (moto's server on loopback, endpoint and credentials from the
-    environment as on a cluster): listed by plan, run by a driver that is killed mid-run, then resumed."""
-    import boto3
-
-    s3 = boto3.client("s3", endpoint_url=s3_endpoint)
-    s3.create_bucket(Bucket="seeds")
-    seeds = REPO / "configs" / "mini_seeds"
-    for path in sorted(p for p in seeds.rglob("*") if p.is_file()):
-        s3.put_object(Bucket="seeds", Key=f"mini/{path.relative_to(seeds).as_posix()}", Body=path.read_bytes())
-    env = {**os.environ, "RAY_ADDRESS": local_ray.get_runtime_context().gcs_address}
-    plan = subprocess.run([sys.executable, "-m", "pipeline", "plan", "configs/mini.yaml",
-                           "--set", "input.path=s3://seeds/mini"], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=120)
-    assert "seeds: 7 (counted by listing folder s3://seeds/mini" in plan.stdout, plan.stdout + plan.stderr
-
-    out = tmp_path / "out"
-    command = [sys.executable, "-m", "pipeline", "run", "configs/mini.yaml", "--output", str(out),
-               "--set", "shards.seeds_per_shard=1", "--set", "input.path=s3://seeds/mini", "--no-report"]
-    finished = len(kill_after_two_shards(command, env, out))
-
-    resumed = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert f"{finished} were already complete" in resumed.stdout
-    assert verify_output(str(out))[0] == []
-    assert "s3://seeds/mini/chef/seed0.png" in {r["source_uri"] for r in manifest_rows(out)}
-    assert _member_pixels(out) == _member_pixels(reference)  # the same pixels as from the local folder

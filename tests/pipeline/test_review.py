@@ -7,14 +7,14 @@ import hashlib
 import json
 import multiprocessing
 import shutil
-import subprocess
-import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
 
+from pipeline.commands import cli
 from pipeline.output.storage import Storage
 from pipeline.output.verify import verify_output
 from pipeline.review.agreement import agreement, cohen_kappa, fleiss_kappa
@@ -147,18 +147,20 @@ def test_majority_keeps_a_member_one_of_two_reviewers_rejects(reviewed_copy):
     assert apply_review(str(out), policy="any-reject").sets_vetoed == 1
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, cwd=REPO,
-                          timeout=300)
+def _cli(capsys, *args: str) -> SimpleNamespace:
+    """The CLI in this process (it is the console script, test_cli shows): exit code, stdout, stderr."""
+    code = cli.main([*args])
+    captured = capsys.readouterr()
+    return SimpleNamespace(returncode=code, stdout=captured.out, stderr=captured.err)
 
 
-def test_cli_refuses_an_unknown_set_in_one_line_and_prints_agreement(reviewed_copy, tmp_path):
+def test_cli_refuses_an_unknown_set_in_one_line_and_prints_agreement(reviewed_copy, tmp_path, capsys):
     out = reviewed_copy
     set_id, members, _ = _accepted_set(out)
     bad = tmp_path / "team.csv"
     bad.write_text("set_id,member_id,verdict,reason,reviewer\nnot-a-set,,reject,blurry,cy\n")
     before = _fingerprint(out)
-    refused = _cli("review", "apply", str(out), "--verdicts", str(bad))
+    refused = _cli(capsys, "review", "apply", str(out), "--verdicts", str(bad))
     assert refused.returncode == 4
     assert refused.stderr.strip().count("\n") == 0 and "unknown set 'not-a-set'" in refused.stderr
     assert _fingerprint(out) == before
@@ -167,11 +169,11 @@ def test_cli_refuses_an_unknown_set_in_one_line_and_prints_agreement(reviewed_co
     good.write_text(f"set_id,member_id,verdict,reason,reviewer\n{set_id},,accept,,cy\n{set_id},{members[0]},reject,"
                     "blurry,dee\n")
     VerdictStore(Storage(str(out)), "cy").add(set_id, None, "accept", None)
-    applied = _cli("review", "apply", str(out), "--verdicts", str(good))
+    applied = _cli(capsys, "review", "apply", str(out), "--verdicts", str(good))
     assert applied.returncode == 0, applied.stderr
     assert "1 set(s)" in applied.stdout
     VerdictStore(Storage(str(out)), "dee").add(set_id, members[0], "reject", "blurry")
-    stats = _cli("review", str(out), "--stats")
+    stats = _cli(capsys, "review", str(out), "--stats")
     assert stats.returncode == 0, stats.stderr
     assert "Cohen's kappa" in stats.stdout and f"{set_id}: cy accept, dee reject (blurry)" in stats.stdout
 

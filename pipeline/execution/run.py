@@ -53,7 +53,10 @@ def _process(dataset, assembler: ShardAssembler, progress: Progress) -> None:
                 progress.row(row)
             assembler.flush()
     finally:
-        getattr(batches, "close", lambda: None)()
+        try:
+            getattr(batches, "close", lambda: None)()
+        except Exception:  # noqa: BLE001 - the error that stopped the run is the one to report
+            pass
     assembler.flush(final=True)
 
 

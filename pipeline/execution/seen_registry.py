@@ -33,7 +33,7 @@ class SeenRegistry:
         far (None: no content id); a seed whose content is held lower is a copy, and its seed id is not kept."""
         owners = []
         for index, content_id, seed_id in claims:
-            if self.below == len(self.todo) or index >= self.todo[self.below]:  # a retried batch may claim again
+            if self.below < len(self.todo) and index >= self.todo[self.below]:  # a retried batch may claim again
                 self.ingested.add(index)  # dropped again as the watermark passes it
             owner = None
             if content_id is not None:

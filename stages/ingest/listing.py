@@ -15,7 +15,7 @@ import tarfile
 import fsspec
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
+import pyarrow.dataset as pads
 
 from stages.ingest.listed import ListedSeeds, seed_ref_table
 from stages.ingest.config import GENERATED_URI, IMAGE_EXTENSIONS, IngestConfig, base_prompt
@@ -212,12 +212,13 @@ def _list_parquet(config: IngestConfig) -> pa.Table:
     are next to the list, under its protocol too. Only those columns are read."""
     fs, path = fsspec.core.url_to_fs(config.path, **config.fs_options(config.path))
     filesystem = None if _is_local(fs) else fs
-    columns = set(pq.read_schema(path, filesystem=filesystem).names)
+    dataset = pads.dataset(path, filesystem=filesystem, format="parquet")  # one file, or a folder of them
+    columns = set(dataset.schema.names)
     path_column = "path" if "path" in columns else "uri" if "uri" in columns else None
     if path_column is None:
         raise ValueError(f"input.path {config.path!r}: the parquet list needs a 'path' or 'uri' column")
     wanted = {path_column: "source_uri", "seed_id": "source_seed_id", "concept": "concept", "caption": "caption"}
-    table = pq.read_table(path, filesystem=filesystem, columns=[c for c in wanted if c in columns])
+    table = dataset.to_table(columns=[c for c in wanted if c in columns])
     arrays = {}
     for column, name in wanted.items():
         if column in columns:
@@ -251,4 +252,8 @@ def list_seeds(config: IngestConfig, seeds_per_shard: int, limit: int | None = N
             raise _unreachable(config.path, exc) from exc
         except Exception as exc:  # the filesystems raise their own kinds (botocore, gcsfs, huggingface_hub)
             raise _unreachable(config.path, exc) from exc
-    return seed_ref_table(listed if isinstance(listed, pa.Table) else listed.table(), seeds_per_shard, limit)
+    try:
+        table = listed if isinstance(listed, pa.Table) else listed.table()
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:  # a tar's JSON giving a concept that is not text
+        raise InputUnreachable(f"input.path {config.path}: a listed value is not text ({exc})") from exc
+    return seed_ref_table(table, seeds_per_shard, limit)

@@ -125,7 +125,8 @@ def test_a_model_that_cannot_load_names_the_stage(tiny, tmp_path):
     assert wrapped_code == code and wrapped_line.startswith("stage edit could not set up (load its model): ")
 
 
-def test_a_full_disk_is_one_line(local_ray, tmp_path, capsys):
+def test_a_full_disk_is_one_line(local_ray, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(REPO)  # mini.yaml's input.path is relative to the repository
     disk = tmp_path / "small"
     disk.mkdir()
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(disk)], capture_output=True).returncode:

@@ -36,6 +36,17 @@ class Resources:
     actors: int = 1  # actor-pool size
     batch_size: int = 8  # rows per batch handed to the stage
     max_restarts: int = 3  # times a crashed actor is restarted and its batch retried
+    # Batches queued on one actor. None: 1 for GPU stages, Ray Data's default (2 blocks) otherwise.
+    tasks_in_flight: int | None = None
+
+    def batches_in_flight(self) -> int | None:
+        """Batches queued per actor, when the stage's tasks are cut to one batch each; None: Ray Data's
+        defaults (a task takes whole upstream blocks, 32 rows or more, two in flight). GPU stages' batches
+        take seconds each, so there a task is one batch and one waits per actor: a slow GPU then holds no
+        work another could do."""
+        if self.tasks_in_flight is not None:
+            return self.tasks_in_flight
+        return 1 if self.num_gpus > 0 else None
 
     def problems(self) -> list[tuple[str, str]]:
         found = []
@@ -51,6 +62,8 @@ class Resources:
             found.append(("max_restarts", "must be >= 0"))
         if self.batch_size < 1:
             found.append(("batch_size", "must be >= 1"))
+        if self.tasks_in_flight is not None and self.tasks_in_flight < 1:
+            found.append(("tasks_in_flight", "must be >= 1 (or left out: 1 for GPU stages, 2 otherwise)"))
         return found
 
 

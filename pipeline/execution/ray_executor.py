@@ -23,6 +23,7 @@ from pipeline.execution.seen_registry import SeenRegistry
 from pipeline.execution.stage_list import stage_specs
 from pipeline.execution.work_counter import WorkCounter
 from schemas.taxonomy import Taxonomy
+from stages.base import Resources
 from stages.utils import faults
 
 # Environment the workers need to behave like the driver (offline Hub access above all).
@@ -207,7 +208,6 @@ def build_dataset(seed_refs: pa.Table, config: PipelineConfig, taxonomy: Taxonom
     they finish (the assembler does not need seed order), unless ``ray.preserve_order``."""
     import ray
     import ray.data
-    from ray.data import ActorPoolStrategy
 
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = config.ray.preserve_order
@@ -215,21 +215,32 @@ def build_dataset(seed_refs: pa.Table, config: PipelineConfig, taxonomy: Taxonom
     fault_spec = os.environ.get(faults.ENV)
     work = ray.remote(num_cpus=0)(WorkCounter).remote()
     for spec in stage_specs(config, taxonomy, provenance, registry.claim if registry is not None else None):
-        res = spec.resources
-        ds = ds.map_batches(
-            named_actor_class(spec.name),
-            fn_constructor_args=(spec.name, spec.factory, fault_spec, work),
-            batch_format="pyarrow",
-            batch_size=res.batch_size,
-            num_cpus=res.num_cpus,
-            num_gpus=res.num_gpus if res.num_gpus > 0 else None,
-            compute=ActorPoolStrategy(size=res.actors),
-            # A dead actor is restarted and its batch retried, a bounded number of times; rows reach
-            # the writer once either way, since the driver writes only what the graph yields.
-            max_restarts=res.max_restarts,
-            max_task_retries=res.max_restarts,
-        )
+        ds = map_stage(ds, spec.name, spec.factory, spec.resources, fault_spec, work)
     return ds, work
+
+
+def map_stage(ds, name: str, factory, res: Resources, fault_spec: str | None = None, work=None):
+    """``ds`` through one stage: an actor pool of ``res.actors`` actors, each built once from ``factory``."""
+    from ray.data import ActorPoolStrategy
+
+    queued = res.batches_in_flight()
+    if queued is not None:
+        # A Ray Data task takes whole input blocks, whatever the batch size: cut them to one batch, so
+        # that the queue bound counts batches (Ray fuses this into the upstream stage's tasks).
+        ds = ds.repartition(target_num_rows_per_block=res.batch_size)
+    return ds.map_batches(
+        named_actor_class(name),
+        fn_constructor_args=(name, factory, fault_spec, work),
+        batch_format="pyarrow",
+        batch_size=res.batch_size,
+        num_cpus=res.num_cpus,
+        num_gpus=res.num_gpus if res.num_gpus > 0 else None,
+        compute=ActorPoolStrategy(size=res.actors, max_tasks_in_flight_per_actor=queued),
+        # A dead actor is restarted and its batch retried, a bounded number of times; rows reach
+        # the writer once either way, since the driver writes only what the graph yields.
+        max_restarts=res.max_restarts,
+        max_task_retries=res.max_restarts,
+    )
 
 
 def read_work(work) -> dict[str, dict]:

@@ -125,19 +125,3 @@ def test_the_watermark_passes_a_seed_only_once_every_lower_seed_is_ingested():
     assert registry.watermark() is None
     assert registry.decide([(2, "c2", "s2"), (1, "c2", "s1")]) == [(1, None, []), (None, None, [])]
 
-
-@pytest.mark.parametrize("count", [0, 1, 32, 33])
-def test_the_input_source_hands_over_every_listed_seed_once(local_ray, count):
-    """The run's input on Ray: read tasks slicing the one copy of the listing give back the listing, row for row."""
-    from stages.ingest.listed import ListedSeeds, seed_ref_table
-    from pipeline.execution.ray_executor import seed_dataset
-
-    listed = ListedSeeds()
-    for i in range(count):
-        listed.add(f"s3://bucket/{i:03d}.jpg", concept="chef" if i % 2 else None)
-    table = seed_ref_table(listed.table(), 4)
-    got = seed_dataset(table).to_arrow_refs()
-    import ray
-
-    rows = [row for ref in got for row in ray.get(ref).to_pylist()]
-    assert sorted(rows, key=lambda r: r["seed_index"]) == table.to_pylist()

@@ -112,14 +112,31 @@ def local_ray(tiny_cache, s3_endpoint):
 
 
 @pytest.fixture(scope="session")
-def mini_output(local_ray, tmp_path_factory) -> Path:
-    """The shipped mini-run's output (configs/mini.yaml as a user runs it), made once per session."""
+def mini_seeds(tmp_path_factory) -> Path:
+    """The shipped mini seeds plus a renamed copy of one of them (a duplicate by content)."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("mini-seeds") / "seeds"
+    shutil.copytree(REPO / "configs" / "mini_seeds", root)
+    shutil.copy(root / "chef" / "seed0.png", root / "chef" / "seed9_copy.png")
+    return root
+
+
+# The model stages ask for fractions of the session's logical GPU, as on a cluster (one batch a task, one
+# queued per actor).
+MINI_GPUS = {"edit.resources.num_gpus": 0.5, "filter.resources.num_gpus": 0.25, "caption.resources.num_gpus": 0.25}
+
+
+@pytest.fixture(scope="session")
+def mini_output(local_ray, mini_seeds, tmp_path_factory) -> Path:
+    """The shipped mini-run (configs/mini.yaml with its report) over the mini seeds and a duplicate, its model
+    stages on fractions of a GPU: made once per session, read by every test of what users do with an output."""
     from pipeline.config.loading import load_config
     from pipeline.execution.run import run_pipeline
 
     out = tmp_path_factory.mktemp("mini-run") / "out"
-    loaded = load_config(REPO / "configs" / "mini.yaml", {"input.path": str(REPO / "configs" / "mini_seeds")})
-    run_pipeline(loaded, output=str(out), report=False, log=lambda line: None)
+    loaded = load_config(REPO / "configs" / "mini.yaml", {"input.path": str(mini_seeds), **MINI_GPUS})
+    run_pipeline(loaded, output=str(out), log=lambda line: None)
     return out
 
 

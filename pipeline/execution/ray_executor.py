@@ -219,15 +219,34 @@ def build_dataset(seed_refs: pa.Table, config: PipelineConfig, taxonomy: Taxonom
     return ds, work
 
 
+SPLIT_CPUS = 0.05  # a block-splitting task only slices Arrow tables
+
+
+def blocks_of(ds, rows: int):
+    """``ds`` with its blocks cut to at most ``rows`` rows. A Ray Data task hands an actor whole upstream blocks
+    (32 seeds or more), whatever the stage's batch size. ``Dataset.repartition(target_num_rows_per_block=)`` does
+    the cutting, but its tasks ask for a whole CPU (and fuse only into a task-pool stage): with actor pools
+    holding fractions of two cores that waits for ever. The same operator, asking for a sliver of a CPU."""
+    from ray.data import Dataset
+
+    try:
+        from ray.data._internal.logical.interfaces import LogicalPlan
+        from ray.data._internal.logical.operators.map_operator import StreamingRepartition
+
+        op = StreamingRepartition(target_num_rows_per_block=rows, input_dependencies=[ds._logical_plan.dag],
+                                  ray_remote_args={"num_cpus": SPLIT_CPUS})
+    except (ImportError, AttributeError, TypeError):  # another Ray: its public form (one CPU a task)
+        return ds.repartition(target_num_rows_per_block=rows)
+    return Dataset._from_parent(ds, LogicalPlan(op, ds.context))
+
+
 def map_stage(ds, name: str, factory, res: Resources, fault_spec: str | None = None, work=None):
     """``ds`` through one stage: an actor pool of ``res.actors`` actors, each built once from ``factory``."""
     from ray.data import ActorPoolStrategy
 
     queued = res.batches_in_flight()
     if queued is not None:
-        # A Ray Data task takes whole input blocks, whatever the batch size: cut them to one batch, so
-        # that the queue bound counts batches (Ray fuses this into the upstream stage's tasks).
-        ds = ds.repartition(target_num_rows_per_block=res.batch_size)
+        ds = blocks_of(ds, res.batch_size)  # so that the queue bound counts batches
     return ds.map_batches(
         named_actor_class(name),
         fn_constructor_args=(name, factory, fault_spec, work),

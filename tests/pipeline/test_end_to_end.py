@@ -4,62 +4,45 @@ import json
 import shutil
 from html.parser import HTMLParser
 import subprocess
-import sys
 
 import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
 
-from pipeline.config.loading import load_config
-from pipeline.execution.run import run_pipeline
+from pipeline.commands import cli
 from pipeline.output.verify import verify_output
 from schemas.sample import member_errors
-from tests.conftest import REPO
 
 
 @pytest.fixture(scope="module")
-def seeds(tmp_path_factory):
-    """The shipped mini seeds plus a renamed copy of one of them (a duplicate by content)."""
-    root = tmp_path_factory.mktemp("seeds") / "seeds"
-    shutil.copytree(REPO / "configs" / "mini_seeds", root)
-    shutil.copy(root / "chef" / "seed0.png", root / "chef" / "seed9_copy.png")
-    return root
-
-
-@pytest.fixture(scope="module")
-def run(local_ray, seeds, tmp_path_factory):
-    """One run of the mini config over the seeds and a copy. (That a second run gives the same bytes is shown by
-    the resume tests: a killed and resumed run against an uninterrupted one.)"""
-    # The model stages ask for fractions of the session's logical GPU, as they would on a cluster.
-    gpus = {"edit.resources.num_gpus": 0.5, "filter.resources.num_gpus": 0.25, "caption.resources.num_gpus": 0.25}
-    loaded = load_config(REPO / "configs" / "mini.yaml", {"input.path": str(seeds), **gpus})
-    out = tmp_path_factory.mktemp("run") / "out"
-    return out, run_pipeline(loaded, output=str(out), log=lambda line: None)
+def run(mini_output):
+    """The session's mini run (over the mini seeds and a duplicate) and its stats. (That a second run gives the
+    same bytes is shown by the resume tests: a killed and resumed run against an uninterrupted one.)"""
+    return mini_output, json.loads((mini_output / "stats.json").read_text())
 
 
 def manifest(out):
     return pq.read_table(out / "manifest").to_pylist()
 
 
-def test_output_passes_verify_from_the_command_line(run):
-    out, summary = run
+def test_output_passes_verify_from_the_command_line(run, capsys):
+    out, stats = run
     assert verify_output(str(out))[0] == []
-    result = subprocess.run([sys.executable, "-m", "pipeline", "verify", str(out)], capture_output=True, text=True)
-    assert result.returncode == 0 and "verify: OK" in result.stdout
-    assert summary.stats["samples"] > 0 and summary.stats["sets"].get("rejected", 0) > 0
+    assert cli.main(["verify", str(out)]) == 0 and "verify: OK" in capsys.readouterr().out
+    assert stats["samples"] > 0 and stats["sets"].get("rejected", 0) > 0
     assert sorted(p.name for p in out.iterdir()) == [
         "README.md", "croissant.json", "manifest", "plots", "preview.html", "run.json", "sets", "shards", "sizes.json",
         "stats.json", "thumbs"]
 
 
-def test_every_input_is_accounted_for_and_the_bad_seed_is_an_error_row(run, seeds):
-    out, summary = run
+def test_every_input_is_accounted_for_and_the_bad_seed_is_an_error_row(run, mini_seeds):
+    out, stats = run
     rows = manifest(out)
-    inputs = [p for p in seeds.rglob("*") if p.is_file()]
+    inputs = [p for p in mini_seeds.rglob("*") if p.is_file()]
     assert {r["seed_index"] for r in rows} == set(range(len(inputs)))
     broken = [r for r in rows if r["source_uri"].endswith("broken.jpg")]
     assert broken and all(r["status"] == "error" and "not a decodable image" in r["reason"] for r in broken)
-    assert summary.stats["seeds"] == {"total": 8, "ok": 6, "error": 2}  # broken.jpg and the duplicate
+    assert stats["seeds"] == {"total": 8, "ok": 6, "error": 2}  # broken.jpg and the duplicate
 
 
 def test_a_duplicate_image_is_generated_once(run):
@@ -73,11 +56,11 @@ def test_a_duplicate_image_is_generated_once(run):
 
 
 def test_shards_read_back_with_webdataset_and_ray_data(run):
-    out, summary = run
+    out, stats = run
     sizes = json.loads((out / "sizes.json").read_text())
     pattern = str(out / "shards" / f"mini-{{000000..{len(sizes) - 1:06d}}}.tar")
     samples = list(wds.WebDataset(pattern, shardshuffle=False))
-    assert len(samples) == sum(sizes.values()) == summary.stats["samples"]
+    assert len(samples) == sum(sizes.values()) == stats["samples"]
     accepted = {r["sample_key"] for r in manifest(out) if r["status"] == "accepted"}
     assert {s["__key__"] for s in samples} == accepted
     for sample in samples:
@@ -89,7 +72,7 @@ def test_shards_read_back_with_webdataset_and_ray_data(run):
     assert sorted(row["__key__"] for row in ray_dataset(str(out)).iter_rows()) == keys
 
 
-def test_verify_catches_a_tampered_output(run, tmp_path):
+def test_verify_catches_a_tampered_output(run, tmp_path, capsys):
     out, _ = run
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
@@ -101,8 +84,7 @@ def test_verify_catches_a_tampered_output(run, tmp_path):
     problems, _ = verify_output(str(copy))
     assert any("sizes.json says" in p for p in problems)
     assert any("without manifest" in p for p in problems)
-    result = subprocess.run([sys.executable, "-m", "pipeline", "verify", str(copy)], capture_output=True, text=True)
-    assert result.returncode == 1 and "FAIL" in result.stdout
+    assert cli.main(["verify", str(copy)]) == 1 and "FAIL" in capsys.readouterr().out
 
 
 def test_run_json_records_config_versions_and_hash(run):

@@ -4,6 +4,7 @@ The module's runs read the mini seeds from a bucket on the session's S3 endpoint
 address and credentials in the environment as on a cluster); its reference run writes to S3 too."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -18,11 +19,13 @@ from pipeline.commands import cli
 from pipeline.config.loading import load_config
 from pipeline.output.state import OutputLock, OutputRefused
 from schemas.layout import LOCK_FILE
+from pipeline.execution.local import run_local
 from pipeline.execution.run import run_pipeline
 from pipeline.output.verify import verify_output
 from stages.utils import faults
 from pipeline.output.storage import Storage
 from tests.conftest import REPO
+from tests.helpers import injected_faults
 
 SEEDS = "s3://seeds/mini"
 
@@ -106,7 +109,10 @@ def test_seeds_listed_from_s3_and_an_output_written_to_s3_resume_with_nothing_to
     assert len(again.skipped_shards) == 7 and not again.shards
 
 
-def test_killed_driver_resumes_to_the_same_bytes_redoing_only_unfinished_shards(local_ray, reference, tmp_path):
+def test_killed_driver_resumes_to_the_same_bytes_redoing_only_unfinished_shards(local_ray, reference, tmp_path,
+                                                                                monkeypatch):
+    """A driver killed after two shards; the resume redoes only the rest, and its filter actor dies once on the way
+    (restarted, its batch retried): the output is the uninterrupted run's, byte for byte."""
     out = tmp_path / "out"
     env = {**os.environ, "RAY_ADDRESS": local_ray.get_runtime_context().gcs_address}
     command = [sys.executable, "-m", "pipeline", "run", "configs/mini.yaml", "--output", str(out),
@@ -115,8 +121,11 @@ def test_killed_driver_resumes_to_the_same_bytes_redoing_only_unfinished_shards(
     manifests = out / "manifest"
     assert 2 <= len(finished) < 7
     before = {name: (manifests / name).stat().st_mtime_ns for name in finished}
+    crashed = tmp_path / "filter-crashed"
+    monkeypatch.setenv(faults.ENV, f"crash:filter:{crashed}")
     lines = []
     summary = run_pipeline(loaded(), output=str(out), log=lines.append, report=False)
+    assert crashed.exists()  # the filter actor really died once, and the run still finished
 
     assert f"counterfactory: resuming: {len(finished)} shard(s) already complete" in "\n".join(lines)
     assert len(summary.skipped_shards) == len(finished)
@@ -149,12 +158,12 @@ def test_a_second_run_on_a_live_output_is_refused_and_a_dead_lock_is_taken_over(
     assert not storage.exists(LOCK_FILE)
 
 
-def test_injected_failures_become_error_rows_and_a_crashed_actor_is_retried(local_ray, reference, tmp_path, monkeypatch):
-    marker = tmp_path / "filter-crashed"
-    monkeypatch.setenv(faults.ENV, f"edit:3,caption:5,crash:filter:{marker}")
+def test_injected_failures_become_error_rows_and_nothing_else_changes(reference, tmp_path):
+    """Faults raised in two stages (the same code on Ray and in this process; the resume test crashes an actor
+    on Ray): those seeds become error rows naming the stage, every other row is the reference run's."""
     out = tmp_path / "out"
-    summary = run_pipeline(loaded(), output=str(out), log=lambda line: None, report=False)
-    assert marker.exists()  # the filter actor really died once, and the run still finished
+    with injected_faults("edit:3,caption:5"):
+        run_local(loaded(), str(out))
     assert verify_output(str(out))[0] == []
     rows, expected = manifest_rows(out), manifest_rows(reference["out"])
     assert len(rows) == len(expected)
@@ -163,6 +172,7 @@ def test_injected_failures_become_error_rows_and_a_crashed_actor_is_retried(loca
             assert row["status"] == "error" and row["reason"].startswith("edit: InjectedFault: injected fault in edit")
         elif row["seed_index"] == 5:
             assert row["status"] == "error" and row["reason"].startswith("caption: InjectedFault")
-        else:
-            assert row == ref  # nothing else lost or changed
-    assert summary.stats["seeds"]["total"] == 7
+        else:  # nothing else lost or changed (CLIP scores to float32 rounding: batches differ in size here)
+            assert row.keys() == ref.keys()
+            assert all(math.isclose(value, ref[key], rel_tol=1e-4, abs_tol=1e-6) if isinstance(value, float)
+                       else value == ref[key] for key, value in row.items()), (row, ref)

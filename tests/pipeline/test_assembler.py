@@ -86,8 +86,10 @@ def ordered(tiny, seeds, tmp_path_factory):
 
 
 def _loaded(seeds, dedupe: bool):
+    # Small edits (the assembler is on trial, not the models); both axes, so a seed has several sets to wait for.
     return load_config(REPO / "configs" / "mini.yaml", {"input.path": str(seeds), "input.dedupe": dedupe,
-                                                        "shards.seeds_per_shard": 3})
+                                                        "shards.seeds_per_shard": 3, "plan.candidates_per_set": 1,
+                                                        "edit.steps": 2, "edit.resolution": 32})
 
 
 @pytest.mark.parametrize("dedupe, order, fault", [

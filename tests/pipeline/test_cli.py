@@ -2,6 +2,7 @@ import os
 import subprocess
 import sys
 
+from pipeline.commands import cli
 from tests.conftest import REPO
 
 
@@ -35,14 +36,8 @@ def test_console_script_is_the_same_cli():
     assert result.returncode == 0 and "run" in result.stdout and "verify" in result.stdout
 
 
-def test_set_overrides_a_field_and_is_validated_like_the_file():
-    ok = subprocess.run(
-        [sys.executable, "-m", "pipeline", "plan", "configs/mini.yaml", "--set", "plan.candidates_per_set=3"],
-        capture_output=True, text=True, cwd=REPO,
-    )
-    assert ok.returncode == 0 and "diffusion: 168 edited images" in ok.stdout
-    bad = subprocess.run(
-        [sys.executable, "-m", "pipeline", "plan", "configs/mini.yaml", "--set", "edit.steps=many"],
-        capture_output=True, text=True, cwd=REPO,
-    )
-    assert bad.returncode == 2 and "edit.steps: expected an integer" in bad.stderr
+def test_set_overrides_a_field_and_is_validated_like_the_file(capsys):
+    assert cli.main(["plan", str(REPO / "configs" / "mini.yaml"), "--set", "plan.candidates_per_set=3"]) == 0
+    assert "diffusion: 168 edited images" in capsys.readouterr().out
+    assert cli.main(["plan", str(REPO / "configs" / "mini.yaml"), "--set", "edit.steps=many"]) == 2
+    assert "edit.steps: expected an integer" in capsys.readouterr().err

@@ -36,7 +36,7 @@ def test_the_mini_job_runs_on_the_cluster_with_gpu_stages_on_the_gpu_node(cluste
     submitted = cluster.submit(
         "--runtime-env", str(env_file), "--",
         "python", "-m", "pipeline", "run", "configs/mini.yaml", "--output", str(out), *GPU_STAGES,
-        "--limit", "3", "--no-report",  # placement is on trial, not the amount of work: three seeds do
+        "--limit", "1", "--no-report",  # placement is on trial, not the amount of work: one seed goes through every stage
     )
     assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
     assert "succeeded" in submitted.stdout + submitted.stderr

@@ -6,7 +6,7 @@ the editor is replaced by actors that sleep a fixed wall time per image and use 
 two cores can stand in for many GPUs. Seeds come from generate mode (no photos to read). Prints JSON.
 
     python benchmarks/scale.py [--parts listing,resume,actors,slow,scale] [--sizes 1000,10000,100000]
-                               [--actor-counts 1,4,16,64]
+                               [--actor-counts 1,4,16,64] [--unbounded]
 
 Each measurement runs in its own process, so peak RSS is that run's alone.
 """
@@ -137,12 +137,14 @@ def loaded_for(seeds: int, seeds_per_shard: int):
 
 
 def one_run(seeds: int, actors: int, seconds_per_image: float, slow: float, seeds_per_shard: int,
-            edit_batch: int = 16, tasks_in_flight: int | None = 1) -> dict:
+            edit_batch: int = 16, tasks_in_flight: int | None = 1, bounded: bool = True) -> dict:
     """One streamed run into a temporary output; what the driver saw. ``edit_batch``: sets per editor call;
-    ``tasks_in_flight``: editor batches queued per actor (None: Ray Data's defaults, whole blocks per task)."""
+    ``tasks_in_flight``: editor batches queued per actor (None: Ray Data's defaults, whole blocks per task);
+    ``bounded``: seeds in flight bounded as a run bounds them (False: the input read as far ahead as Ray Data goes)."""
     import ray
 
-    from pipeline.execution.ray_executor import init_ray, map_stage, seed_dataset, start_registry
+    from pipeline.execution.ray_executor import init_ray, map_stage, start_registry
+    from pipeline.execution.ray_input import seed_dataset, seeds_in_flight_for
     from pipeline.output.shard_writer import ShardWriter
     from pipeline.output.storage import Storage
     from stages.encode import SampleEncoder
@@ -168,7 +170,8 @@ def one_run(seeds: int, actors: int, seconds_per_image: float, slow: float, seed
          Resources(0, actors=actors, batch_size=edit_batch, tasks_in_flight=tasks_in_flight)),
         ("encode", functools.partial(SampleEncoder, config.shards, record), Resources(0.5, batch_size=16)),
     ]
-    ds = seed_dataset(todo)
+    in_flight = seeds_in_flight_for([(name, resources) for name, _, resources in stages], 1) if bounded else None
+    ds = seed_dataset(todo, in_flight)
     for name, factory, resources in stages:
         ds = map_stage(ds, name, factory, resources)
     with tempfile.TemporaryDirectory() as out:
@@ -204,7 +207,7 @@ def one_run(seeds: int, actors: int, seconds_per_image: float, slow: float, seed
     editing = ray.get(edit_log.window.remote())
     ray.shutdown()
     return {"seeds": todo.num_rows, "sets": rows, "actors": actors, "seconds_per_image": seconds_per_image,
-            "slow_actor": slow, "listed_s": round(listed, 2), "graph_built_s": round(ready, 2),
+            "slow_actor": slow, "seeds_in_flight": in_flight, "listed_s": round(listed, 2), "graph_built_s": round(ready, 2),
             "first_row_s": round(first_row - started, 2), "first_shard_s": round(first[0], 2), "total_s": round(total, 2),
             "sets_per_s": round(rows / total, 1), "steady_sets_per_s": round(steady, 2),
             **{key: value for key, value in editing.items() if key != "sets"},
@@ -284,6 +287,8 @@ def main() -> int:
     parser.add_argument("--parts", default="listing,resume,actors,slow,scale")
     parser.add_argument("--sizes", default="1000,10000,100000")
     parser.add_argument("--actor-counts", default="1,4,16,64", help="editor pool sizes for the actors part")
+    parser.add_argument("--unbounded", action="store_true",
+                        help="scale part without the bound on seeds in flight (the input read as far ahead as Ray Data goes)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -323,7 +328,7 @@ def main() -> int:
                             "throughput_ratio": ratio(slow), "throughput_ratio_ray_defaults": ratio(queued),
                             "fair_share_ratio": round((15 + 0.2) / 16, 3)})
     if "scale" in parts:
-        runs = [child(["run", n, 16, 0.0, 1.0, 100]) for n in map(int, args.sizes.split(","))]
+        runs = [child(["run", n, 16, 0.0, 1.0, 100, 16, 1, not args.unbounded]) for n in map(int, args.sizes.split(","))]
         base, mid, top = runs[0], runs[min(1, len(runs) - 1)], runs[-1]
         done("scale", {
             "runs": runs, "first_shard_ratio_top_vs_base": round(top["first_shard_s"] / base["first_shard_s"], 2),

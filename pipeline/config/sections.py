@@ -31,6 +31,14 @@ class RayConfig:
     # Ray Data's per-operator progress bars and execution logs: null shows them only on a terminal (a job's
     # logs and CI keep the project's own progress line); `run --verbose` turns them on
     progress_bars: bool | None = None
+    # Seeds between the input and the driver at once: the input is read only as far ahead of the slowest stage as
+    # this. null: twice what the stages' actors hold (their actors x batch x tasks in flight)
+    seeds_in_flight: int | None = None
+
+    def problems(self) -> list[tuple[str, str]]:
+        if self.seeds_in_flight is not None and self.seeds_in_flight < 1:
+            return [("seeds_in_flight", "must be >= 1 (or null: twice what the stages' actors hold)")]
+        return []
 
 
 @dataclass

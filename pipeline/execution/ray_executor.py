@@ -1,5 +1,5 @@
-"""The Ray executor: the stage list as Ray Data actor pools with their declared resources. The one module
-that imports ``ray.data``.
+"""The Ray executor: the stage list as Ray Data actor pools with their declared resources. With ray_input (the
+input source and the bound on seeds in flight), the one place that imports ``ray.data``.
 
 Each stage is constructed and ``start()``-ed once per actor, then called on pyarrow batches; what its
 counters gained per batch goes to a ``WorkCounter`` actor that the driver reads at the end. The last stage
@@ -8,7 +8,6 @@ encodes each set's files; the shard writer runs on the driver, assembling shards
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import sys
@@ -20,6 +19,7 @@ import pyarrow as pa
 
 from pipeline.config.sections import PipelineConfig, RayConfig
 from pipeline.execution.seen_registry import SeenRegistry
+from pipeline.execution.ray_input import seed_dataset, seeds_in_flight_for
 from pipeline.execution.stage_list import stage_specs
 from pipeline.execution.work_counter import WorkCounter
 from schemas.taxonomy import Taxonomy
@@ -125,54 +125,6 @@ def quiet_ray_data(config: RayConfig) -> None:
             logger.addFilter(_NoProgressNotes())
 
 
-BLOCK_SEEDS = 32  # seeds per input block: fixed, so the first shard waits for a block, not a share of the input
-READ_TASKS_AT_ONCE = 2  # slicing a block is a small task: two at a time keep an ingest pool fed (four were no faster)
-
-
-def _read_block(listing, start: int, length: int) -> list[pa.Table]:
-    import ray
-
-    return [ray.get(listing).slice(start, length)]
-
-
-def seed_source(seed_refs: pa.Table):
-    """The listing as a Ray Data source of ``BLOCK_SEEDS``-seed blocks, sliced by read tasks from one copy in the
-    object store as the graph asks for more. (``from_arrow`` first runs a metadata task per block: 14 s for the
-    3,125 blocks of 100k seeds on two cores, before any row moves.)"""
-    import ray
-    from ray.data import Datasource, ReadTask
-    from ray.data.block import BlockMetadata
-
-    class SeedRefSource(Datasource):
-        def __init__(self, table: pa.Table):
-            self.listing, self.rows, self.schema = ray.put(table), table.num_rows, table.schema
-            self.row_bytes = table.nbytes / max(table.num_rows, 1)
-
-        def estimate_inmemory_data_size(self) -> int:
-            return int(self.rows * self.row_bytes)
-
-        def get_read_tasks(self, parallelism: int, per_task_row_limit=None, data_context=None) -> list[ReadTask]:
-            tasks = []
-            for start in range(0, max(self.rows, 1), BLOCK_SEEDS):
-                length = min(BLOCK_SEEDS, self.rows - start)
-                metadata = BlockMetadata(num_rows=length, size_bytes=int(length * self.row_bytes), input_files=None,
-                                         exec_stats=None)
-                tasks.append(ReadTask(functools.partial(_read_block, self.listing, start, length), metadata,
-                                      schema=self.schema))
-            return tasks
-
-    return SeedRefSource(seed_refs)
-
-
-def seed_dataset(seed_refs: pa.Table):
-    """The run's input dataset: one block per read task, a few read tasks at a time and little CPU for each."""
-    import ray.data
-
-    blocks = max(-(-seed_refs.num_rows // BLOCK_SEEDS), 1)
-    return ray.data.read_datasource(seed_source(seed_refs), override_num_blocks=blocks, num_cpus=0.05,
-                                    concurrency=min(READ_TASKS_AT_ONCE, blocks))
-
-
 class RegistryProxy:
     """The run's SeenRegistry actor, called as the plain class is: ingest claims, the driver's assembler asks."""
 
@@ -213,10 +165,13 @@ def build_dataset(seed_refs: pa.Table, config: PipelineConfig, taxonomy: Taxonom
 
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = config.ray.preserve_order
-    ds = seed_dataset(seed_refs)
+    specs = stage_specs(config, taxonomy, provenance, registry.claim if registry is not None else None)
+    rows_per_seed = len(config.plan.axes)
+    bound = config.ray.seeds_in_flight or seeds_in_flight_for([(s.name, s.resources) for s in specs], rows_per_seed)
+    ds = seed_dataset(seed_refs, bound, rows_per_seed)
     fault_spec = os.environ.get(faults.ENV)
     work = ray.remote(num_cpus=0)(WorkCounter).remote()
-    for spec in stage_specs(config, taxonomy, provenance, registry.claim if registry is not None else None):
+    for spec in specs:
         ds = map_stage(ds, spec.name, spec.factory, spec.resources, fault_spec, work)
     return ds, work
 

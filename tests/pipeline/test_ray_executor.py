@@ -27,10 +27,21 @@ def rows_of(dataset) -> list[dict]:
     return [row for ref in dataset.to_arrow_refs() for row in ray.get(ref).to_pylist()]
 
 
+def test_the_default_bound_covers_what_every_stage_holds_twice():
+    """Ray Data's defaults hand a CPU actor whole blocks (32 rows or more), two at a time; a GPU stage's tasks are one
+    batch, one at a time; after the planner a row is a set, ``rows_per_seed`` to a seed. Counted in input blocks."""
+    from pipeline.execution.ray_input import seeds_in_flight_for
+
+    cpu = Resources(num_cpus=1, actors=2, batch_size=8)  # 2 actors x 32 rows x 2 tasks = 128 seeds
+    gpu = Resources(num_gpus=1, actors=64, batch_size=2)  # 64 x 2 sets x 1 task = 128 sets: 32 seeds of 4 sets
+    assert seeds_in_flight_for([("ingest", cpu), ("sets", cpu), ("edit", gpu)], rows_per_seed=4) == 2 * (128 + 128 + 32)
+    assert seeds_in_flight_for([("ingest", Resources(num_cpus=0.1, batch_size=1))], 1) == 4 * 32  # never below 4 blocks
+
+
 @pytest.mark.parametrize("count", [0, 1, 32, 33])
 def test_the_input_source_hands_over_every_listed_seed_once(local_ray, count):
     """The run's input on Ray: read tasks slicing the one copy of the listing give back the listing, row for row."""
-    from pipeline.execution.ray_executor import seed_dataset
+    from pipeline.execution.ray_input import seed_dataset
 
     table = listing(count)
     assert sorted(rows_of(seed_dataset(table)), key=lambda r: r["seed_index"]) == table.to_pylist()
@@ -61,7 +72,8 @@ def test_a_slow_gpu_actor_holds_one_batch_not_a_block(local_ray, tmp_path):
     """Ray Data hands an actor whole upstream blocks (32 seeds here), whatever the batch size, and queues two per
     actor. A GPU stage's work is cut to one batch a task, queued one at a time: while one of two GPU actors takes
     3 s a batch, the other edits everything else."""
-    from pipeline.execution.ray_executor import map_stage, seed_dataset
+    from pipeline.execution.ray_executor import map_stage
+    from pipeline.execution.ray_input import seed_dataset
 
     upstream = map_stage(seed_dataset(listing(96)), "ingest", PassThrough, Resources(num_cpus=0.1, batch_size=16))
     slow = functools.partial(PassThrough, str(tmp_path / "slow"), 3.0)
@@ -70,3 +82,48 @@ def test_a_slow_gpu_actor_holds_one_batch_not_a_block(local_ray, tmp_path):
     assert sorted(row["seed_index"] for row in rows) == list(range(96))
     by_worker = sorted(Counter(row["worker"] for row in rows).values())
     assert len(by_worker) == 2 and by_worker[0] <= 3 * gpu.batch_size  # a block would have been 32
+
+
+class Stamped(Stage):
+    """Notes when each row passed; with ``seconds``, takes that long a batch (the slow stage of a run)."""
+
+    def __init__(self, column: str, seconds: float = 0.0):
+        super().__init__()
+        self.column, self.seconds = column, seconds
+        self.output_schema = None
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        time.sleep(self.seconds)
+        return batch.append_column(self.column, pa.array([time.time()] * batch.num_rows, pa.float64()))
+
+
+def most_ahead(rows: list[dict]) -> int:
+    """The most seeds ever ingested and not yet through the slow stage."""
+    ingested = sorted(row["ingested_at"] for row in rows)
+    edited = sorted(row["edited_at"] for row in rows)
+    ahead, k = 0, 0
+    for i, at in enumerate(ingested):  # at each ingest: how many were ingested by then and not yet edited
+        while k < len(edited) and edited[k] <= at:
+            k += 1
+        ahead = max(ahead, i + 1 - k)
+    return ahead
+
+
+@pytest.mark.parametrize("bound", [64, None])
+def test_the_input_is_read_only_as_far_ahead_as_the_bound(local_ray, bound):
+    """A fast ingest before a slow stage: with ``seeds_in_flight`` the seeds ingested and not yet through the slow
+    stage stay within the bound; without it, ingest runs most of the input ahead, and each block that waits (under
+    Ray's 100 KB inline size) is held in the driver's memory."""
+    from pipeline.execution.ray_executor import map_stage
+    from pipeline.execution.ray_input import BLOCK_SEEDS, seed_dataset
+
+    ds = seed_dataset(listing(320), bound)
+    ds = map_stage(ds, "ingest", functools.partial(Stamped, "ingested_at"), Resources(num_cpus=0.1, batch_size=32))
+    ds = map_stage(ds, "edit", functools.partial(Stamped, "edited_at", 0.1), Resources(num_cpus=0.1, batch_size=8))
+    rows = rows_of(ds)
+    assert sorted(row["seed_index"] for row in rows) == list(range(320))
+    if bound is not None:
+        # a block is taken in only while it fits, though the two read tasks' blocks may come in the same step
+        assert most_ahead(rows) <= bound + BLOCK_SEEDS
+    else:
+        assert most_ahead(rows) > 160

@@ -288,7 +288,7 @@ def main() -> int:
     parser.add_argument("--sizes", default="1000,10000,100000")
     parser.add_argument("--actor-counts", default="1,4,16,64", help="editor pool sizes for the actors part")
     parser.add_argument("--unbounded", action="store_true",
-                        help="scale part without the bound on seeds in flight (the input read as far ahead as Ray Data goes)")
+                        help="scale part without the bound on seeds in flight (input read as far ahead as Ray Data goes)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -328,7 +328,8 @@ def main() -> int:
                             "throughput_ratio": ratio(slow), "throughput_ratio_ray_defaults": ratio(queued),
                             "fair_share_ratio": round((15 + 0.2) / 16, 3)})
     if "scale" in parts:
-        runs = [child(["run", n, 16, 0.0, 1.0, 100, 16, 1, not args.unbounded]) for n in map(int, args.sizes.split(","))]
+        sizes = map(int, args.sizes.split(","))
+        runs = [child(["run", n, 16, 0.0, 1.0, 100, 16, 1, not args.unbounded]) for n in sizes]
         base, mid, top = runs[0], runs[min(1, len(runs) - 1)], runs[-1]
         done("scale", {
             "runs": runs, "first_shard_ratio_top_vs_base": round(top["first_shard_s"] / base["first_shard_s"], 2),

@@ -32,12 +32,13 @@ class RayConfig:
     # logs and CI keep the project's own progress line); `run --verbose` turns them on
     progress_bars: bool | None = None
     # Seeds between the input and the driver at once: the input is read only as far ahead of the slowest stage as
-    # this. null: twice what the stages' actors hold (their actors x batch x tasks in flight)
+    # this (in blocks of 32). null: eight times what the stages' actors hold (actors x batch x tasks in flight);
+    # too few leaves actors idle
     seeds_in_flight: int | None = None
 
     def problems(self) -> list[tuple[str, str]]:
-        if self.seeds_in_flight is not None and self.seeds_in_flight < 1:
-            return [("seeds_in_flight", "must be >= 1 (or null: twice what the stages' actors hold)")]
+        if self.seeds_in_flight is not None and self.seeds_in_flight < 32:
+            return [("seeds_in_flight", "must be >= 32, one input block (or null: 8x what the stages' actors hold)")]
         return []
 
 

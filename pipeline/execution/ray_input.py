@@ -2,7 +2,7 @@
 
 Without the bound, Ray Data reads and ingests ahead of the slowest stage for as long as its object-store budget
 allows, which for a million seeds is most of the input. Blocks under Ray's inline size (100 KB: listing slices,
-planned sets, metadata) are held in the driver's heap, not the object store, so the driver grew by about 2 KB
+planned sets, block metadata) are held in the driver's heap, not the object store, so the driver grew by 2-3 KB
 for every set that waited in a queue. The bound admits a new input block only while the seeds read minus the
 seeds whose rows the driver has taken stay within ``seeds_in_flight``.
 """
@@ -19,6 +19,10 @@ from stages.base import Resources
 BLOCK_SEEDS = 32  # seeds per input block: fixed, so the first shard waits for a block, not a share of the input
 READ_TASKS_AT_ONCE = 2  # slicing a block is a small task: two at a time keep an ingest pool fed (four were no faster)
 RAY_DATA_TASKS_PER_ACTOR = 2  # Ray Data's default tasks in flight per actor (twice its max concurrency of 1)
+# Seeds in flight per seed the actors hold. By Little's law the graph holds throughput x the time a block takes
+# through it, and blocks wait between stages: on two shared cores (16 editors, 10k seeds) twice what the actors hold
+# took 1.16x an unbounded run's time, eight times 1.01x (benchmarks/README.md)
+HELD_TIMES = 8
 WINDOW_KEY, ROWS_PER_SEED_KEY = "counterfactory.seeds_in_flight", "counterfactory.rows_per_seed"
 
 
@@ -72,16 +76,18 @@ def seed_dataset(seed_refs: pa.Table, seeds_in_flight: int | None = None, rows_p
 
 
 def seeds_in_flight_for(stages: Sequence[tuple[str, Resources]], rows_per_seed: int, planner: str = "sets") -> int:
-    """Enough seeds in the graph to keep every stage's actors busy with one more of everything queued: twice what
-    the actors hold (a task is one batch where tasks are cut to batches, else whole blocks of at least
-    ``BLOCK_SEEDS`` rows, two in flight), counted in seeds (after ``planner`` a row is a set)."""
+    """Enough seeds in the graph to keep every stage's actors busy while blocks wait between stages: ``HELD_TIMES``
+    what the actors hold, in seeds (after ``planner`` a row is a set, ``rows_per_seed`` to a seed). A task is one
+    batch where tasks are cut to batches, else whole blocks of at least ``BLOCK_SEEDS`` seeds, two in flight (Ray
+    Data's default; a stage after a cut one gets smaller blocks, so this errs on the large side)."""
     held, sets = 0.0, False
     for name, res in stages:
         queued = res.batches_in_flight()
-        rows = res.batch_size if queued is not None else max(res.batch_size, BLOCK_SEEDS)
-        held += res.actors * rows * (queued or RAY_DATA_TASKS_PER_ACTOR) / (rows_per_seed if sets else 1)
+        batch = res.batch_size / (rows_per_seed if sets else 1)  # in seeds
+        per_task = batch if queued is not None else max(batch, BLOCK_SEEDS)
+        held += res.actors * per_task * (queued or RAY_DATA_TASKS_PER_ACTOR)
         sets = sets or name == planner
-    return max(4, -(-int(2 * held) // BLOCK_SEEDS)) * BLOCK_SEEDS
+    return max(4, -(-int(HELD_TIMES * held) // BLOCK_SEEDS)) * BLOCK_SEEDS
 
 
 def bound_seeds_in_flight(context, seeds: int, rows_per_seed: int) -> None:
@@ -107,10 +113,11 @@ def seeds_in_flight_policy() -> type:
     from ray.data._internal.execution.operators.input_data_buffer import InputDataBuffer
 
     class SeedsInFlight(BackpressurePolicy):
-        """Holds back the input's read operator while the seeds read, less the seeds whose rows the graph has
-        handed to the driver, would pass the bound. Two gates, since Ray Data starts a task of a held-back operator
-        anyway when nothing else runs (as while actors start): no read task is started, and no read task's output
-        is taken in, past the bound. Any other operator is left to Ray Data's own policies."""
+        """Holds back the input's read operator while the seeds read, less the seeds whose rows the driver has
+        taken, would pass the bound. Two gates: no read task is started, and no read task's output taken in, past
+        the bound (Ray Data starts a task of a held-back operator anyway when nothing at all runs). While a stage's
+        actors are still starting, Ray Data's liveness rules may release a block past both; once they run, the
+        bound holds. Any other operator is left to Ray Data's own policies."""
 
         def __init__(self, data_context, topology, resource_manager):
             super().__init__(data_context, topology, resource_manager)
@@ -125,8 +132,14 @@ def seeds_in_flight_policy() -> type:
             if not (self.readers and counted and hasattr(self.sink.metrics, "row_outputs_taken")):
                 self.bound = None  # another Ray's graph or metrics: left unbounded rather than guessed at
 
+        def _rows_to_driver(self) -> int:
+            """Rows the driver has taken: out of the last operator, less those still queued for the driver there."""
+            queue = getattr(self._topology.get(self.sink), "output_queue", None)
+            waiting = sum(q.num_rows() for q in getattr(queue, "_queues", ()))  # (another Ray: the queue counts as out)
+            return self.sink.metrics.row_outputs_taken - waiting
+
         def _fits(self, seeds: float) -> bool:
-            in_flight = seeds - self.sink.metrics.row_outputs_taken / self.rows_per_seed
+            in_flight = seeds - self._rows_to_driver() / self.rows_per_seed
             return in_flight <= 0 or in_flight + BLOCK_SEEDS <= self.bound
 
         def can_add_input(self, op) -> bool:

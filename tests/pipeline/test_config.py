@@ -49,7 +49,7 @@ def test_production_config_names_real_models_on_gpus():
         (("edit", "resolution"), 100, "edit.resolution", "multiple of 8"),
         (("edit", "resources", "num_gpus"), -1, "edit.resources.num_gpus", ">= 0"),
         (("edit", "resources", "tasks_in_flight"), 0, "edit.resources.tasks_in_flight", "1 for GPU stages"),
-        (("ray", "seeds_in_flight"), 0, "ray.seeds_in_flight", "must be >= 1"),
+        (("ray", "seeds_in_flight"), 16, "ray.seeds_in_flight", "must be >= 32, one input block"),
         (("filter", "safety"), {"enabled": True, "threshold": 2}, "filter.safety.threshold", "between 0 and 1"),
         (("shards", "provenance"), {"watermark": True}, "shards.provenance.watermark", "edit.resolution >= 256"),
         (("shards", "provenance"), {"watermark_text": "é"}, "shards.provenance.watermark_text", "ASCII"),

@@ -32,6 +32,7 @@ import pyarrow.parquet as pq  # noqa: E402
 
 from pipeline.config.loading import load_config  # noqa: E402
 from pipeline.execution.assembler import ShardAssembler  # noqa: E402
+from pipeline.execution.driver_heap import HeapTrimmer  # noqa: E402
 from pipeline.execution.provenance import provenance  # noqa: E402
 from pipeline.execution.run import copy_rows_maker  # noqa: E402
 from schemas.records import SET, STATUS_ACCEPTED  # noqa: E402
@@ -140,10 +141,12 @@ def one_run(seeds: int, actors: int, seconds_per_image: float, slow: float, seed
             edit_batch: int = 16, tasks_in_flight: int | None = 1, bounded: bool = True) -> dict:
     """One streamed run into a temporary output; what the driver saw. ``edit_batch``: sets per editor call;
     ``tasks_in_flight``: editor batches queued per actor (None: Ray Data's defaults, whole blocks per task);
-    ``bounded``: seeds in flight bounded as a run bounds them (False: the input read as far ahead as Ray Data goes)."""
+    ``bounded``: the driver's memory held as a run holds it: seeds in flight bounded, the stats of recent blocks only,
+    the heap trimmed (False: Ray Data's and glibc's defaults, the input read as far ahead as Ray Data goes)."""
     import ray
 
     from pipeline.execution.ray_executor import init_ray, map_stage, start_registry
+    from pipeline.execution.ray_block_stats import cap_block_stats
     from pipeline.execution.ray_input import seed_dataset, seeds_in_flight_for
     from pipeline.output.shard_writer import ShardWriter
     from pipeline.output.storage import Storage
@@ -172,6 +175,8 @@ def one_run(seeds: int, actors: int, seconds_per_image: float, slow: float, seed
     ]
     in_flight = seeds_in_flight_for([(name, resources) for name, _, resources in stages], 1) if bounded else None
     ds = seed_dataset(todo, in_flight)
+    if bounded:
+        cap_block_stats(ds.context)
     for name, factory, resources in stages:
         ds = map_stage(ds, name, factory, resources)
     with tempfile.TemporaryDirectory() as out:
@@ -189,6 +194,7 @@ def one_run(seeds: int, actors: int, seconds_per_image: float, slow: float, seed
         ready = time.perf_counter() - started  # the graph built, nothing run yet
         rows, first_row, busy = 0, None, 0.0  # busy: the driver's own seconds (rows to dicts, assemble, write)
         peak_private = 0.0
+        heap = HeapTrimmer() if bounded else None
         for number, batch in enumerate(ds.iter_batches(batch_format="pyarrow", batch_size=None)):
             began = time.perf_counter()
             if first_row is None:
@@ -197,6 +203,8 @@ def one_run(seeds: int, actors: int, seconds_per_image: float, slow: float, seed
                 assembler.add(row)
                 rows += 1
             assembler.flush()
+            if heap is not None:
+                heap.tick()
             busy += time.perf_counter() - began
             if number % 20 == 0:
                 peak_private = max(peak_private, memory_mib().get("RssAnon", 0.0))
@@ -288,7 +296,8 @@ def main() -> int:
     parser.add_argument("--sizes", default="1000,10000,100000")
     parser.add_argument("--actor-counts", default="1,4,16,64", help="editor pool sizes for the actors part")
     parser.add_argument("--unbounded", action="store_true",
-                        help="scale part without the bound on seeds in flight (input read as far ahead as Ray Data goes)")
+                        help="scale part with Ray Data's and glibc's defaults: no bound on seeds in flight, every "
+                             "block's stats kept, the driver's heap never trimmed")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

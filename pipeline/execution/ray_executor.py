@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from pipeline.config.sections import PipelineConfig, RayConfig
 from pipeline.execution.seen_registry import SeenRegistry
+from pipeline.execution.ray_block_stats import cap_block_stats
 from pipeline.execution.ray_input import seed_dataset, seeds_in_flight_for
 from pipeline.execution.stage_list import stage_specs
 from pipeline.execution.work_counter import WorkCounter
@@ -169,6 +170,7 @@ def build_dataset(seed_refs: pa.Table, config: PipelineConfig, taxonomy: Taxonom
     rows_per_seed = len(config.plan.axes)
     bound = config.ray.seeds_in_flight or seeds_in_flight_for([(s.name, s.resources) for s in specs], rows_per_seed)
     ds = seed_dataset(seed_refs, bound, rows_per_seed)
+    cap_block_stats(ds.context)
     fault_spec = os.environ.get(faults.ENV)
     work = ray.remote(num_cpus=0)(WorkCounter).remote()
     for spec in specs:

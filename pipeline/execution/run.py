@@ -13,6 +13,7 @@ import pyarrow.compute as pc
 
 from pipeline.config.loading import LoadedConfig
 from pipeline.config.model_refs import check_model_refs, with_models_resolved
+from pipeline.execution.driver_heap import HeapTrimmer
 from pipeline.execution.progress import Progress
 from pipeline.execution.provenance import provenance
 from pipeline.execution.assembler import ShardAssembler
@@ -46,12 +47,14 @@ def _process(dataset, assembler: ShardAssembler, progress: Progress) -> None:
     """Consume the graph's rows as they come; the assembler writes each shard once it is settled. On an error
     (a full disk) the graph is stopped at once, its actors with it, not whenever the iterator is collected."""
     batches = iter(dataset.iter_batches(batch_format="pyarrow", batch_size=None))
+    heap = HeapTrimmer()
     try:
         for batch in batches:
             for row in batch.to_pylist():
                 assembler.add(row)
                 progress.row(row)
             assembler.flush()
+            heap.tick()
     finally:
         try:
             getattr(batches, "close", lambda: None)()

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import functools
 import os
+import pickle
+import re
 import time
 from collections import Counter
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
 from stages.base import Resources, Stage
 from stages.ingest.listed import ListedSeeds, seed_ref_table
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def listing(count: int) -> pa.Table:
@@ -117,21 +122,34 @@ def most_ahead(rows: list[dict]) -> int:
     return ahead
 
 
-@pytest.mark.parametrize("bound", [64, None])
-def test_the_input_is_read_only_as_far_ahead_as_the_bound(local_ray, tmp_path, bound):
-    """A fast ingest before a slow stage: with ``seeds_in_flight`` the seeds ingested and not yet through the slow
-    stage stay within the bound; without it, ingest runs most of the input ahead, and each block that waits (under
-    Ray's 100 KB inline size) is held in the driver's memory."""
+@pytest.fixture(scope="module", params=[64, None], ids=["bounded", "unbounded"])
+def graph_run(request, local_ray, tmp_path_factory):
+    """A fast ingest before a slow stage, with the driver's memory held as a run holds it (``seeds_in_flight`` 64,
+    the stats of 2 recent blocks kept per operator) or as Ray Data goes; its rows, and Ray Data's stats summary."""
+    from pipeline.execution.ray_block_stats import cap_block_stats
     from pipeline.execution.ray_executor import map_stage
-    from pipeline.execution.ray_input import BLOCK_SEEDS, seed_dataset
+    from pipeline.execution.ray_input import seed_dataset
 
-    up = str(tmp_path / "slow-stage-up")
+    bound = request.param
+    up = str(tmp_path_factory.mktemp("graph-run") / "slow-stage-up")
     ds = seed_dataset(listing(320), bound)
+    if bound is not None:
+        cap_block_stats(ds.context, keep=2)
     ds = map_stage(ds, "ingest", functools.partial(Stamped, "ingested_at", waits_for=up),
                    Resources(num_cpus=0.1, batch_size=32))
     ds = map_stage(ds, "edit", functools.partial(Stamped, "edited_at", 0.1, marks=up),
                    Resources(num_cpus=0.1, batch_size=8))
-    rows = rows_of(ds)
+    rows = [row for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None) for row in batch.to_pylist()]
+    return bound, rows, ds.stats()
+
+
+def test_the_input_is_read_only_as_far_ahead_as_the_bound(graph_run):
+    """With ``seeds_in_flight`` the seeds ingested and not yet through the slow stage stay within the bound;
+    without it, ingest runs most of the input ahead, and each block that waits (under Ray's 100 KB inline size) is
+    held in the driver's memory."""
+    from pipeline.execution.ray_input import BLOCK_SEEDS
+
+    bound, rows, _ = graph_run
     assert sorted(row["seed_index"] for row in rows) == list(range(320))
     if bound is not None:
         # a block is taken in only while it fits; while the slow actor's readiness is not yet known, Ray Data's
@@ -139,3 +157,55 @@ def test_the_input_is_read_only_as_far_ahead_as_the_bound(local_ray, tmp_path, b
         assert most_ahead(rows) <= bound + BLOCK_SEEDS
     else:
         assert most_ahead(rows) > 160
+
+
+def test_the_driver_keeps_the_stats_of_recent_blocks_only(graph_run):
+    """Ray Data keeps every block's stats on the driver for the life of a run (some 1.5 KB a set at 100k seeds);
+    capped, each operator keeps its last few, and Ray Data's own summary still comes out, over those."""
+    bound, rows, summary = graph_run
+    produced = {name: int(blocks) for name, blocks in
+                re.findall(r"Operator \d+ (.+?): \d+ tasks executed, (\d+) blocks produced", summary)}
+    edit = next(blocks for name, blocks in produced.items() if "EditStage" in name)
+    assert len(rows) == 320 and len(produced) >= 2, summary
+    if bound is not None:
+        assert max(produced.values()) <= 2 * 2, summary  # trimmed to 2 once past 4
+    else:
+        assert edit >= 320 // 32, summary  # a block for each input block at least
+
+
+@pytest.mark.parametrize("override", [64, None])
+def test_a_run_s_dataset_carries_its_bound_and_the_block_stats_cap(local_ray, override):
+    """What ``build_dataset`` installs for a run: the configured ``ray.seeds_in_flight`` (or the default from its
+    stages), rows per seed from its axes (one set each), and the cap on kept block stats."""
+    from pipeline.config.loading import load_config
+    from pipeline.execution.provenance import provenance
+    from pipeline.execution.ray_block_stats import capped_block_stats_policy
+    from pipeline.execution.ray_executor import build_dataset, read_work
+    from pipeline.execution.ray_input import ROWS_PER_SEED_KEY, WINDOW_KEY, seeds_in_flight_for, seeds_in_flight_policy
+    from pipeline.execution.stage_list import stage_specs
+
+    loaded = load_config(REPO / "configs" / "mini.yaml", {"ray.seeds_in_flight": override})
+    ds, work = build_dataset(listing(8), loaded.config, loaded.taxonomy, provenance(loaded))
+    read_work(work)
+    policies = ds.context.get_config("backpressure_policies.enabled")
+    assert seeds_in_flight_policy() in policies and capped_block_stats_policy() in policies
+    assert ds.context.get_config(ROWS_PER_SEED_KEY) == len(loaded.config.plan.axes) == 2
+    if override is None:  # mini.yaml's stages: the default, a multiple of a block
+        specs = stage_specs(loaded.config, loaded.taxonomy, provenance(loaded), None)
+        assert ds.context.get_config(WINDOW_KEY) == seeds_in_flight_for([(s.name, s.resources) for s in specs], 2)
+    else:
+        assert ds.context.get_config(WINDOW_KEY) == 64
+
+
+def test_recent_block_stats_keep_the_newest_and_trim_in_slices():
+    """The list Ray Data appends to: never over twice ``keep``, the newest kept in order, and the dropped counted."""
+    from pipeline.execution.ray_block_stats import RecentBlockStats
+
+    kept = RecentBlockStats(keep=10)
+    for i in range(95):
+        kept.append(i)
+        assert len(kept) <= 20
+    kept.extend(range(95, 103))
+    assert kept[-1] == 102 and kept == list(range(103 - len(kept), 103)) and kept.dropped == 103 - len(kept)
+    again = pickle.loads(pickle.dumps(kept))
+    assert type(again) is RecentBlockStats and again == kept and again.keep == 10

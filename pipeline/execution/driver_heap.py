@@ -1,0 +1,40 @@
+"""The driver's heap handed back to the system now and then, so that its resident size follows what it holds.
+
+Ray's core worker in the driver allocates and frees a little for every task and block from a dozen threads,
+each with its own glibc arena. glibc returns an arena's free pages to the system only from its top, so the
+driver's resident size crept up about a kilobyte per set over a 100k-seed run while its live heap (jemalloc's
+profile) stayed flat. ``malloc_trim(0)`` releases the free pages inside every arena too; it takes a few
+milliseconds, so it runs every ``TRIM_EVERY_S`` seconds of a run, from the loop that takes the graph's rows.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import time
+
+TRIM_EVERY_S = 10.0
+
+
+def _malloc_trim():
+    """glibc's ``malloc_trim``, or None (another C library: musl, macOS)."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+class HeapTrimmer:
+    """``tick()`` from the driver's loop; every ``every_s`` seconds it hands free heap pages back."""
+
+    def __init__(self, every_s: float = TRIM_EVERY_S):
+        self.every_s, self.trims = every_s, 0
+        self._trim = _malloc_trim()
+        self._last = time.monotonic()
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        if self._trim is not None and now - self._last >= self.every_s:
+            self._trim(0)
+            self.trims += 1
+            self._last = now

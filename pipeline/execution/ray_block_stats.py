@@ -1,0 +1,84 @@
+"""What Ray Data keeps on the driver for every block: capped to the most recent blocks of each operator.
+
+Each of Ray Data's map operators appends the stats of every block it hands on (rows, bytes, the task's timings
+and node) to a list it keeps for the life of the run, for ``Dataset.stats()``: about 0.3 blocks and 1.5 KB of
+the driver's heap per set, over five operators, so a 100k-seed run ends holding some 30k of them and the
+driver grows with the input. Here each such list keeps the stats of its last ``KEPT_BLOCKS`` blocks, so the
+summary Ray Data logs at the end of a run covers those blocks (and says so in its block counts).
+"""
+
+from __future__ import annotations
+
+import functools
+
+KEPT_BLOCKS = 256  # per operator: enough blocks for representative timings in Ray Data's summary
+
+
+class RecentBlockStats(list):
+    """A list of block stats that drops its oldest entries once it holds twice ``keep`` (so trimming costs a
+    slice now and then, not a shift per block); ``dropped`` counts what it let go."""
+
+    def __init__(self, items=(), keep: int = KEPT_BLOCKS):
+        super().__init__(items)
+        self.keep, self.dropped = keep, 0
+        self._trim()
+
+    def _trim(self) -> None:
+        if len(self) > 2 * self.keep:
+            extra = len(self) - self.keep
+            del self[:extra]
+            self.dropped += extra
+
+    def append(self, item) -> None:
+        super().append(item)
+        self._trim()
+
+    def extend(self, items) -> None:
+        super().extend(items)
+        self._trim()
+
+    def __iadd__(self, items):
+        self.extend(items)
+        return self
+
+    def __reduce__(self):  # pickled as the recent stats it holds, like the list it replaces
+        return (RecentBlockStats, (list(self), self.keep))
+
+
+def cap_block_stats(context, keep: int = KEPT_BLOCKS) -> None:
+    """Install the cap on a Dataset's DataContext (the Datasets made from it share it), through the one seam Ray
+    Data gives into an execution once its operators exist: its list of backpressure policies. The policy holds
+    nothing back. On a Ray without that seam, or whose operators keep their stats another way, nothing changes."""
+    try:
+        from ray.data._internal.execution.backpressure_policy import (
+            ENABLED_BACKPRESSURE_POLICIES, ENABLED_BACKPRESSURE_POLICIES_CONFIG_KEY)
+        policy = capped_block_stats_policy()
+    except (ImportError, AttributeError):
+        return
+    policies = context.get_config(ENABLED_BACKPRESSURE_POLICIES_CONFIG_KEY, ENABLED_BACKPRESSURE_POLICIES)
+    context.set_config(ENABLED_BACKPRESSURE_POLICIES_CONFIG_KEY,
+                       [*(p for p in policies if p.__name__ != policy.__name__), policy])
+    context.set_config(KEPT_BLOCKS_KEY, int(keep))
+
+
+KEPT_BLOCKS_KEY = "counterfactory.kept_block_stats"
+
+
+@functools.cache
+def capped_block_stats_policy() -> type:
+    """The policy class (built on first use: Ray Data is imported only where a graph is built)."""
+    from ray.data._internal.execution.backpressure_policy import BackpressurePolicy
+
+    class CappedBlockStats(BackpressurePolicy):
+        """Swaps each operator's per-block stats list, still empty when an execution builds its policies, for a
+        ``RecentBlockStats``; holds nothing back (the base class's answers)."""
+
+        def __init__(self, data_context, topology, resource_manager):
+            super().__init__(data_context, topology, resource_manager)
+            keep = data_context.get_config(KEPT_BLOCKS_KEY, KEPT_BLOCKS)
+            for op in topology:
+                kept = getattr(op, "_output_blocks_stats", None)
+                if type(kept) is list:
+                    op._output_blocks_stats = RecentBlockStats(kept, keep)
+
+    return CappedBlockStats

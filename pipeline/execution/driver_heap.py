@@ -2,9 +2,10 @@
 
 Ray's core worker in the driver allocates and frees a little for every task and block from a dozen threads,
 each with its own glibc arena. glibc returns an arena's free pages to the system only from its top, so the
-driver's resident size crept up about a kilobyte per set over a 100k-seed run while its live heap (jemalloc's
-profile) stayed flat. ``malloc_trim(0)`` releases the free pages inside every arena too; it takes a few
-milliseconds, so it runs every ``TRIM_EVERY_S`` seconds of a run, from the loop that takes the graph's rows.
+driver's private memory grew 8.4 MB from the 3,000th set to the 12,000th of a run while jemalloc's profile of
+its live heap fell 10.7 MB over the same span. ``malloc_trim(0)`` releases the free pages inside every arena
+too: trimmed every ``TRIM_EVERY_S`` seconds, from the loop that takes the graph's rows, the same span fell
+1.1 MB. (Two arenas instead of glibc's sixteen on two cores still grew 8.6 MB.)
 """
 
 from __future__ import annotations

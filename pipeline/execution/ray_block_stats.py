@@ -1,9 +1,9 @@
 """What Ray Data keeps on the driver for every block: capped to the most recent blocks of each operator.
 
 Each of Ray Data's map operators appends the stats of every block it hands on (rows, bytes, the task's timings
-and node) to a list it keeps for the life of the run, for ``Dataset.stats()``: about 0.3 blocks and 1.5 KB of
-the driver's heap per set, over five operators, so a 100k-seed run ends holding some 30k of them and the
-driver grows with the input. Here each such list keeps the stats of its last ``KEPT_BLOCKS`` blocks, so the
+and node: three objects and their dicts) to a list it keeps for the life of the run, for ``Dataset.stats()``.
+Over the benchmark's five operators that was 0.28 blocks a set (5,625 after 20k sets), so the driver grew with
+the input. Here each such list keeps the stats of its last ``KEPT_BLOCKS`` to twice as many blocks, so the
 summary Ray Data logs at the end of a run covers those blocks (and says so in its block counts).
 """
 
@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import functools
 
+from pipeline.execution.ray_policies import add_policy
+
 KEPT_BLOCKS = 256  # per operator: enough blocks for representative timings in Ray Data's summary
+KEPT_BLOCKS_KEY = "counterfactory.kept_block_stats"
 
 
 class RecentBlockStats(list):
@@ -46,22 +49,10 @@ class RecentBlockStats(list):
 
 
 def cap_block_stats(context, keep: int = KEPT_BLOCKS) -> None:
-    """Install the cap on a Dataset's DataContext (the Datasets made from it share it), through the one seam Ray
-    Data gives into an execution once its operators exist: its list of backpressure policies. The policy holds
-    nothing back. On a Ray without that seam, or whose operators keep their stats another way, nothing changes."""
-    try:
-        from ray.data._internal.execution.backpressure_policy import (
-            ENABLED_BACKPRESSURE_POLICIES, ENABLED_BACKPRESSURE_POLICIES_CONFIG_KEY)
-        policy = capped_block_stats_policy()
-    except (ImportError, AttributeError):
-        return
-    policies = context.get_config(ENABLED_BACKPRESSURE_POLICIES_CONFIG_KEY, ENABLED_BACKPRESSURE_POLICIES)
-    context.set_config(ENABLED_BACKPRESSURE_POLICIES_CONFIG_KEY,
-                       [*(p for p in policies if p.__name__ != policy.__name__), policy])
-    context.set_config(KEPT_BLOCKS_KEY, int(keep))
-
-
-KEPT_BLOCKS_KEY = "counterfactory.kept_block_stats"
+    """Install the cap on a Dataset's DataContext (the Datasets made from it share it), as a backpressure policy
+    that holds nothing back. On a Ray without that seam, or whose operators keep their stats another way,
+    nothing changes."""
+    add_policy(context, capped_block_stats_policy, {KEPT_BLOCKS_KEY: int(keep)})
 
 
 @functools.cache

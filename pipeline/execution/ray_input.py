@@ -14,7 +14,9 @@ from typing import Sequence
 
 import pyarrow as pa
 
+from pipeline.execution.ray_policies import add_policy
 from stages.base import Resources
+from stages.sets.stage import SetPlanner
 
 BLOCK_SEEDS = 32  # seeds per input block: fixed, so the first shard waits for a block, not a share of the input
 READ_TASKS_AT_ONCE = 2  # slicing a block is a small task: two at a time keep an ingest pool fed (four were no faster)
@@ -75,7 +77,8 @@ def seed_dataset(seed_refs: pa.Table, seeds_in_flight: int | None = None, rows_p
     return ds
 
 
-def seeds_in_flight_for(stages: Sequence[tuple[str, Resources]], rows_per_seed: int, planner: str = "sets") -> int:
+def seeds_in_flight_for(stages: Sequence[tuple[str, Resources]], rows_per_seed: int,
+                        planner: str = SetPlanner.name) -> int:
     """Enough seeds in the graph to keep every stage's actors busy while blocks wait between stages: ``HELD_TIMES``
     what the actors hold, in seeds (after ``planner`` a row is a set, ``rows_per_seed`` to a seed). A task is one
     batch where tasks are cut to batches, else whole blocks of at least ``BLOCK_SEEDS`` seeds, two in flight (Ray
@@ -93,17 +96,7 @@ def seeds_in_flight_for(stages: Sequence[tuple[str, Resources]], rows_per_seed: 
 def bound_seeds_in_flight(context, seeds: int, rows_per_seed: int) -> None:
     """Install the bound on a Dataset's DataContext (the Datasets made from it share it) as one more of Ray Data's
     backpressure policies. On a Ray without that seam the graph runs unbounded, as before."""
-    try:
-        from ray.data._internal.execution.backpressure_policy import (
-            ENABLED_BACKPRESSURE_POLICIES, ENABLED_BACKPRESSURE_POLICIES_CONFIG_KEY)
-        policy = seeds_in_flight_policy()
-    except (ImportError, AttributeError):
-        return
-    policies = context.get_config(ENABLED_BACKPRESSURE_POLICIES_CONFIG_KEY, ENABLED_BACKPRESSURE_POLICIES)
-    context.set_config(ENABLED_BACKPRESSURE_POLICIES_CONFIG_KEY,
-                       [*(p for p in policies if p.__name__ != policy.__name__), policy])
-    context.set_config(WINDOW_KEY, int(seeds))
-    context.set_config(ROWS_PER_SEED_KEY, max(int(rows_per_seed), 1))
+    add_policy(context, seeds_in_flight_policy, {WINDOW_KEY: int(seeds), ROWS_PER_SEED_KEY: max(int(rows_per_seed), 1)})
 
 
 @functools.cache

@@ -21,7 +21,8 @@ def test_a_tick_hands_back_freed_heap_pages_that_glibc_keeps():
     if trimmer._trim is None:
         pytest.skip("not glibc: no malloc_trim")
     libc = ctypes.CDLL("libc.so.6")
-    libc.malloc.restype, libc.malloc.argtypes, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_size_t], [ctypes.c_void_p]
+    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
     blocks = [libc.malloc(4096) for _ in range(20_000)]
     for block in blocks:
         ctypes.memset(block, 1, 4096)

@@ -3,8 +3,9 @@
 Each of Ray Data's map operators appends the stats of every block it hands on (rows, bytes, the task's timings
 and node: three objects and their dicts) to a list it keeps for the life of the run, for ``Dataset.stats()``.
 Over the benchmark's five operators that was 0.28 blocks a set (5,625 after 20k sets), so the driver grew with
-the input. Here each such list keeps the stats of its last ``KEPT_BLOCKS`` to twice as many blocks, so the
-summary Ray Data logs at the end of a run covers those blocks (and says so in its block counts).
+the input. Here each such list keeps the stats of its last ``KEPT_BLOCKS`` to twice as many blocks. Ray Data's summary
+(``Dataset.stats()``, its log at the end of a run) then covers only those: its task and block counts, row and
+byte totals and rates are the kept blocks', not the run's; the run's own counts are in stats.json.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ class RecentBlockStats(list):
 
     def __init__(self, items=(), keep: int = KEPT_BLOCKS):
         super().__init__(items)
-        self.keep, self.dropped = keep, 0
+        self.keep, self.dropped = max(int(keep), 1), 0
         self._trim()
 
     def _trim(self) -> None:
@@ -44,8 +45,10 @@ class RecentBlockStats(list):
         self.extend(items)
         return self
 
-    def __reduce__(self):  # pickled as the recent stats it holds, like the list it replaces
-        return (RecentBlockStats, (list(self), self.keep))
+    def __reduce__(self):
+        # Ray Data sends the stats to its stats actor, a detached actor that may serve other jobs and cannot be
+        # counted on to import this project: it gets the plain list this replaces.
+        return (list, (list(self),))
 
 
 def cap_block_stats(context, keep: int = KEPT_BLOCKS) -> None:

@@ -1,5 +1,6 @@
 """The Ray executor: the stage list as Ray Data actor pools with their declared resources. With ray_input (the
-input source and the bound on seeds in flight), the one place that imports ``ray.data``.
+input source and the bound on seeds in flight), ray_block_stats and ray_policies, the only modules that import
+``ray.data``.
 
 Each stage is constructed and ``start()``-ed once per actor, then called on pyarrow batches; what its
 counters gained per batch goes to a ``WorkCounter`` actor that the driver reads at the end. The last stage

@@ -24,13 +24,15 @@ def test_a_tick_hands_back_freed_heap_pages_that_glibc_keeps():
     libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
     libc.free.argtypes = [ctypes.c_void_p]
     blocks = [libc.malloc(4096) for _ in range(20_000)]
-    for block in blocks:
-        ctypes.memset(block, 1, 4096)
-    for block in blocks[:-1]:
-        libc.free(block)
-    held = private_mib()
-    HeapTrimmer(every_s=3600).tick()  # not yet due: nothing handed back
-    assert private_mib() > held - 20
-    trimmer.tick()
-    assert trimmer.trims == 1 and private_mib() < held - 60
-    libc.free(blocks[-1])
+    try:
+        for block in blocks:
+            ctypes.memset(block, 1, 4096)
+        for block in blocks[:-1]:
+            libc.free(block)
+        held = private_mib()
+        HeapTrimmer(every_s=3600).tick()  # not yet due: nothing handed back
+        assert private_mib() > held - 20
+        trimmer.tick()
+        assert trimmer.trims == 1 and private_mib() < held - 60
+    finally:
+        libc.free(blocks[-1])

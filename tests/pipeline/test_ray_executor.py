@@ -160,8 +160,8 @@ def test_the_input_is_read_only_as_far_ahead_as_the_bound(graph_run):
 
 
 def test_the_driver_keeps_the_stats_of_recent_blocks_only(graph_run):
-    """Ray Data keeps every block's stats on the driver for the life of a run (some 1.5 KB a set at 100k seeds);
-    capped, each operator keeps its last few, and Ray Data's own summary still comes out, over those."""
+    """Ray Data keeps every block's stats on the driver for the life of a run (0.28 blocks a set in the scale
+    benchmark); capped, each operator keeps its last few, and Ray Data's own summary still comes out, over those."""
     bound, rows, summary = graph_run
     produced = {name: int(blocks) for name, blocks in
                 re.findall(r"Operator \d+ (.+?): \d+ tasks executed, (\d+) blocks produced", summary)}
@@ -198,7 +198,8 @@ def test_a_run_s_dataset_carries_its_bound_and_the_block_stats_cap(local_ray, ov
 
 
 def test_recent_block_stats_keep_the_newest_and_trim_in_slices():
-    """The list Ray Data appends to: never over twice ``keep``, the newest kept in order, and the dropped counted."""
+    """The list Ray Data appends to: never over twice ``keep``, the newest kept in order, the dropped counted; it
+    pickles as a plain list (Ray Data's stats actor, shared by other jobs, needs none of this project)."""
     from pipeline.execution.ray_block_stats import RecentBlockStats
 
     kept = RecentBlockStats(keep=10)
@@ -208,4 +209,4 @@ def test_recent_block_stats_keep_the_newest_and_trim_in_slices():
     kept.extend(range(95, 103))
     assert kept[-1] == 102 and kept == list(range(103 - len(kept), 103)) and kept.dropped == 103 - len(kept)
     again = pickle.loads(pickle.dumps(kept))
-    assert type(again) is RecentBlockStats and again == kept and again.keep == 10
+    assert type(again) is list and again == kept

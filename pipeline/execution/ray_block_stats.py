@@ -20,18 +20,16 @@ KEPT_BLOCKS_KEY = "counterfactory.kept_block_stats"
 
 class RecentBlockStats(list):
     """A list of block stats that drops its oldest entries once it holds twice ``keep`` (so trimming costs a
-    slice now and then, not a shift per block); ``dropped`` counts what it let go."""
+    slice now and then, not a shift per block)."""
 
     def __init__(self, items=(), keep: int = KEPT_BLOCKS):
         super().__init__(items)
-        self.keep, self.dropped = max(int(keep), 1), 0
+        self.keep = max(int(keep), 1)
         self._trim()
 
     def _trim(self) -> None:
         if len(self) > 2 * self.keep:
-            extra = len(self) - self.keep
-            del self[:extra]
-            self.dropped += extra
+            del self[:len(self) - self.keep]
 
     def append(self, item) -> None:
         super().append(item)

@@ -198,7 +198,7 @@ def test_a_run_s_dataset_carries_its_bound_and_the_block_stats_cap(local_ray, ov
 
 
 def test_recent_block_stats_keep_the_newest_and_trim_in_slices():
-    """The list Ray Data appends to: never over twice ``keep``, the newest kept in order, the dropped counted; it
+    """The list Ray Data appends to: never over twice ``keep``, the newest kept in order, at least ``keep``; it
     pickles as a plain list (Ray Data's stats actor, shared by other jobs, needs none of this project)."""
     from pipeline.execution.ray_block_stats import RecentBlockStats
 
@@ -207,6 +207,6 @@ def test_recent_block_stats_keep_the_newest_and_trim_in_slices():
         kept.append(i)
         assert len(kept) <= 20
     kept.extend(range(95, 103))
-    assert kept[-1] == 102 and kept == list(range(103 - len(kept), 103)) and kept.dropped == 103 - len(kept)
+    assert kept[-1] == 102 and kept == list(range(103 - len(kept), 103)) and 10 <= len(kept) <= 20
     again = pickle.loads(pickle.dumps(kept))
     assert type(again) is list and again == kept

@@ -63,6 +63,9 @@ MEMBER = pa.struct(
         pa.field("phrase", pa.string()),  # "an Asian woman": zero-shot checks and instructions
         pa.field("target_caption", pa.string()),
         pa.field("instruction", pa.string()),
+        # The value(s) the seed already shows: the target caption is the caption itself. The member is still
+        # edited (no set holds one real photo among edits), but no text change means no edit direction.
+        pa.field("identity", pa.bool_()),
         # LLaVA-format turns about the set's concept, never naming the attribute (taxonomy.conversations)
         pa.field("conversations", pa.list_(pa.struct([("from", pa.string()), ("value", pa.string())]))),
     ]
@@ -86,6 +89,8 @@ CANDIDATE = pa.struct(
         pa.field("attribute_margin", pa.float32()),
         pa.field("nsfw", pa.float32()),  # P(unsafe) from the safety check; null when it is off
         pa.field("failed_checks", pa.list_(pa.string())),
+        # checks that did not apply to this candidate, and why ("directional: identity member: no text change")
+        pa.field("score_notes", pa.string()),
         pa.field("status", pa.string()),  # accepted | rejected | error
         pa.field("reason", pa.string()),
         # Filled by encode (which then drops image_rgb): the member sample's JPEG and JSON if chosen, a thumbnail
@@ -148,6 +153,8 @@ MANIFEST = pa.schema(
         pa.field("image_image", pa.float32()),
         pa.field("attribute_margin", pa.float32()),
         pa.field("nsfw", pa.float32()),  # safety check score, P(unsafe); null when the check is off
+        pa.field("score_notes", pa.string()),  # checks that did not apply, and why (a null score has one)
+        pa.field("identity_member", pa.bool_()),  # the member shows the seed's own value (see MEMBER.identity)
         pa.field("shard", pa.string()),  # tar holding the member sample (shards/, and its set in sets/); null unless accepted
         pa.field("sample_key", pa.string()),  # the member sample's webdataset key ({set_id}-{member_id}) when in a tar
         pa.field("file", pa.string()),  # the member image's name inside the tar, when in a tar

@@ -111,12 +111,14 @@ class SampleEncoder(SetStage):
             "phrase": member["phrase"],
             "target_caption": member["target_caption"],
             "instruction": member["instruction"],
+            "identity_member": bool(member.get("identity")),
             "conversations": member.get("conversations") or [],
             "candidate": cand["candidate"],
             "noise_seed": cand["noise_seed"],
             "guidance_scale": cand.get("guidance_scale"),
             "p2p_fraction": cand.get("p2p_fraction"),
             "scores": {k: cand.get(k) for k in SCORE_NAMES},
+            "score_notes": cand.get("score_notes"),
         }
 
     def set_json(self, row: dict) -> dict:

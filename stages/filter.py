@@ -3,6 +3,10 @@
 The scores and checks are stages/models/clip_checks.py's. A candidate passes when every enabled threshold
 holds and, with ``safety.enabled``, its NSFW score (stages/models/safety.py, on the same embeddings) is at most the safety threshold. Per member the best passing candidate by
 ``rank_by`` is kept; a set is accepted when at least ``min_members`` members have one (0 = all).
+The identity member (the value the seed already shows) has no ``directional`` score: with ``rank_by:
+directional`` its candidates are ranked by ``identity_rank_by`` instead (default ``image_image``: nothing
+was asked to change, so the candidate closest to the seed), and in generate mode the mean over a candidate
+set leaves it out.
 In generate mode (the set carries ``candidate_bases``) each candidate is judged against its own base
 image and one whole candidate set is kept: members of different candidates show different scenes.
 Every candidate leaves with ``status`` accepted / rejected / error and a reason.
@@ -28,6 +32,8 @@ class FilterConfig:
     pretrained: str | None = "openai"  # open_clip pretrained tag (only with a plain model name)
     thresholds: Thresholds = field(default_factory=Thresholds)
     rank_by: ClipScoreName = "directional"
+    # how the identity member's candidates are ranked when rank_by is directional (which it has not)
+    identity_rank_by: ClipScoreName = "image_image"
     min_members: int = 0  # members a set needs to be accepted; 0 = all of them
     attribute_prompt: str = "a photo of {phrase}"
     device: str = "auto"
@@ -41,6 +47,9 @@ class FilterConfig:
         found = []
         if self.min_members < 0:
             found.append(("min_members", "must be >= 0 (0 means every member)"))
+        if self.identity_rank_by == "directional":
+            found.append(("identity_rank_by", "the identity member has no directional score; allowed: "
+                          "text_image, image_image, attribute_margin"))
         if "{phrase}" not in self.attribute_prompt:
             found.append(("attribute_prompt", "must contain {phrase}"))
         return found
@@ -65,8 +74,13 @@ class ClipFilter(SetStage):
     def process_row(self, row: dict) -> None:
         self.judge_set(row)
 
-    def _rank(self, cand: dict) -> float:
-        value = cand.get(self.config.rank_by)
+    def _rank_name(self, identity: bool) -> str:
+        """The score a member's candidates are ranked by: ``rank_by``, or for an identity member, which has no
+        direction, ``identity_rank_by``."""
+        return self.config.identity_rank_by if identity and self.config.rank_by == "directional" else self.config.rank_by
+
+    def _rank(self, cand: dict, identity: bool = False) -> float:
+        value = cand.get(self._rank_name(identity))
         return -np.inf if value is None else value
 
     def judge_set(self, row: dict) -> None:
@@ -105,6 +119,7 @@ class ClipFilter(SetStage):
             key = cand["candidate"] if bases is not None else None
             scores = checks.score_candidate(img, sources[key], text, row["caption"], members[index], cand_probs, index)
             cand.update({k: (None if v is None else float(v)) for k, v in scores.items()})
+            cand["score_notes"] = checks.score_notes(members[index])
             cand["failed_checks"] = checks.failed_checks(scores)
             reasons = checks.failure_reasons(scores, cand["failed_checks"])
             if cand_nsfw is not None:
@@ -139,17 +154,18 @@ class ClipFilter(SetStage):
 
     def _keep_best_per_member(self, row: dict, passing: list[dict], needed: int) -> None:
         """Photo edits: every candidate shares the seed, so each member keeps its own best candidate."""
+        identity = {m["member_id"]: bool(m.get("identity")) for m in row["members"]}
         best: dict[str, dict] = {}
         for cand in passing:  # candidates arrive in candidate order: ties keep the earlier one
-            current = best.get(cand["member_id"])
-            if current is None or self._rank(cand) > self._rank(current):
+            current, own = best.get(cand["member_id"]), identity[cand["member_id"]]
+            if current is None or self._rank(cand, own) > self._rank(current, own):
                 best[cand["member_id"]] = cand
         accepted = len(best) >= needed
         total = len(row["members"])
         for cand in passing:
             if best.get(cand["member_id"]) is not cand:
                 cand["status"] = STATUS_REJECTED
-                cand["reason"] = f"passed, but not the best candidate by {self.config.rank_by}"
+                cand["reason"] = f"passed, but not the best candidate by {self._rank_name(identity[cand['member_id']])}"
             elif accepted:
                 cand["status"], cand["reason"] = STATUS_ACCEPTED, None
             else:
@@ -166,7 +182,13 @@ class ClipFilter(SetStage):
         for cand in passing:
             by_candidate.setdefault(cand["candidate"], []).append(cand)
         eligible = [c for c, cands in by_candidate.items() if len(cands) >= needed]
-        mean_rank = {c: float(np.mean([self._rank(x) for x in by_candidate[c]])) for c in eligible}
+        identity = {m["member_id"]: bool(m.get("identity")) for m in row["members"]}
+
+        def mean_rank_of(cands: list[dict]) -> float:
+            ranked = [x for x in cands if not (identity[x["member_id"]] and self.config.rank_by == "directional")]
+            return float(np.mean([self._rank(x) for x in ranked])) if ranked else -np.inf
+
+        mean_rank = {c: mean_rank_of(by_candidate[c]) for c in eligible}
         chosen = max(sorted(eligible), key=lambda c: mean_rank[c]) if eligible else None
         total = len(row["members"])
         most = max((len(v) for v in by_candidate.values()), default=0)

@@ -34,7 +34,8 @@ TEXT = ("key", "set_id", "seed_id", "member_id", "concept", "concept_group", "ax
 def attribute_column(attribute: str) -> str:
     """The flat column of an attribute; prefixed where its name is taken by another column."""
     taken = set(TEXT) | set(SCORE_NAMES) | {"image", "attributes", "conversations", "weight", "member_index",
-                                            "member_count", "candidate", "noise_seed", "guidance_scale", "p2p_fraction"}
+                                            "member_count", "candidate", "noise_seed", "guidance_scale", "p2p_fraction",
+                                            "identity_member", "score_notes"}
     return f"attribute_{attribute}" if attribute in taken else attribute
 
 
@@ -46,7 +47,8 @@ def hf_schema(attributes: list[str], weighted: bool) -> pa.Schema:
               *(pa.field(name, pa.string()) for name in TEXT[7:]), pa.field("conversations", TURNS),
               pa.field("candidate", pa.int64()), pa.field("noise_seed", pa.int64()),
               pa.field("guidance_scale", pa.float64()), pa.field("p2p_fraction", pa.float64()),
-              *(pa.field(name, pa.float64()) for name in SCORE_NAMES)]
+              *(pa.field(name, pa.float64()) for name in SCORE_NAMES),
+              pa.field("score_notes", pa.string()), pa.field("identity_member", pa.bool_())]
     if weighted:
         fields.append(pa.field("weight", pa.float64()))
     features = {"image": {"_type": "Image"}}  # the other columns' types follow from Arrow's
@@ -62,7 +64,8 @@ def hf_row(member: ExportMember, attributes: list[str]) -> dict:
            **{attribute_column(a): values.get(a) for a in attributes}, "conversations": meta["conversations"],
            "candidate": meta["candidate"], "noise_seed": meta["noise_seed"],
            "guidance_scale": meta["guidance_scale"], "p2p_fraction": meta["p2p_fraction"],
-           **{name: meta["scores"][name] for name in SCORE_NAMES}}
+           **{name: meta["scores"][name] for name in SCORE_NAMES},
+           "score_notes": meta["score_notes"], "identity_member": meta["identity_member"]}
     if member.weight is not None:
         row["weight"] = member.weight
     return row

@@ -147,6 +147,7 @@ class ShardWriter:
                     "status": cand.get("status") or STATUS_ERROR, "reason": cand.get("reason"),
                     "target_caption": member["target_caption"], "instruction": member["instruction"],
                     **{k: cand.get(k) for k in SCORE_NAMES},
+                    "score_notes": cand.get("score_notes"), "identity_member": bool(member.get("identity")),
                     "shard": shard if accepted else None,
                     "sample_key": key if accepted else None,
                     "file": f"{key}.{IMAGE_FILE}" if accepted else None,

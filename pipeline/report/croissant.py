@@ -48,6 +48,8 @@ def _type(arrow_type: pa.DataType) -> str:
         return "sc:Integer"
     if pa.types.is_floating(arrow_type):
         return "sc:Float"
+    if pa.types.is_boolean(arrow_type):
+        return "sc:Boolean"
     return "sc:Text"
 
 

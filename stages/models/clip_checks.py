@@ -7,6 +7,10 @@ open_clip embeddings):
   image_image       candidate vs source image
   attribute_margin  zero-shot among the set's member phrases: P(target) - max P(other member)
 A check fails when its score is below its threshold (``filter.thresholds``; null turns it off).
+
+The identity member (the value the seed already shows: its target caption is the caption) has no text
+change, so no edit direction: its ``directional`` is null with a note, not 0.0, and the check does not
+apply to it; the other checks do.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ class Thresholds:
 
 
 NO_DIRECTION = "no edit direction: the image or the caption did not change"
+IDENTITY_NOTE = "directional: identity member: no text change"
 
 
 def directional_similarity(img: np.ndarray, src: np.ndarray, txt: np.ndarray, src_txt: np.ndarray) -> float:
@@ -73,12 +78,19 @@ class ClipChecks:
     def score_candidate(self, img, src, text: dict, caption: str, target: dict, probs: np.ndarray, index: int) -> dict:
         """Scores of one candidate; ``probs`` are its zero-shot probabilities over the set's members."""
         others = np.delete(probs, index)
+        identity = bool(target.get("identity"))
         return {
             "text_image": float(np.dot(img, text[target["target_caption"]])),
-            "directional": directional_similarity(img, src, text[target["target_caption"]], text[caption]),
+            "directional": None if identity else directional_similarity(
+                img, src, text[target["target_caption"]], text[caption]),
             "image_image": float(np.dot(img, src)),
             "attribute_margin": float(probs[index] - (others.max() if len(others) else 0.0)),
         }
+
+    @staticmethod
+    def score_notes(member: dict) -> str | None:
+        """Why a check did not apply to a member's candidates (null: every check applied)."""
+        return IDENTITY_NOTE if member.get("identity") else None
 
     def failed_checks(self, scores: dict, margin: float = 0.0) -> list[str]:
         """The enabled checks a candidate fails: by more than ``margin`` below the threshold."""

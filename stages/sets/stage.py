@@ -96,13 +96,15 @@ class SetPlanner(Stage):
             conversations = self.taxonomy.conversation(concept)
             for member_key, attributes, combo in self.members[axis_id]:
                 ok = row["status"] == STATUS_OK
+                target = swap_caption(row["caption"], self.taxonomy, attribute_ids, combo) if ok else None
                 members.append(
                     {
                         "member_id": member_key,
                         "attributes": attributes,
                         "phrase": person_phrase(combo),
-                        "target_caption": swap_caption(row["caption"], self.taxonomy, attribute_ids, combo) if ok else None,
+                        "target_caption": target,
                         "instruction": instruction(self.taxonomy, combo),
+                        "identity": ok and target == row["caption"],
                         "conversations": conversations,
                     }
                 )

@@ -17,7 +17,7 @@ def test_manifest_schema_has_a_status_and_reason_for_every_row():
 
 
 def test_sample_schemas_report_the_broken_field():
-    errors = member_errors({"schema_version": 2, "synthetic": False})
+    errors = member_errors({"schema_version": 3, "synthetic": False})
     assert any(e.startswith("synthetic") for e in errors)
     assert any("required" in e for e in errors)
     assert any(e.startswith("schema_version") for e in set_errors({"schema_version": 1}))

@@ -82,11 +82,30 @@ def test_an_unchanged_image_fails_the_directional_check_and_the_reason_says_why(
         for cand in row["candidates"]:  # the editor handed back the seed itself
             cand.update(image_rgb=row["image_rgb"], width=row["width"], height=row["height"])
     thresholds = Thresholds(text_image=None, directional=0.2, image_image=None, attribute_margin=None)
+    # seed 0's caption "a man cooking" names male, seed 1's "a woman reading" female: those are the identity members
+    identity = {"seed0-gender": "male", "seed1-gender": "female"}
     for s in run_filter(tiny, rows_to_table(unchanged, edited.schema), thresholds=thresholds):
         assert s["set_status"] == "rejected"
         for c in s["candidates"]:
-            assert c["directional"] == 0.0 and c["failed_checks"] == ["directional"]
-            assert "directional 0.0000 < 0.2000 (no edit direction: the image or the caption did not change)" in c["reason"]
+            if c["member_id"] == identity[s["set_id"]]:  # no text change: the check does not apply
+                assert c["directional"] is None and c["failed_checks"] == []
+                assert c["score_notes"] == "directional: identity member: no text change"
+            else:
+                assert c["directional"] == 0.0 and c["failed_checks"] == ["directional"]
+                assert "directional 0.0000 < 0.2000 (no edit direction: the image or the caption did not change)" in c["reason"]
+
+
+def test_the_identity_member_is_ranked_by_image_image_when_rank_by_is_directional(tiny, edited):
+    identity = {"seed0-gender": "male", "seed1-gender": "female"}
+    for s in run_filter(tiny, edited, thresholds=OFF, rank_by="directional"):
+        assert s["set_status"] == "accepted"
+        for member in ("male", "female"):
+            cands = [c for c in s["candidates"] if c["member_id"] == member]
+            (kept,) = [c for c in cands if c["status"] == "accepted"]
+            score = "image_image" if member == identity[s["set_id"]] else "directional"
+            assert kept[score] == max(c[score] for c in cands)
+            assert all(c["reason"] == f"passed, but not the best candidate by {score}" for c in cands if c is not kept)
+            assert all((c["directional"] is None) == (score == "image_image") for c in cands)
 
 
 def test_the_safety_check_is_off_by_default_and_leaves_no_score(tiny, edited):

@@ -27,6 +27,7 @@ import common  # noqa: F401,E402  (puts the repository on sys.path, offline Hub)
 
 from pipeline.commands.cost import CLIP_L14_TFLOP, PEAK_TFLOPS, tflop_per_image  # noqa: E402
 from pipeline.testing.tiny_transformers import clip_tokenizer  # noqa: E402
+from stages.edit.config import EditConfig  # noqa: E402
 
 
 def clip_text_config(hidden: int, layers: int, heads: int, act: str, projection: int):
@@ -115,7 +116,6 @@ def rate(images: int, seconds: float, tflop: float, peak: float | None) -> dict:
 def editor_stage(pipe, args, batch: int):
     """counterfactory's InstructPix2Pix editor around ``pipe``: set rows in, a batch of ``batch`` images."""
     from schemas.records import SET, rows_to_table
-    from stages.edit.config import EditConfig
     from stages.edit.instruct_pix2pix import InstructPix2PixEditor
 
     config = EditConfig(steps=args.steps, resolution=args.resolution, max_batch=batch, device=args.device,
@@ -136,7 +136,7 @@ def bench_ip2p(args, peak, dtype) -> dict:
     from PIL import Image
 
     pipe = prepare(build_ip2p(), args.device, dtype, args.attention, args.compile)
-    tflop = tflop_per_image("instruct_pix2pix", args.steps, args.resolution, "sd") - 2 * CLIP_L14_TFLOP
+    tflop = tflop_per_image(EditConfig(steps=args.steps, resolution=args.resolution)) - 2 * CLIP_L14_TFLOP
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (args.resolution,) * 2 + (3,), dtype=np.uint8))
     out = {"resolution": args.resolution, "steps": args.steps, "tflop_per_image": round(tflop, 2), "batches": []}
     for batch in args.batch_sizes:
@@ -161,7 +161,8 @@ def bench_sdxl(args, peak, dtype) -> dict:
     resolution = args.sdxl_resolution or 2 * args.resolution
     steps = args.sdxl_steps or args.steps
     pipe = prepare(build_sdxl(), args.device, dtype, args.attention, args.compile)
-    tflop = tflop_per_image("text_to_image", steps, resolution, "sdxl") - 2 * CLIP_L14_TFLOP
+    tflop = tflop_per_image(EditConfig(backend="text_to_image", model="sdxl", steps=steps,
+                                       resolution=resolution)) - 2 * CLIP_L14_TFLOP
     out = {"resolution": resolution, "steps": steps, "tflop_per_image": round(tflop, 2), "batches": []}
     for batch in args.batch_sizes:
         def call():

@@ -1,9 +1,19 @@
 """Cost planning: GPU-hours and wall time of a run, from measured throughput or from FLOP counts.
 
-Built-in estimates come from FLOPs per image (shared/REFERENCES.md: an SD 1.5-class UNet call at 512 px
-is ~0.85 TFLOP, an SDXL UNet call ~1.68, a FLUX.1 Kontext transformer call ~41, a VAE decode ~2.5 TFLOP,
-all scaling with pixel count) and each GPU's dense bf16 peak,
-at a sustained utilisation that batched diffusion reaches in practice (30%; batch-1 reaches 15-35%).
+Built-in estimates come from FLOPs per image and each GPU's dense bf16 peak, at a sustained utilisation that
+batched diffusion reaches in practice (30%; batch-1 reaches 15-35%). FLOPs per image (shared/REFERENCES.md):
+
+- UNet editors (sd, sdxl): an SD 1.5-class UNet evaluation at 512 px is ~0.85 TFLOP, an SDXL one ~1.68,
+  scaling with pixel count; the seed enters as latent channels, not tokens.
+- DiT editors (flux: FLUX.1 Kontext; flux2_klein: FLUX.2 [klein] 4B; qwen_image: Qwen-Image-Edit), by token
+  arithmetic: one evaluation is 2 x (weights each token passes through) x T + 4 x T^2 x width x layers, where
+  T = output tokens + context image tokens + text tokens, one token per 16 x 16 pixels (8x VAE, 2x2
+  patches). The context image is the seed crop at the output size for Kontext and klein; Qwen's edit
+  pipeline always encodes it at about 1 MP (1024^2), whatever the output size (``Editor.context_pixels``).
+- Every image: steps x evaluations per step (``Editor.denoiser_evals_per_step``: CFG 2, InstructPix2Pix 3,
+  distilled 1) x one evaluation, a VAE decode (~2.5 TFLOP at 512 px, scaling with pixels; the seed's encode,
+  under 0.1% of a DiT edit, is not counted) and two CLIP ViT-L/14 image passes (candidate and seed).
+
 Captioning counts 2 x parameters x (prompt tokens + generated tokens) x beams per seed, at the same
 utilisation (an optimistic bound: token-by-token decoding is memory-bound; measure it with the key
 ``caption``). A throughput file of measured numbers replaces either:
@@ -19,11 +29,34 @@ from pathlib import Path
 
 from pipeline.commands.plan import plan_counts
 from stages.edit import registry
+from stages.edit.config import EditConfig
 
-# Denoiser TFLOP per evaluation at 512 px. SD 1.5: 0.85. SDXL: 413 TFLOP for 30 steps x 2 evaluations at
-# 1024 px, less the decode, is 6.7 at 1024 px. FLUX.1 Kontext: 4,600 TFLOP for 28 steps at 1024 px (one
-# evaluation per step, guidance distilled; the context image doubles the image tokens) is 164 at 1024 px.
-DENOISER_TFLOP_512 = {"sd": 0.85, "sdxl": 6.7 / 4, "flux": 164.0 / 4}
+# UNet TFLOP per evaluation at 512 px. SD 1.5: 0.85. SDXL: 413 TFLOP for 30 steps x 2 evaluations at
+# 1024 px, less the decode, is 6.7 at 1024 px.
+DENOISER_TFLOP_512 = {"sd": 0.85, "sdxl": 6.7 / 4}
+
+
+@dataclass(frozen=True)
+class DitShape:
+    """What a DiT's FLOPs per evaluation follow from: the weights one token passes through (billions), the
+    attention width and layers, and the text tokens beside the image tokens."""
+
+    token_weights_b: float
+    width: int
+    layers: int
+    text_tokens: int
+
+
+# FLUX.1 Kontext-dev: 11.9B, 6.45B on a token's path, 19 double + 38 single blocks of 3072, T5 at 512 tokens.
+# FLUX.2 [klein] 4B: 3.88B, 3.07B on a token's path, 5 double + 20 single blocks of 3072, Qwen3 at 512 tokens.
+# Qwen-Image-Edit: 20.4B, 6.8B on a token's path, 60 dual-stream blocks of 3072; Qwen2.5-VL sees the seed at
+# 384^2 (196 tokens) beside about 40 of instruction.
+DIT_SHAPES = {
+    "flux": DitShape(6.45, 3072, 57, 512),
+    "flux2_klein": DitShape(3.07, 3072, 25, 512),
+    "qwen_image": DitShape(6.8, 3072, 60, 196 + 40),
+}
+PIXELS_PER_TOKEN = 16 * 16
 VAE_DECODE_TFLOP_512 = 2.5
 CLIP_L14_TFLOP = 0.16
 PEAK_TFLOPS = {"h100": 800.0, "h200": 800.0, "a100": 312.0, "l40s": 362.0, "a10g": 125.0, "l4": 121.0}
@@ -66,22 +99,34 @@ def caption_tflop(caption) -> float | None:
     return 2 * params * 1e9 * tokens * caption.num_beams / 1e12
 
 
-def tflop_per_image(backend: str, steps: int, resolution: int, family: str = "sd") -> float:
-    """``steps`` are the denoising steps actually run (img2img and inpaint run steps x strength)."""
-    scale = (resolution / 512) ** 2
-    denoiser = steps * registry.backend(backend).denoiser_evals_per_step * DENOISER_TFLOP_512[family] * scale
-    return denoiser + VAE_DECODE_TFLOP_512 * scale + 2 * CLIP_L14_TFLOP  # + scoring candidate and seed
+def denoiser_tflop(family: str, resolution: int, context_pixels: int = 0) -> float:
+    """TFLOP of one denoiser evaluation for an output of ``resolution`` px square."""
+    if family in DENOISER_TFLOP_512:
+        return DENOISER_TFLOP_512[family] * (resolution / 512) ** 2
+    shape = DIT_SHAPES[family]
+    tokens = (resolution**2 + context_pixels) / PIXELS_PER_TOKEN + shape.text_tokens
+    return (2 * shape.token_weights_b * 1e9 * tokens + 4 * tokens**2 * shape.width * shape.layers) / 1e12
 
 
-def images_per_second(backend: str, gpu_type: str, steps: int, resolution: int,
-                      measured: dict | None = None, utilisation: float = DEFAULT_UTILISATION,
-                      family: str = "sd") -> tuple[float, str]:
-    if measured and backend in measured and gpu_type in measured[backend]:
-        return float(measured[backend][gpu_type]), "measured (throughput file)"
+def tflop_per_image(edit: EditConfig) -> float:
+    """TFLOP to render and score one image with ``edit``'s backend and settings (null settings take the
+    backend's defaults; img2img and inpaint run steps x strength)."""
+    editor = registry.backend(edit.backend)
+    edit = editor.with_defaults(edit)
+    evals = editor.denoising_steps(edit) * editor.denoiser_evals_per_step(edit)
+    denoiser = evals * denoiser_tflop(editor.model_family(edit), edit.resolution, editor.context_pixels(edit))
+    return denoiser + VAE_DECODE_TFLOP_512 * (edit.resolution / 512) ** 2 + 2 * CLIP_L14_TFLOP
+
+
+def images_per_second(edit: EditConfig, gpu_type: str, measured: dict | None = None,
+                      utilisation: float = DEFAULT_UTILISATION) -> tuple[float, str]:
+    if measured and edit.backend in measured and gpu_type in measured[edit.backend]:
+        return float(measured[edit.backend][gpu_type]), "measured (throughput file)"
     if gpu_type not in PEAK_TFLOPS:
         raise ValueError(f"unknown GPU type {gpu_type!r}; known: {', '.join(PEAK_TFLOPS)} (or give a throughput file)")
-    rate = PEAK_TFLOPS[gpu_type] * utilisation / tflop_per_image(backend, steps, resolution, family)
-    return rate, f"estimated from FLOPs at {utilisation:.0%} of {PEAK_TFLOPS[gpu_type]:g} TFLOP/s"
+    tflop = tflop_per_image(edit)
+    rate = PEAK_TFLOPS[gpu_type] * utilisation / tflop
+    return rate, f"estimated from FLOPs, {tflop:,.0f} TFLOP per image, at {utilisation:.0%} of {PEAK_TFLOPS[gpu_type]:g} TFLOP/s"
 
 
 def load_throughput(path: str | Path) -> dict:
@@ -94,9 +139,7 @@ def load_throughput(path: str | Path) -> dict:
 def estimate(loaded, seeds: int, gpus: int, gpu_type: str, measured: dict | None = None) -> CostEstimate:
     edit = loaded.config.edit
     counts = plan_counts(loaded, seeds)
-    editor = registry.backend(edit.backend)
-    rate, source = images_per_second(edit.backend, gpu_type, editor.denoising_steps(edit), edit.resolution, measured,
-                                     family=editor.model_family(edit))
+    rate, source = images_per_second(edit, gpu_type, measured)
     gpu_hours = counts["rendered_images"] / rate / 3600
     cost = CostEstimate(counts["rendered_images"], 1 / rate, source, gpu_hours, gpu_hours / max(gpus, 1), gpus)
     if loaded.config.input.kind != "generate":  # generate mode has no photos to caption

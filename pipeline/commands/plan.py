@@ -30,7 +30,7 @@ def plan_counts(loaded: LoadedConfig, seeds: int) -> dict:
         "edited_images": seeds * sum(members.values()) * candidates,
         "rendered_images": rendered,  # edited images plus generate mode's base images
         "editor_pipeline_calls": calls,
-        "unet_evaluations": rendered * editor.denoising_steps(config.edit) * editor.denoiser_evals_per_step,
+        "unet_evaluations": rendered * editor.denoising_steps(config.edit) * editor.denoiser_evals_per_step(config.edit),
         "shards": math.ceil(seeds / config.shards.seeds_per_shard) if seeds else 0,
     }
 

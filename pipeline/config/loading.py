@@ -82,6 +82,7 @@ def _check_backend(config: PipelineConfig, taxonomy: Taxonomy, source: str) -> N
         raise ConfigError(source, "edit.early_rejection.enabled",
                           f"only the {_backends_that('stops_early')} backend can stop members part-way "
                           f"(backend is {config.edit.backend})")
+    config.edit = editor.with_defaults(config.edit)
     problems = editor.config_problems(config)
     if problems:
         raise ConfigError(source, *problems[0])

@@ -16,13 +16,19 @@ RECORDED_ROLES = ("captioner", "editor", "clip")
 def generation_settings(config) -> dict:
     """What decided the pixels: the settings every backend shares, then the backend's own."""
     edit = config.edit
+    editor = registry.backend(edit.backend)
     safety = config.filter.safety
+    kept = editor.keeps_background(edit)
+    mask = {k: v for k, v in asdict(edit.mask).items() if k not in ("model", "revision")} if kept else None
     return {
         "backend": edit.backend, "steps": edit.steps, "guidance_scale": edit.guidance_scale,
         "resolution": edit.resolution, "candidates_per_set": config.plan.candidates_per_set,
         "thresholds": asdict(config.filter.thresholds), "rank_by": config.filter.rank_by,
+        "identity_rank_by": config.filter.identity_rank_by,
         "safety": {"enabled": safety.enabled, "threshold": safety.threshold},
-        **registry.backend(edit.backend).generation_settings(config),
+        "keep_background": kept, "mask": mask,
+        "identity_clause": edit.identity_clause if edit.preserve_identity else None,
+        **editor.generation_settings(config),
     }
 
 

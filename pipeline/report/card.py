@@ -116,7 +116,15 @@ def render_card(contents: OutputContents, stats: dict) -> str:
 def _backend_settings(edit: dict) -> str:
     """The backend's own settings as its module words them (nothing for a backend this code lacks)."""
     editor = registry.BACKENDS.get(edit.get("backend"))
-    return editor.card_settings(edit) if editor else ""
+    text = editor.card_settings(edit) if editor else ""
+    mask = edit.get("mask") or {}
+    if edit.get("keep_background") or (editor and editor.masks_person):
+        text += (f"every pixel outside a CLIPSeg person mask `{mask.get('model')}` \"{mask.get('prompt')}\" "
+                 f"(threshold {mask.get('threshold')}, dilate {mask.get('dilate')} px, feather {mask.get('feather')} px) "
+                 "is the seed's, ")
+    if edit.get("preserve_identity"):
+        text += f"instructions end with \"{edit.get('identity_clause')}\", "
+    return text
 
 
 def _review_lines(review: dict) -> list[str]:

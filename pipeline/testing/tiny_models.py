@@ -8,8 +8,9 @@ a random captioner writes word salad and a random editor paints noise.
 
 Configs refer to them as ``tiny:NAME``: ``tiny:captioner``, ``tiny:clip``, the editors
 ``tiny:instruct-pix2pix``, ``tiny:stable-diffusion`` (text-to-image and img2img),
-``tiny:stable-diffusion-inpaint``, ``tiny:sdxl``, ``tiny:flux-kontext``, the segmenter ``tiny:clipseg``, and
-``tiny:llava`` for the trainers' side;
+``tiny:stable-diffusion-inpaint``, ``tiny:sdxl``, ``tiny:flux-kontext``, ``tiny:flux2-klein`` (distilled),
+``tiny:flux2-klein-base``, ``tiny:qwen-image-edit``, the segmenter ``tiny:clipseg``, ``tiny:qwen2.5-vl`` (a chat
+VLM), and ``tiny:llava`` for the trainers' side;
 Importing this module registers the scheme: ``pipeline.config.model_refs.resolve_model_ref`` then builds a
 model on first use and returns its local directory.
 """
@@ -30,10 +31,12 @@ from pipeline.testing.tiny_diffusion import (
     build_stable_diffusion,
     build_stable_diffusion_inpaint,
 )
+from pipeline.testing.tiny_flux2 import build_flux2_klein, build_flux2_klein_base
+from pipeline.testing.tiny_qwen import build_qwen25_vl, build_qwen_image_edit
 from pipeline.testing.tiny_transformers import build_captioner, build_clip, build_clipseg, build_llava
 
 # Bump when a builder changes so caches of older builds are not reused.
-TINY_MODELS_VERSION = 5  # 5: tiny llava has LLaVA-1.5's chat template
+TINY_MODELS_VERSION = 6  # 5: tiny llava has LLaVA-1.5's chat template; 6: FLUX.2 klein, Qwen-Image-Edit, Qwen2.5-VL
 TINY_PREFIX = "tiny:"
 
 
@@ -51,6 +54,10 @@ BUILDERS: dict[str, Callable[[Path], None]] = {
     "stable-diffusion-inpaint": build_stable_diffusion_inpaint,
     "sdxl": build_sdxl,
     "flux-kontext": build_flux_kontext,
+    "flux2-klein": build_flux2_klein,
+    "flux2-klein-base": build_flux2_klein_base,
+    "qwen-image-edit": build_qwen_image_edit,
+    "qwen2.5-vl": build_qwen25_vl,
     "clipseg": build_clipseg,
     "clip": build_clip,
     "llava": build_llava,

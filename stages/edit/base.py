@@ -3,16 +3,21 @@
 At run time a backend says how to load its pipeline (``load``), what it conditions on (``prompt_field``),
 how to prepare a set once (``prepare``: the seed crop, a mask) and how to render one chunk of jobs
 (``render``). One job is one member x candidate; its image must depend only on the job, never on its
-chunk-mates. The base does per-candidate draws, chunking, CUDA out-of-memory splitting and the set loop.
+chunk-mates. The base does per-candidate draws, chunking, CUDA out-of-memory splitting, the set loop, the
+identity clause and, with ``edit.keep_background`` (or for a backend that ``masks_person``), the composite
+onto the seed outside the person mask.
 
 Before any model is loaded (``plan``, cost, config checks, provenance, the data card) the class answers
-from the config alone: ``config_problems``, ``denoising_steps``, ``denoiser_evals_per_step``,
-``model_family``, ``images_and_calls``, ``generation_settings``, ``card_settings``, ``models``.
-Adding a backend: a module with its subclass, and one line in ``stages/edit/registry.py``.
+from the config alone: ``with_defaults`` (its steps, guidance and identity clause), ``config_problems``
+(its resolution multiple, its batch limit, its own checks), ``denoising_steps``, ``denoiser_evals_per_step``,
+``model_family`` and ``context_pixels`` (for FLOPs), ``images_and_calls``, ``generation_settings``,
+``card_settings``, ``models``. Adding a backend: a module with its subclass, and one line in
+``stages/edit/registry.py``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -22,6 +27,7 @@ import numpy as np
 from schemas.records import SET, STATUS_ERROR, STATUS_OK
 from stages.base import ModelUse, SetStage
 from stages.edit.config import EditConfig
+from stages.models.segmenter import RegionSegmenter, blend
 from stages.utils import faults
 from stages.utils.imaging import from_raw, square_crop
 from stages.utils.torch_runtime import resolve_device, resolve_dtype, set_threads
@@ -48,13 +54,58 @@ class Editor(SetStage):
     makes_own_seeds = False  # True: generate mode (input.kind generate), no seed photos
     draws_per_candidate = False  # True: reads edit.guidance_range (drawn per candidate)
     stops_early = False  # True: can run edit.early_rejection
-    denoiser_evals_per_step = 2  # UNet/transformer evaluations per step (classifier-free guidance: 2)
+    default_steps = 20  # edit.steps when the config leaves it null
+    default_guidance_scale = 7.5  # edit.guidance_scale when the config leaves it null
+    resolution_multiple = 8  # edit.resolution must be a multiple of this (the VAE's and patches' stride)
+    max_images_per_call: int | None = None  # the pipeline's own limit on a batch (None: edit.max_batch)
+    takes_negative_prompt = False  # reads edit.negative_prompt
+    follows_identity_clause = False  # preserve_identity's default: the model follows an instruction to keep things
+    masks_person = False  # paints only inside the person mask, always (inpaint): the composite is part of it
+
+    @classmethod
+    def defaults(cls, edit: EditConfig) -> tuple[int, float]:
+        """The steps and guidance scale this backend uses for ``edit.model`` when the config leaves them null."""
+        return cls.default_steps, cls.default_guidance_scale
+
+    @classmethod
+    def with_defaults(cls, edit: EditConfig) -> EditConfig:
+        """``edit`` with the fields left null filled with this backend's defaults."""
+        steps, guidance = cls.defaults(edit)
+        return dataclasses.replace(
+            edit,
+            steps=steps if edit.steps is None else edit.steps,
+            guidance_scale=guidance if edit.guidance_scale is None else edit.guidance_scale,
+            preserve_identity=(cls.follows_identity_clause and cls.prompt_field == "instruction"
+                               if edit.preserve_identity is None else edit.preserve_identity),
+        )
 
     @classmethod
     def config_problems(cls, config) -> list[tuple[str, str]]:
         """Checks of the whole run config (``config.edit``, ``config.filter``, ...) that depend on the
-        backend, as (field path, message). The capabilities above are checked by the config loader."""
-        return []
+        backend, as (field path, message): the base's declarations here, a backend's own in its override
+        (which extends this list). The capabilities above are checked by the config loader."""
+        edit, found = config.edit, []
+        if edit.resolution % cls.resolution_multiple:
+            found.append(("edit.resolution", f"must be a positive multiple of {cls.resolution_multiple} for "
+                                             f"{cls.backend} (got {edit.resolution})"))
+        if cls.max_images_per_call is not None and edit.max_batch > cls.max_images_per_call:
+            found.append(("edit.max_batch", f"{cls.backend}'s pipeline takes at most {cls.max_images_per_call} "
+                                            f"image(s) a call (got {edit.max_batch})"))
+        if edit.negative_prompt is not None and not cls.takes_negative_prompt:
+            found.append(("edit.negative_prompt", f"{cls.backend} takes no negative prompt; "
+                                                  f"allowed with: {_backends_with('takes_negative_prompt')}"))
+        if edit.preserve_identity and cls.prompt_field != "instruction":
+            found.append(("edit.preserve_identity", f"{cls.backend} is prompted with the target caption, not an "
+                                                    "instruction: the identity clause does not apply"))
+        if edit.keep_background and cls.makes_own_seeds:
+            found.append(("edit.keep_background", f"{cls.backend} makes its own base images: there is no seed "
+                                                  "photo to keep"))
+        return found
+
+    @classmethod
+    def keeps_background(cls, edit: EditConfig) -> bool:
+        """Whether members are composited onto the seed outside the person mask."""
+        return cls.masks_person or edit.keep_background
 
     @classmethod
     def denoising_steps(cls, edit: EditConfig) -> int:
@@ -62,15 +113,32 @@ class Editor(SetStage):
         return edit.steps
 
     @classmethod
+    def denoiser_evals_per_step(cls, edit: EditConfig) -> int:
+        """UNet/transformer evaluations per step (classifier-free guidance: 2)."""
+        return 2
+
+    @classmethod
     def model_family(cls, edit: EditConfig) -> str:
-        """sd | sdxl | flux, for FLOP estimates (an SDXL checkpoint is told by "xl" in its name)."""
+        """The denoiser's family, for FLOP estimates (``pipeline/commands/cost.py``): sd | sdxl (UNets; an SDXL
+        checkpoint is told by "xl" in its name) | flux | flux2_klein | qwen_image (DiTs)."""
         return "sdxl" if "xl" in edit.model.lower() else "sd"
+
+    @classmethod
+    def context_pixels(cls, edit: EditConfig) -> int:
+        """Pixels of the seed image the denoiser reads as tokens beside its output (a DiT editor's context
+        image); 0 where the seed enters as extra channels of the output's latents (UNet editors)."""
+        return 0
 
     @classmethod
     def images_and_calls(cls, members: int, candidates: int, edit: EditConfig) -> tuple[int, int]:
         """Images rendered for one set of ``members`` x ``candidates``, and the model calls they take."""
         images = members * candidates
-        return images, math.ceil(images / edit.max_batch)
+        return images, math.ceil(images / cls.batch_limit(edit))
+
+    @classmethod
+    def batch_limit(cls, edit: EditConfig) -> int:
+        """Images per pipeline call: ``edit.max_batch``, within the pipeline's own limit."""
+        return min(edit.max_batch, cls.max_images_per_call or edit.max_batch)
 
     @classmethod
     def generation_settings(cls, config) -> dict:
@@ -84,12 +152,15 @@ class Editor(SetStage):
 
     @classmethod
     def models(cls, edit: EditConfig) -> list[ModelUse]:
-        return [ModelUse("editor", "edit.model", edit.model, edit.revision, edit.allow_pickle, "model_index.json")]
+        uses = [ModelUse("editor", "edit.model", edit.model, edit.revision, edit.allow_pickle, "model_index.json")]
+        if cls.keeps_background(edit):
+            uses.append(ModelUse("segmenter", "edit.mask.model", edit.mask.model, edit.mask.revision, edit.allow_pickle))
+        return uses
 
     # -- the stage ------------------------------------------------------------------------------------
     def __init__(self, config: EditConfig, filter_config=None):
         super().__init__()
-        self.config = config
+        self.config = self.with_defaults(config)
         self.filter_config = filter_config  # early rejection judges with the filter's checks
 
     # -- set-up ---------------------------------------------------------------------------------------
@@ -97,6 +168,10 @@ class Editor(SetStage):
         set_threads(self.config.threads)
         self.device = resolve_device(self.config.device)
         self.dtype = resolve_dtype(self.config.dtype, self.device)
+        self.segmenter = None
+        if self.keeps_background(self.config):
+            self.segmenter = RegionSegmenter(self.config.mask, self.device, self.config.allow_pickle)
+            self.segmenter.setup()
         self.pipe = self.load()
 
     def from_pretrained(self, pipeline_class, **extra):
@@ -117,22 +192,39 @@ class Editor(SetStage):
         """Per-candidate sampling settings; backends that draw them per candidate override this."""
         return {"guidance_scale": self.config.guidance_scale, "p2p_fraction": None}
 
+    def prompt(self, member: dict) -> str:
+        """What the model is conditioned on: the member's ``prompt_field``, and the identity clause after an
+        instruction when ``preserve_identity`` is on."""
+        text = member[self.prompt_field]
+        if self.config.preserve_identity and self.prompt_field == "instruction":
+            text = f"{text.rstrip()} {self.config.identity_clause.strip()}"
+        return text
+
     def jobs(self, row: dict) -> list[dict]:
         jobs = []
         for c, seed in enumerate(row["candidate_seeds"]):
             draws = self.draws(seed)
             for member in row["members"]:
                 jobs.append({"member": member, "member_id": member["member_id"], "candidate": c,
-                             "noise_seed": seed, "prompt": member[self.prompt_field], **draws})
+                             "noise_seed": seed, "prompt": self.prompt(member), **draws})
         return jobs
 
     def chunks(self, jobs: list[dict]) -> list[list[dict]]:
-        size = self.config.max_batch
+        size = self.batch_limit(self.config)
         return [jobs[i : i + size] for i in range(0, len(jobs), size)]
 
-    def prepare(self, row: dict):
-        """What every chunk of the set needs, made once: by default the seed photo at the edit size."""
+    def seed_crop(self, row: dict):
+        """The seed photo at the edit size: what every member is made from, and their size."""
         return square_crop(from_raw(row["image_rgb"], row["width"], row["height"]), self.config.resolution)
+
+    def person_region(self, row: dict, source):
+        """The person mask of the seed crop (raises when none is found: the set becomes an error set)."""
+        return self.segmenter.mask(source, [a["attribute"] for a in row["members"][0]["attributes"]])
+
+    def prepare(self, row: dict, source, region):
+        """What every chunk of the set needs, made once: by default the seed crop itself. ``region`` is the
+        person mask when the background is kept, else None."""
+        return source
 
     def render(self, context, jobs: list[dict]) -> list[np.ndarray]:
         raise NotImplementedError
@@ -143,12 +235,16 @@ class Editor(SetStage):
         result = self.pipe(
             prompt=[j["prompt"] for j in jobs],
             num_inference_steps=self.config.steps,
-            guidance_scale=self.config.guidance_scale,
             generator=generators(j["noise_seed"] for j in jobs),
             output_type="np",
+            **self.guidance_arguments(jobs),
             **inputs,
         )
         return to_uint8(result.images)
+
+    def guidance_arguments(self, jobs: list[dict]) -> dict:
+        """The pipeline's own names for the guidance settings of ``jobs``."""
+        return {"guidance_scale": self.config.guidance_scale}
 
     def render_chunk(self, context, chunk: list[dict]) -> list[np.ndarray]:
         """Render a chunk; on CUDA out-of-memory, split it in halves and render those (down to 1)."""
@@ -167,7 +263,20 @@ class Editor(SetStage):
             return self.render_chunk(context, chunk[:half]) + self.render_chunk(context, chunk[half:])
 
     def edit_set(self, row: dict) -> list[dict]:
-        return self.render_set(row, self.prepare(row))
+        source = self.seed_crop(row)
+        region = self.person_region(row, source) if self.segmenter is not None else None
+        candidates = self.render_set(row, self.prepare(row, source, region))
+        if region is not None:
+            self.keep_seed_outside(candidates, np.asarray(source), region.soft)
+        return candidates
+
+    def keep_seed_outside(self, candidates: list[dict], source: np.ndarray, soft: np.ndarray) -> None:
+        """Each rendered member onto the seed: the seed's pixels exactly where the feathered mask is 0."""
+        for cand in candidates:
+            if cand["image_rgb"] is not None:
+                image = np.frombuffer(cand["image_rgb"], np.uint8).reshape(cand["height"], cand["width"], 3)
+                cand["image_rgb"] = blend(source, image, soft).tobytes()
+                self.counters["backgrounds_kept"] += 1
 
     def render_set(self, row: dict, context) -> list[dict]:
         """Every job of the set, chunk by chunk; a failed chunk makes its candidates errors."""
@@ -175,6 +284,11 @@ class Editor(SetStage):
         for chunk in self.chunks(self.jobs(row)):
             try:
                 images = self.render_chunk(context, chunk)
+                side = self.config.resolution
+                for image in images:  # every member is the seed crop's size, whatever the pipeline does
+                    if image.shape != (side, side, 3):
+                        raise ValueError(f"the editor returned a {image.shape[1]}x{image.shape[0]} image, "
+                                         f"not the seed crop's {side}x{side}")
                 errors = [None] * len(chunk)
                 self.counters["images_rendered"] += len(chunk)
             except Exception as exc:  # one failed chunk must not take the other candidates down
@@ -205,6 +319,12 @@ def generators(seeds) -> list:
     import torch
 
     return [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
+
+
+def _backends_with(capability: str) -> str:
+    from stages.edit.registry import BACKENDS  # the registry imports this module
+
+    return ", ".join(name for name, editor in BACKENDS.items() if getattr(editor, capability)) or "none"
 
 
 def no_safety_checker(model: str) -> dict:

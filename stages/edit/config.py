@@ -1,7 +1,10 @@
 """The ``edit`` section: the settings every backend shares, and those of the backends that read them
-(``image_guidance_scale``: instruct_pix2pix; ``strength``: img2img and inpaint; ``mask``: inpaint;
-``max_sequence_length``: flux_kontext; ``guidance_range``, ``p2p``, ``early_rejection``: text_to_image).
-Checks that depend on the backend live in the backend's own module (``config_problems``).
+(``image_guidance_scale``: instruct_pix2pix; ``strength``: img2img and inpaint; ``mask``: inpaint and
+``keep_background``; ``max_sequence_length``: flux_kontext; ``negative_prompt``: qwen_image_edit;
+``guidance_range``, ``p2p``, ``early_rejection``: text_to_image).
+``steps``, ``guidance_scale`` and ``preserve_identity`` left null take the backend's own defaults when the
+config loads (``Editor.with_defaults``). Checks that depend on the backend live in the backend's own
+module (``config_problems``) or in the base class's declarations (resolution multiple, batch limit).
 """
 
 from __future__ import annotations
@@ -71,13 +74,23 @@ class EditConfig:
     backend: str = "instruct_pix2pix"  # a name in stages.edit.registry.BACKENDS
     model: str = "timbrooks/instruct-pix2pix"  # Hub id, local directory, or tiny:NAME
     revision: str | None = None
-    steps: int = 20
-    guidance_scale: float = 7.5  # text guidance (flux_kontext: the distilled guidance, 2.5 is usual)
+    steps: int | None = None  # null: the backend's default (instruct_pix2pix 20, flux2_klein 4, qwen_image_edit 40)
+    # Text guidance; null: the backend's default (flux_kontext: the distilled guidance, 2.5; qwen_image_edit: its
+    # true CFG scale, 4.0; flux2_klein: ignored by the distilled model, CFG for the base one)
+    guidance_scale: float | None = None
+    negative_prompt: str | None = None  # qwen_image_edit's true CFG; null: the backend's default (" ")
     # text_to_image only: draw the guidance per candidate from [low, high] (SocialCounterfactuals: [7.5, 15])
     guidance_range: list[float] | None = None
     image_guidance_scale: float = 1.5  # instruct_pix2pix: how closely to keep the seed image
     strength: float = 0.75  # img2img and inpaint: how far into the noise the seed is pushed (1 = all)
-    resolution: int = 512  # seeds are scaled and centre-cropped to a square of this side
+    resolution: int = 512  # seeds are scaled and centre-cropped to a square of this side (the members' size)
+    # Composite every member onto the seed outside the person mask (``mask``: CLIPSeg, dilate, feather): each
+    # pixel outside the feathered mask is the seed's, exactly, whatever the editor did there. Any photo
+    # backend; inpaint always does it.
+    keep_background: bool = False
+    # Append identity_clause to instruction prompts; null: on for the backends whose model follows it.
+    preserve_identity: bool | None = None
+    identity_clause: str = "Keep the same face shape, clothing, pose and background."
     max_batch: int = 16  # images per model call
     max_sequence_length: int = 512  # flux_kontext: T5 prompt tokens
     p2p: PromptToPromptConfig = field(default_factory=PromptToPromptConfig)
@@ -92,13 +105,13 @@ class EditConfig:
 
     def problems(self) -> list[tuple[str, str]]:
         found = []
-        if self.steps < 1:
+        if self.steps is not None and self.steps < 1:
             found.append(("steps", "must be >= 1"))
-        if self.resolution < 8 or self.resolution % 8:
+        if self.resolution < 8:
             found.append(("resolution", "must be a positive multiple of 8"))
         if self.max_batch < 1:
             found.append(("max_batch", "must be >= 1"))
-        if self.guidance_scale < 0 or self.image_guidance_scale < 0:
+        if (self.guidance_scale or 0) < 0 or self.image_guidance_scale < 0:
             found.append(("guidance_scale", "guidance scales must be >= 0"))
         if self.guidance_range is not None and (
             len(self.guidance_range) != 2 or not 0 <= self.guidance_range[0] <= self.guidance_range[1]
@@ -108,5 +121,7 @@ class EditConfig:
             found.append(("strength", "must be in (0, 1]"))
         if self.max_sequence_length < 1:
             found.append(("max_sequence_length", "must be >= 1"))
+        if self.preserve_identity and not self.identity_clause.strip():
+            found.append(("identity_clause", "must not be empty while preserve_identity is on"))
         return found
 

@@ -18,11 +18,22 @@ class FluxKontextEditor(Editor):
     backend = "flux_kontext"
     summary = "FLUX.1 Kontext instruction editing (DiT family, highest quality, highest cost)"
     prompt_field = "instruction"
-    denoiser_evals_per_step = 1  # guidance-distilled
+    default_steps = 28  # the model card's
+    default_guidance_scale = 2.5  # the distilled guidance the model card uses
+    resolution_multiple = 16  # 8x VAE, 2x2 patches
+    follows_identity_clause = True
+
+    @classmethod
+    def denoiser_evals_per_step(cls, edit: EditConfig) -> int:
+        return 1  # guidance-distilled
 
     @classmethod
     def model_family(cls, edit: EditConfig) -> str:
         return "flux"
+
+    @classmethod
+    def context_pixels(cls, edit: EditConfig) -> int:
+        return edit.resolution**2  # the seed crop, given at exactly the output size
 
     def load(self):
         from diffusers import FluxKontextPipeline

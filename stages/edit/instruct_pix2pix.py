@@ -11,7 +11,10 @@ class InstructPix2PixEditor(Editor):
     backend = "instruct_pix2pix"
     summary = "InstructPix2Pix instruction editing of the seed photo"
     prompt_field = "instruction"
-    denoiser_evals_per_step = 3  # guided on text and on the seed image
+
+    @classmethod
+    def denoiser_evals_per_step(cls, edit) -> int:
+        return 3  # guided on text and on the seed image
 
     @classmethod
     def generation_settings(cls, config) -> dict:

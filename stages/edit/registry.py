@@ -4,10 +4,12 @@ subclass, and one line in ``_BUILT_IN`` (or ``register(MyEditor)`` from anywhere
 from __future__ import annotations
 
 from stages.edit.base import Editor
+from stages.edit.flux2_klein import Flux2KleinEditor
 from stages.edit.flux_kontext import FluxKontextEditor
 from stages.edit.img2img import Img2ImgEditor
 from stages.edit.inpaint import InpaintEditor
 from stages.edit.instruct_pix2pix import InstructPix2PixEditor
+from stages.edit.qwen_image_edit import QwenImageEditEditor
 from stages.edit.text_to_image import TextToImageEditor
 
 BACKENDS: dict[str, type[Editor]] = {}
@@ -32,6 +34,8 @@ _BUILT_IN = (
     Img2ImgEditor,
     InpaintEditor,
     FluxKontextEditor,
+    Flux2KleinEditor,
+    QwenImageEditEditor,
     TextToImageEditor,
 )
 for _editor in _BUILT_IN:

@@ -49,7 +49,7 @@ class TextToImageEditor(Editor):
 
     @classmethod
     def config_problems(cls, config) -> list[tuple[str, str]]:
-        edit, found = config.edit, []
+        edit, found = config.edit, super().config_problems(config)
         if edit.max_batch < 2:
             found.append(("edit.max_batch", "text_to_image needs >= 2: a base image and at least one member per call"))
         if edit.early_rejection.enabled and edit.steps < 2:
@@ -116,7 +116,7 @@ class TextToImageEditor(Editor):
             fraction = draw_uniform(noise_seed, 2, *p2p.fraction_range) if p2p.fraction_range else p2p.fraction
         return {"guidance_scale": guidance, "p2p_fraction": fraction}
 
-    def prepare(self, row: dict) -> GenerateContext:
+    def generate_context(self, row: dict) -> GenerateContext:
         if not (row.get("caption") or "").strip():
             raise ValueError("text_to_image needs the seed's caption as the base prompt (the seed has none)")
         return GenerateContext(row["caption"], row["members"])
@@ -134,7 +134,7 @@ class TextToImageEditor(Editor):
         return out + ([current] if current else [])
 
     def edit_set(self, row: dict) -> list[dict]:
-        context = self.prepare(row)
+        context = self.generate_context(row)
         candidates = self.render_set(row, context)
         for cand in candidates:
             verdict = context.stopped.get((cand["candidate"], cand["member_id"]))

@@ -22,7 +22,10 @@ class TintEditor(Editor):
 
     backend = "tint"
     summary = "tint the seed crop (a test backend)"
-    denoiser_evals_per_step = 1
+
+    @classmethod
+    def denoiser_evals_per_step(cls, edit) -> int:
+        return 1
 
     @classmethod
     def config_problems(cls, config):
@@ -60,7 +63,7 @@ def test_an_unregistered_backend_is_refused_naming_the_registered_ones():
     with pytest.raises(ConfigError) as error:
         mini()
     assert "edit.backend" in str(error.value) and "'tint'" in str(error.value)
-    assert "instruct_pix2pix, img2img, inpaint, flux_kontext, text_to_image" in str(error.value)
+    assert "instruct_pix2pix, img2img, inpaint, flux_kontext, flux2_klein, qwen_image_edit, text_to_image" in str(error.value)
 
 
 def test_a_registered_backend_is_checked_planned_and_run(tint_backend, tiny_cache, tmp_path):

@@ -2,6 +2,8 @@
 configs/mini_generate.yaml), the photo backends through the same stages and writer in one process."""
 
 
+import json
+
 import pyarrow.parquet as pq
 import pytest
 
@@ -52,24 +54,34 @@ def test_generated_samples_keep_one_candidate_set_and_say_the_base_is_generated(
         assert source["record"]["base_prompt"] == meta["source"]["caption"]
 
 
-def run_in_process(config_path, overrides: dict, out) -> None:
+def run_in_process(config_path, overrides: dict, out, limit: int | None = None) -> None:
     """The run's stages in order in this process (the local executor), then the shard writer."""
-    run_local(load_config(config_path, overrides), str(out))
+    run_local(load_config(config_path, overrides), str(out), limit=limit)
 
 
-PHOTO_BACKENDS = {
-    "img2img": {"edit.model": "tiny:stable-diffusion", "edit.strength": 0.6},
-    "inpaint": {"edit.model": "tiny:stable-diffusion-inpaint", "edit.mask.model": "tiny:clipseg",
-                "edit.mask.threshold": 0.3, "edit.mask.dilate": 2},
-    "flux_kontext": {"edit.model": "tiny:flux-kontext", "edit.guidance_scale": 2.5, "edit.max_sequence_length": 32},
+MASK = {"edit.mask.model": "tiny:clipseg", "edit.mask.threshold": 0.3, "edit.mask.dilate": 2}
+# name -> (backend, overrides, seeds listed): the mini config with each backend's tiny model
+PHOTO_RUNS = {
+    "img2img": ("img2img", {"edit.model": "tiny:stable-diffusion", "edit.strength": 0.6}, None),
+    "inpaint": ("inpaint", {"edit.model": "tiny:stable-diffusion-inpaint", **MASK}, None),
+    "flux_kontext": ("flux_kontext", {"edit.model": "tiny:flux-kontext", "edit.guidance_scale": 2.5,
+                                      "edit.max_sequence_length": 32}, None),
+    "flux2_klein": ("flux2_klein", {"edit.model": "tiny:flux2-klein", "edit.guidance_scale": None}, None),
+    # one image a call, and the tiny pipeline still VAE-encodes a 1 MP context: two seeds and broken.jpg
+    "qwen_image_edit": ("qwen_image_edit", {"edit.model": "tiny:qwen-image-edit", "edit.max_batch": 1,
+                                            "edit.guidance_scale": None, "plan.axes": ["gender"],
+                                            "plan.candidates_per_set": 1}, 3),
+    "flux2_klein+keep_background": ("flux2_klein", {"edit.model": "tiny:flux2-klein", "edit.guidance_scale": None,
+                                                    "edit.keep_background": True, **MASK}, None),
 }
 
 
-@pytest.mark.parametrize("backend", sorted(PHOTO_BACKENDS))
-def test_each_photo_backend_runs_the_mini_config_end_to_end(backend, tiny_cache, tmp_path):
+@pytest.mark.parametrize("name", sorted(PHOTO_RUNS))
+def test_each_photo_backend_runs_the_mini_config_end_to_end(name, tiny_cache, tmp_path):
+    backend, settings, limit = PHOTO_RUNS[name]
     out = tmp_path / "out"
-    overrides = {"edit.backend": backend, "input.path": str(REPO / "configs" / "mini_seeds"), **PHOTO_BACKENDS[backend]}
-    run_in_process(REPO / "configs" / "mini.yaml", overrides, out)
+    overrides = {"edit.backend": backend, "input.path": str(REPO / "configs" / "mini_seeds"), **settings}
+    run_in_process(REPO / "configs" / "mini.yaml", overrides, out, limit)
     assert verify_output(str(out))[0] == []
     rows = pq.read_table(out / "manifest").to_pylist()
     assert {r["status"] for r in rows} >= {"accepted", "error"}  # broken.jpg is recorded, not lost
@@ -80,6 +92,17 @@ def test_each_photo_backend_runs_the_mini_config_end_to_end(backend, tiny_cache,
         assert set_errors(meta) == [] and meta["generation"]["backend"] == backend
         assert meta["source"]["generated"] is False
         assert all(member_errors(m["meta"]) == [] and m["jpg"] for m in sample["members"].values())
-    if backend == "inpaint":
+    stats = json.loads((out / "stats.json").read_text())
+    rendered = stats["stage_work"]["edit"]["images_rendered"]
+    kept = backend == "inpaint" or settings.get("edit.keep_background", False)
+    assert meta["generation"]["keep_background"] is kept
+    assert stats["stage_work"]["edit"].get("backgrounds_kept", 0) == (rendered if kept else 0)
+    if kept:
         assert meta["models"]["segmenter"].endswith("clipseg")
         assert meta["generation"]["mask"]["dilate"] == 2
+    if backend == "flux2_klein":  # the backend's own defaults: distilled, 4 steps... but mini.yaml says 3
+        assert (meta["generation"]["steps"], meta["generation"]["guidance_scale"]) == (3, 1.0)
+        assert meta["generation"]["identity_clause"] == "Keep the same face shape, clothing, pose and background."
+    if backend == "qwen_image_edit":
+        assert meta["generation"]["true_cfg_scale"] == 4.0 and meta["generation"]["negative_prompt"] == " "
+        assert rendered == 2 * 2  # two decodable seeds x male, female; one image a call

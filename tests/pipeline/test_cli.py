@@ -27,7 +27,10 @@ def test_plan_accepts_the_production_config_without_its_input(tmp_path):
         capture_output=True, text=True, cwd=REPO,
     )
     assert result.returncode == 0, result.stderr
-    assert "timbrooks/instruct-pix2pix" in result.stdout and "sets: 7000" in result.stdout
+    assert "black-forest-labs/FLUX.2-klein-4B + CIDAS/clipseg-rd64-refined [flux2_klein]" in result.stdout
+    assert "sets: 7000" in result.stdout and "4 steps" in result.stdout
+    # 272,000 images at 317.3 TFLOP each (test_cost's by-hand klein) at 240 TFLOP/s: 99.85 h, + 0.03 h captioning
+    assert "editor GPU-hours: 99.85" in result.stdout and "GPU-hours: 99.88" in result.stdout
 
 
 def test_console_script_is_the_same_cli():

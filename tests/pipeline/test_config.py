@@ -30,7 +30,9 @@ def test_shipped_configs_validate(name):
 def test_production_config_names_real_models_on_gpus():
     config = load_config(CONFIGS / "production.yaml").config
     assert config.filter.safety.enabled and config.shards.provenance.watermark
-    assert config.edit.model == "timbrooks/instruct-pix2pix"
+    assert (config.edit.backend, config.edit.model) == ("flux2_klein", "black-forest-labs/FLUX.2-klein-4B")
+    assert (config.edit.steps, config.edit.guidance_scale) == (4, 1.0)  # the distilled model's, filled at load
+    assert config.edit.keep_background and config.edit.preserve_identity and config.edit.resolution == 1024
     assert config.caption.model == "Qwen/Qwen2.5-VL-7B-Instruct" and config.caption.style == "auto"  # a chat VLM
     assert config.filter.model == "ViT-L-14"
     assert config.edit.resources.num_gpus >= 1 and config.caption.resources.num_gpus > 0
@@ -60,6 +62,12 @@ def test_production_config_names_real_models_on_gpus():
         (("edit", "p2p"), {"fraction_range": [0.9, 0.1]}, "edit.p2p.fraction_range", "low <= high"),
         (("edit", "mask"), {"threshold": 1.5}, "edit.mask.threshold", "(0, 1)"),
         (("edit", "early_rejection"), {"enabled": True}, "edit.early_rejection.enabled", "only the text_to_image backend"),
+        # mini.yaml's guidance 7.5 and 8 images a call do not fit these backends
+        (("edit", "backend"), "flux2_klein", "edit.guidance_scale", "ignores guidance: leave it null or 1.0"),
+        (("edit", "backend"), "qwen_image_edit", "edit.max_batch", "takes at most 1 image(s) a call (got 8)"),
+        (("edit", "negative_prompt"), "blurry", "edit.negative_prompt",
+         "instruct_pix2pix takes no negative prompt; allowed with: qwen_image_edit"),
+        (("filter", "identity_rank_by"), "directional", "filter.identity_rank_by", "has no directional score"),
     ],
 )
 def test_bad_values_fail_naming_the_field(path, value, field, words):

@@ -6,14 +6,19 @@ import pytest
 
 from pipeline.config.loading import load_config
 from pipeline.commands.cost import estimate, images_per_second, tflop_per_image
+from stages.edit.config import EditConfig
 from tests.conftest import REPO
+
+
+def edit(backend: str, steps: int | None, resolution: int, **extra) -> EditConfig:
+    return EditConfig(backend=backend, steps=steps, resolution=resolution, **extra)
 
 
 def test_flops_per_edit_follow_the_reference_costs():
     # 20 steps x 3 UNet evaluations x 0.85 TFLOP + 2.5 VAE decode + 2 x 0.16 CLIP
-    assert tflop_per_image("instruct_pix2pix", 20, 512) == pytest.approx(53.82)
-    assert tflop_per_image("instruct_pix2pix", 20, 1024) == pytest.approx(4 * 53.5 + 0.32)
-    rate, source = images_per_second("instruct_pix2pix", "h100", 20, 512)
+    assert tflop_per_image(edit("instruct_pix2pix", 20, 512)) == pytest.approx(53.82)
+    assert tflop_per_image(edit("instruct_pix2pix", 20, 1024)) == pytest.approx(4 * 53.5 + 0.32)
+    rate, source = images_per_second(edit("instruct_pix2pix", 20, 512), "h100")
     assert rate == pytest.approx(800 * 0.3 / 53.82) and "estimated" in source
 
 
@@ -22,9 +27,12 @@ def test_production_cost_by_hand():
     cost = estimate(loaded, seeds=1000, gpus=8, gpu_type="h100")
     images = 1000 * (2 + 6 + 3 + 5 + 12 + 10 + 30) * 4
     assert cost.images == images
-    assert cost.gpu_hours == pytest.approx(images / (240 / 53.82) / 3600)
+    # FLUX.2 klein 4B distilled at 1024 px: 4 steps x one evaluation, decode, two CLIP passes
+    klein = 4 * dit_eval(3.07, 3072, 25, 4096 + 4096 + 512) + 4 * 2.5 + 0.32
+    assert cost.gpu_hours == pytest.approx(images / (240 / klein) / 3600)
+    assert cost.gpu_hours == pytest.approx(100, rel=0.01)  # what the config's comment says
     measured = estimate(loaded, seeds=1000, gpus=8, gpu_type="h100",
-                        measured={"instruct_pix2pix": {"h100": 10.0}, "caption": {"h100": 20.0}})
+                        measured={"flux2_klein": {"h100": 10.0}, "caption": {"h100": 20.0}})
     assert measured.gpu_hours == pytest.approx(images / 10 / 3600)
     assert measured.caption_gpu_hours == pytest.approx(1000 / 20 / 3600)
     assert measured.wall_hours == pytest.approx((images / 10 + 1000 / 20) / 3600 / 8)
@@ -32,7 +40,7 @@ def test_production_cost_by_hand():
 
 def test_plan_prints_the_cost_with_a_throughput_file(tmp_path):
     throughput = tmp_path / "throughput.json"
-    throughput.write_text(json.dumps({"instruct_pix2pix": {"a100": 2.0}}))
+    throughput.write_text(json.dumps({"flux2_klein": {"a100": 2.0}}))
     result = subprocess.run(
         [sys.executable, "-m", "pipeline", "plan", "configs/production.yaml", "--seeds", "100", "--gpus", "4",
          "--gpu-type", "a100", "--throughput", str(throughput)],
@@ -45,11 +53,36 @@ def test_plan_prints_the_cost_with_a_throughput_file(tmp_path):
     assert "GPU-hours: 3.78   wall time: 0.95 h" in result.stdout
 
 
+def dit_eval(token_weights_b, width, layers, tokens):
+    """One DiT evaluation by hand: 2 x weights x tokens + 4 x tokens^2 x width x layers (REFERENCES.md)."""
+    return (2 * token_weights_b * 1e9 * tokens + 4 * tokens**2 * width * layers) / 1e12
+
+
 def test_flops_per_image_by_backend_and_model_family():
     # text_to_image: 2 evaluations per step; SDXL's UNet is ~2x SD 1.5's per pixel; at 1024 px 4x the pixels
-    assert tflop_per_image("text_to_image", 50, 512) == pytest.approx(50 * 2 * 0.85 + 2.5 + 0.32)
-    assert tflop_per_image("text_to_image", 30, 1024, "sdxl") == pytest.approx(30 * 2 * 6.7 + 4 * 2.5 + 0.32)
-    assert tflop_per_image("flux_kontext", 28, 1024, "flux") == pytest.approx(28 * 164 + 4 * 2.5 + 0.32)
+    assert tflop_per_image(edit("text_to_image", 50, 512)) == pytest.approx(50 * 2 * 0.85 + 2.5 + 0.32)
+    assert tflop_per_image(edit("text_to_image", 30, 1024, model="stabilityai/sdxl-base-1.0")) == pytest.approx(
+        30 * 2 * 6.7 + 4 * 2.5 + 0.32)
+    decode_and_clip = 4 * 2.5 + 0.32  # at 1024 px
+    # FLUX.1 Kontext at 1024 px: 4,096 output + 4,096 context + 512 T5 tokens, 57 blocks of 3072, 28 steps
+    kontext = tflop_per_image(edit("flux_kontext", None, 1024))
+    assert kontext == pytest.approx(28 * dit_eval(6.45, 3072, 57, 8704) + decode_and_clip)
+    assert kontext == pytest.approx(4650, rel=0.02)  # REFERENCES.md: ~4,650
+    # FLUX.2 klein 4B distilled: 4 steps, one evaluation each, 25 blocks of 3072, Qwen3 at 512 tokens
+    klein = tflop_per_image(edit("flux2_klein", None, 1024, model="black-forest-labs/FLUX.2-klein-4B"))
+    assert klein == pytest.approx(4 * dit_eval(3.07, 3072, 25, 8704) + decode_and_clip)
+    assert klein == pytest.approx(330, rel=0.05)  # REFERENCES.md: ~330
+    base = tflop_per_image(edit("flux2_klein", None, 1024, model="black-forest-labs/FLUX.2-klein-base-4B"))
+    assert base == pytest.approx(50 * 2 * dit_eval(3.07, 3072, 25, 8704) + decode_and_clip)
+    assert base == pytest.approx(7700, rel=0.05)  # REFERENCES.md: ~7,700
+    # Qwen-Image-Edit-2511: 40 steps x 2 (true CFG), 60 blocks; the context is ~1 MP at any output size
+    qwen = tflop_per_image(edit("qwen_image_edit", None, 1024, max_batch=1))
+    assert qwen == pytest.approx(80 * dit_eval(6.8, 3072, 60, 4096 + 4096 + 236) + decode_and_clip)
+    assert qwen == pytest.approx(13400, rel=0.02)  # REFERENCES.md: ~13,400
+    assert qwen / klein == pytest.approx(40, rel=0.1)  # "roughly 40x klein's FLOPs per image"
+    qwen_512 = tflop_per_image(edit("qwen_image_edit", None, 512, max_batch=1))
+    assert qwen_512 == pytest.approx(80 * dit_eval(6.8, 3072, 60, 1024 + 4096 + 236) + 2.5 + 0.32)
+    assert qwen_512 > qwen / 2  # not a quarter: the context image keeps its 4,096 tokens
 
 
 def test_generate_mode_counts_the_base_images_and_img2img_only_its_strength_of_steps():

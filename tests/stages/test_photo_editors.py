@@ -1,4 +1,5 @@
-"""The photo editing backends besides InstructPix2Pix: img2img (SDEdit), masked inpainting, FLUX.1 Kontext."""
+"""The photo editing backends besides InstructPix2Pix: img2img (SDEdit), masked inpainting, FLUX.1 Kontext,
+FLUX.2 klein, Qwen-Image-Edit; and edit.keep_background for a global editor."""
 
 import numpy as np
 import pytest
@@ -9,6 +10,9 @@ from stages.models.segmenter import MaskConfig
 from stages.edit.img2img import Img2ImgEditor
 from stages.edit.inpaint import InpaintEditor
 from stages.edit.flux_kontext import FluxKontextEditor
+from stages.edit.flux2_klein import Flux2KleinEditor
+from stages.edit.instruct_pix2pix import InstructPix2PixEditor
+from stages.edit.qwen_image_edit import QwenImageEditEditor
 from stages.models.segmenter import RegionSegmenter, blend, region_mask
 from stages.utils.imaging import square_crop
 from stages.sets.stage import PlanConfig, SetPlanner
@@ -125,3 +129,80 @@ def test_kontext_renders_each_member_at_the_seed_size_whatever_shares_the_batch(
     assert [c["image_rgb"] for c in together[1]["candidates"]] == [c["image_rgb"] for c in alone["candidates"]]
     by_candidate = {c["candidate"]: c["image_rgb"] for c in alone["candidates"] if c["member_id"] == "male"}
     assert by_candidate[0] != by_candidate[1]
+
+
+KLEIN_SIDE = 64  # the klein pipeline refuses a reference image under 64 px
+
+
+def test_klein_renders_each_member_at_the_seed_size_whatever_shares_the_batch(tiny, taxonomy):
+    def klein(max_batch: int) -> Flux2KleinEditor:
+        editor = Flux2KleinEditor(EditConfig(backend="flux2_klein", model=tiny["flux2-klein"], steps=2,
+                                             resolution=KLEIN_SIDE, max_batch=max_batch, dtype="float32"))
+        editor.start()
+        return editor
+
+    editor = klein(max_batch=8)
+    assert editor.config.guidance_scale == 1.0 and editor.denoiser_evals_per_step(editor.config) == 1  # distilled
+    a, b = seed_row(noise_image(1), 0, seed_id="aaa"), seed_row(noise_image(2), 1, seed_id="bbb")
+    together = editor(planned(taxonomy, [a, b])).to_pylist()
+    (alone,) = editor(planned(taxonomy, [b])).to_pylist()
+    assert all(c["error"] is None and len(c["image_rgb"]) == KLEIN_SIDE * KLEIN_SIDE * 3 for c in alone["candidates"])
+    assert [c["image_rgb"] for c in together[1]["candidates"]] == [c["image_rgb"] for c in alone["candidates"]]
+    by_candidate = {c["candidate"]: c["image_rgb"] for c in alone["candidates"] if c["member_id"] == "male"}
+    assert by_candidate[0] != by_candidate[1]
+    # One image a call instead of four: float32 CPU kernels round differently by batch size, so within one level
+    # of 255 (measured: one value in 3,072 off by one), never a different image.
+    (single,) = klein(max_batch=1)(planned(taxonomy, [b])).to_pylist()
+    for one, four in zip(single["candidates"], alone["candidates"]):
+        diff = np.abs(np.frombuffer(one["image_rgb"], np.uint8).astype(int) - np.frombuffer(four["image_rgb"], np.uint8))
+        assert diff.max() <= 1
+
+
+def test_qwen_image_edit_renders_one_image_a_call_with_true_cfg(tiny, taxonomy):
+    editor = QwenImageEditEditor(EditConfig(backend="qwen_image_edit", model=tiny["qwen-image-edit"], steps=2,
+                                            resolution=SIDE, max_batch=1, dtype="float32"))
+    editor.start()
+    assert (editor.config.guidance_scale, editor.negative_prompt(editor.config)) == (4.0, " ")
+    assert editor.denoiser_evals_per_step(editor.config) == 2
+    (row,) = editor(planned(taxonomy, [seed_row(noise_image(5))], candidates=1)).to_pylist()
+    assert editor.counters["images_rendered"] == 2  # male and female, one call each
+    assert all(c["error"] is None and len(c["image_rgb"]) == SIDE * SIDE * 3 for c in row["candidates"])
+    assert row["candidates"][0]["image_rgb"] != row["candidates"][1]["image_rgb"]
+
+
+def keep_background_editor(tiny, threshold: float, feather: float = 0.5) -> InstructPix2PixEditor:
+    editor = InstructPix2PixEditor(EditConfig(
+        model=tiny["instruct-pix2pix"], steps=2, resolution=SIDE, dtype="float32", keep_background=True,
+        mask=MaskConfig(model=tiny["clipseg"], threshold=threshold, dilate=1, feather=feather),
+    ))
+    editor.start()
+    return editor
+
+
+def test_keep_background_leaves_every_pixel_outside_the_mask_as_the_seeds_for_a_global_editor(tiny, taxonomy, segmenter):
+    image = noise_image(13)
+    source = square_crop(image, SIDE)
+    threshold = float(np.percentile(segmenter.probabilities(source, ["person"]), 97))
+    # The seed's person region: CLIPSeg thresholded and grown by one pixel, unfeathered so that every pixel is
+    # either the seed's or the editor's (the feathered blend is region_mask's test above).
+    region = region_mask(segmenter.probabilities(source, ["person"]), threshold, dilate=1, feather=0)
+    outside, inside = region.soft == 0, region.soft == 255
+    assert 0.1 < outside.mean() < 0.9 and inside.any()
+    before = source_pixels(image)
+    plain = InstructPix2PixEditor(EditConfig(model=tiny["instruct-pix2pix"], steps=2, resolution=SIDE, dtype="float32"))
+    plain.start()
+    (free,) = plain(planned(taxonomy, [seed_row(image)])).to_pylist()
+    (kept,) = keep_background_editor(tiny, threshold, feather=0)(planned(taxonomy, [seed_row(image)])).to_pylist()
+    for free_cand, cand in zip(free["candidates"], kept["candidates"]):
+        edited, after = pixels(free_cand["image_rgb"]), pixels(cand["image_rgb"])
+        assert np.abs(edited[outside] - before[outside]).mean() > 1  # the editor repainted the background...
+        assert np.array_equal(after[outside], before[outside])  # ...and not one pixel of it is kept
+        assert np.array_equal(after[inside], edited[inside])  # inside the mask: the editor's own pixels
+
+
+def test_keep_background_without_a_person_region_is_an_error_set_with_the_reason(tiny, taxonomy):
+    editor = keep_background_editor(tiny, threshold=0.999999)
+    (row,) = editor(planned(taxonomy, [seed_row(noise_image(12))])).to_pylist()
+    assert row["set_status"] == "error" and row["candidates"] is None
+    assert "no 'person' region found" in row["set_reason"] and "edit.mask.threshold" in row["set_reason"]
+    assert editor.counters["images_rendered"] == 0  # found before any GPU work

@@ -83,6 +83,16 @@ def _check_backend(config: PipelineConfig, taxonomy: Taxonomy, source: str) -> N
                           f"only the {_backends_that('stops_early')} backend can stop members part-way "
                           f"(backend is {config.edit.backend})")
     config.edit = editor.with_defaults(config.edit)
+    edit = config.edit
+    if edit.negative_prompt is not None and not editor.takes_negative_prompt:
+        raise ConfigError(source, "edit.negative_prompt", f"{edit.backend} takes no negative prompt; allowed with: "
+                                                          f"{_backends_that('takes_negative_prompt', ', ')}")
+    if edit.preserve_identity and editor.prompt_field != "instruction":
+        raise ConfigError(source, "edit.preserve_identity", f"{edit.backend} is prompted with the target caption, "
+                                                            "not an instruction: the identity clause does not apply")
+    if edit.keep_background and editor.makes_own_seeds:
+        raise ConfigError(source, "edit.keep_background", f"{edit.backend} makes its own base images: there is no "
+                                                          "seed photo to keep")
     problems = editor.config_problems(config)
     if problems:
         raise ConfigError(source, *problems[0])
@@ -96,11 +106,23 @@ def _check_backend(config: PipelineConfig, taxonomy: Taxonomy, source: str) -> N
                 )
 
 
-def _backends_that(capability: str) -> str:
-    return " or ".join(name for name, editor in registry.BACKENDS.items() if getattr(editor, capability))
+def _backends_that(capability: str, joiner: str = " or ") -> str:
+    return joiner.join(name for name, editor in registry.BACKENDS.items() if getattr(editor, capability))
+
+
+def _fill_judge_model(config: PipelineConfig) -> None:
+    """filter.judge.model left null: the captioner's model, at its pinned revision."""
+    judge = config.filter.judge
+    if judge.enabled and judge.model is None:
+        if config.input.kind == "generate":
+            return  # no captioner: _check_cross_fields says so
+        judge.model, judge.revision = config.caption.model, config.caption.revision
 
 
 def _check_cross_fields(config: PipelineConfig, source: str) -> None:
+    if config.filter.judge.enabled and config.filter.judge.model is None:
+        raise ConfigError(source, "filter.judge.model", "generate mode has no captioner to take the judge from: "
+                                                        "name a chat VLM")
     if config.shards.provenance.watermark and config.edit.resolution < WATERMARK_MIN_SIDE:
         raise ConfigError(
             source, "shards.provenance.watermark",
@@ -139,6 +161,7 @@ def parse_config(data: dict, source: str = "<config>", base_dir: str | Path = ".
             raise ConfigError(source, f"restrict_values.{attribute}", "keep at least two distinct values")
     taxonomy = restrict_values(taxonomy, config.restrict_values)
     _check_against_taxonomy(config, taxonomy, source)
+    _fill_judge_model(config)
     _check_cross_fields(config, source)
     _check_backend(config, taxonomy, source)
     return LoadedConfig(config=config, taxonomy=taxonomy, path=source)

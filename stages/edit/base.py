@@ -18,29 +18,18 @@ from the config alone: ``with_defaults`` (its steps, guidance and identity claus
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import os
 
 import numpy as np
 
 from schemas.records import SET, STATUS_ERROR, STATUS_OK
 from stages.base import ModelUse, SetStage
+from stages.edit.calls import generators, to_uint8
 from stages.edit.config import EditConfig
 from stages.models.segmenter import RegionSegmenter, blend
 from stages.utils import faults
 from stages.utils.imaging import from_raw, square_crop
 from stages.utils.torch_runtime import resolve_device, resolve_dtype, set_threads
-
-
-def to_uint8(images) -> list[np.ndarray]:
-    """Pipeline output in [0, 1] (numpy, N x H x W x 3) -> uint8 arrays."""
-    return [np.clip(np.round(np.asarray(img) * 255.0), 0, 255).astype(np.uint8) for img in images]
-
-
-def draw_uniform(noise_seed: int, stream: int, low: float, high: float) -> float:
-    """A value in [low, high] from the candidate's seed: stream 1 is guidance, 2 the p2p fraction."""
-    return float(np.random.default_rng([int(noise_seed) & (2**64 - 1), stream]).uniform(low, high))
 
 
 class Editor(SetStage):
@@ -91,15 +80,6 @@ class Editor(SetStage):
         if cls.max_images_per_call is not None and edit.max_batch > cls.max_images_per_call:
             found.append(("edit.max_batch", f"{cls.backend}'s pipeline takes at most {cls.max_images_per_call} "
                                             f"image(s) a call (got {edit.max_batch})"))
-        if edit.negative_prompt is not None and not cls.takes_negative_prompt:
-            found.append(("edit.negative_prompt", f"{cls.backend} takes no negative prompt; "
-                                                  f"allowed with: {_backends_with('takes_negative_prompt')}"))
-        if edit.preserve_identity and cls.prompt_field != "instruction":
-            found.append(("edit.preserve_identity", f"{cls.backend} is prompted with the target caption, not an "
-                                                    "instruction: the identity clause does not apply"))
-        if edit.keep_background and cls.makes_own_seeds:
-            found.append(("edit.keep_background", f"{cls.backend} makes its own base images: there is no seed "
-                                                  "photo to keep"))
         return found
 
     @classmethod
@@ -312,27 +292,3 @@ class Editor(SetStage):
 
     def process_row(self, row: dict) -> None:
         row["candidates"] = self.edit_set(row)
-
-
-def generators(seeds) -> list:
-    """One CPU generator per image: noise comes from the candidate's seed, whatever the device or batch."""
-    import torch
-
-    return [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
-
-
-def _backends_with(capability: str) -> str:
-    from stages.edit.registry import BACKENDS  # the registry imports this module
-
-    return ", ".join(name for name, editor in BACKENDS.items() if getattr(editor, capability)) or "none"
-
-
-def no_safety_checker(model: str) -> dict:
-    """SD 1.5-family pipelines take a ``safety_checker`` (the filter's own safety check replaces it);
-    SDXL pipelines have none and would warn about the argument, so a local model without one gets none."""
-    index = os.path.join(model, "model_index.json")
-    if os.path.isfile(index):
-        with open(index, encoding="utf-8") as handle:
-            if "safety_checker" not in json.load(handle):
-                return {}
-    return {"safety_checker": None, "requires_safety_checker": False}

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from stages.edit.base import Editor, no_safety_checker
+from stages.edit.base import Editor
+from stages.edit.calls import no_safety_checker
 from stages.edit.config import EditConfig
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from stages.edit.base import no_safety_checker
+from stages.edit.calls import no_safety_checker
 from stages.edit.img2img import Img2ImgEditor
 
 

@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from stages.edit.base import to_uint8
+from stages.edit.calls import to_uint8
 from stages.edit.p2p import AttentionControl, PromptToPromptProcessor, token_map
 
 

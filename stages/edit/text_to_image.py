@@ -27,7 +27,8 @@ import numpy as np
 from dataclasses import asdict
 
 from schemas.records import CLIP_SCORES, STATUS_REJECTED
-from stages.edit.base import Editor, draw_uniform, no_safety_checker
+from stages.edit.base import Editor
+from stages.edit.calls import draw_uniform, no_safety_checker
 from stages.edit.config import EditConfig
 
 

@@ -143,6 +143,12 @@ def test_klein_renders_each_member_at_the_seed_size_whatever_shares_the_batch(ti
 
     editor = klein(max_batch=8)
     assert editor.config.guidance_scale == 1.0 and editor.denoiser_evals_per_step(editor.config) == 1  # distilled
+    (plan_row,) = planned(taxonomy, [seed_row(noise_image(1))]).to_pylist()
+    female = next(m for m in plan_row["members"] if m["member_id"] == "female")
+    clause = "Keep the same face shape, clothing, pose and background."
+    assert editor.prompt(female) == f"{female['instruction']} {clause}"  # on by default for klein
+    ip2p = InstructPix2PixEditor(EditConfig(model="unused"))
+    assert ip2p.prompt(female) == female["instruction"]  # off for InstructPix2Pix's 77-token prompt
     a, b = seed_row(noise_image(1), 0, seed_id="aaa"), seed_row(noise_image(2), 1, seed_id="bbb")
     together = editor(planned(taxonomy, [a, b])).to_pylist()
     (alone,) = editor(planned(taxonomy, [b])).to_pylist()

@@ -20,7 +20,13 @@ STATUS_REJECTED = "rejected"
 
 # The filter's CLIP scores of a candidate, each with a threshold (filter.thresholds), then the safety score.
 CLIP_SCORES = ("text_image", "directional", "image_image", "attribute_margin")
-SCORE_NAMES = CLIP_SCORES + ("nsfw",)
+# The VLM judge's (filter.judge): P(yes) of closed questions, each with a threshold (filter.judge.thresholds)
+JUDGE_SCORES = ("judge_attribute", "judge_concept", "judge_scene")
+# Model-free drift (filter.drift): the person's skin colour (CIELAB L* and hue angle) in seed and member, its
+# change, and the change outside the person (mean absolute pixel difference, structural similarity)
+DRIFT_SCORES = ("skin_l_seed", "skin_l", "skin_hue_seed", "skin_hue", "delta_l", "delta_hue", "outside_mad",
+                "outside_ssim")
+SCORE_NAMES = CLIP_SCORES + ("nsfw",) + JUDGE_SCORES + DRIFT_SCORES
 ClipScoreName = Literal[CLIP_SCORES]  # a config field naming one of them (filter.rank_by)
 
 # Listing of inputs, made on the driver: cheap, no image bytes yet.
@@ -88,6 +94,8 @@ CANDIDATE = pa.struct(
         pa.field("image_image", pa.float32()),
         pa.field("attribute_margin", pa.float32()),
         pa.field("nsfw", pa.float32()),  # P(unsafe) from the safety check; null when it is off
+        *(pa.field(name, pa.float32()) for name in JUDGE_SCORES + DRIFT_SCORES),  # null: off, not asked, abstained
+        pa.field("judge_answers", pa.string()),  # JSON: each question asked, P(yes), yes + no mass
         pa.field("failed_checks", pa.list_(pa.string())),
         # checks that did not apply to this candidate, and why ("directional: identity member: no text change")
         pa.field("score_notes", pa.string()),
@@ -153,6 +161,8 @@ MANIFEST = pa.schema(
         pa.field("image_image", pa.float32()),
         pa.field("attribute_margin", pa.float32()),
         pa.field("nsfw", pa.float32()),  # safety check score, P(unsafe); null when the check is off
+        *(pa.field(name, pa.float32()) for name in JUDGE_SCORES + DRIFT_SCORES),
+        pa.field("judge_answers", pa.string()),  # JSON list: {check, question, p_yes (null: abstained), mass}
         pa.field("score_notes", pa.string()),  # checks that did not apply, and why (a null score has one)
         pa.field("identity_member", pa.bool_()),  # the member shows the seed's own value (see MEMBER.identity)
         pa.field("shard", pa.string()),  # tar holding the member sample (shards/, and its set in sets/); null unless accepted
@@ -166,6 +176,7 @@ MANIFEST = pa.schema(
         pa.field("captioner", pa.string()),
         pa.field("editor", pa.string()),
         pa.field("clip_model", pa.string()),
+        pa.field("judge_model", pa.string()),  # filter.judge's VLM; null when the judge is off
         pa.field("config_hash", pa.string(), nullable=False),
     ]
 )

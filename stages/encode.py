@@ -13,6 +13,8 @@ other copy); then it drops the raw images.
 
 from __future__ import annotations
 
+import json
+
 from dataclasses import dataclass, field
 
 from PIL import Image
@@ -119,6 +121,7 @@ class SampleEncoder(SetStage):
             "p2p_fraction": cand.get("p2p_fraction"),
             "scores": {k: cand.get(k) for k in SCORE_NAMES},
             "score_notes": cand.get("score_notes"),
+            "judge_answers": json.loads(cand["judge_answers"]) if cand.get("judge_answers") else [],
         }
 
     def set_json(self, row: dict) -> dict:

@@ -1,6 +1,9 @@
-"""Filter: score every member candidate with open_clip and decide what the set keeps.
+"""Filter: score every member candidate with open_clip, measure its drift, ask a VLM judge about the
+survivors, and decide what the set keeps.
 
-The scores and checks are stages/models/clip_checks.py's. A candidate passes when every enabled threshold
+The scores and checks are stages/models/clip_checks.py's, then with ``drift.enabled`` the model-free drift
+measures of every candidate (stages/models/drift_checks.py), then with ``judge.enabled`` the VLM judge's
+questions about the candidates that passed every other check (stages/models/judge_checks.py). A candidate passes when every enabled threshold
 holds and, with ``safety.enabled``, its NSFW score (stages/models/safety.py, on the same embeddings) is at most the safety threshold. Per member the best passing candidate by
 ``rank_by`` is kept; a set is accepted when at least ``min_members`` members have one (0 = all).
 The identity member (the value the seed already shows) has no ``directional`` score: with ``rank_by:
@@ -22,8 +25,10 @@ import numpy as np
 from schemas.records import SET, STATUS_ACCEPTED, STATUS_OK, STATUS_REJECTED, ClipScoreName
 from stages.base import Resources, SetStage
 from stages.models.clip_checks import ClipChecks, Thresholds
+from stages.models.drift_checks import DriftChecks, DriftConfig
+from stages.models.judge_checks import JudgeChecks, JudgeConfig, JudgeVocabulary
 from stages.models.safety import SafetyConfig, SafetyScorer
-from stages.utils.imaging import from_raw
+from stages.utils.imaging import from_raw, square_crop
 
 
 @dataclass
@@ -41,6 +46,8 @@ class FilterConfig:
     # Pickle checkpoints (.bin/.pt/.ckpt) can run code when loaded: refused unless you trust them.
     allow_pickle: bool = False
     safety: SafetyConfig = field(default_factory=SafetyConfig)
+    judge: JudgeConfig = field(default_factory=JudgeConfig)  # a chat VLM's closed questions, after CLIP
+    drift: DriftConfig = field(default_factory=DriftConfig)  # skin colour and the scene outside the person
     resources: Resources = field(default_factory=lambda: Resources(num_cpus=1, num_gpus=0.25, batch_size=16))
 
     def problems(self) -> list[tuple[str, str]]:
@@ -59,14 +66,26 @@ class ClipFilter(SetStage):
     name = "filter"
     output_schema = SET
 
-    def __init__(self, config: FilterConfig):
+    def __init__(self, config: FilterConfig, vocabulary: JudgeVocabulary | None = None):
         super().__init__()
         self.config = config
+        self.vocabulary = vocabulary  # the taxonomy's words for the judge's questions
 
     def setup(self) -> None:
         self.checks = ClipChecks(self.config)
         self.embedder = self.checks.embedder
         self.safety = SafetyScorer(self.config.safety, self.embedder) if self.config.safety.enabled else None
+        device = self.embedder.device
+        self.drift = None
+        if self.config.drift.enabled:
+            self.drift = DriftChecks(self.config.drift, device, self.config.allow_pickle)
+            self.drift.setup()
+        self.judge = None
+        if self.config.judge.enabled:
+            if self.vocabulary is None:
+                raise ValueError("filter.judge asks about the taxonomy's values and concepts: pass its vocabulary")
+            self.judge = JudgeChecks(self.config.judge, self.vocabulary, device)
+            self.judge.setup()
 
     def wants(self, row: dict) -> bool:
         return row["status"] == STATUS_OK and row["candidates"] is not None and row["set_status"] is None
@@ -111,6 +130,7 @@ class ClipFilter(SetStage):
                 return
         # Generate mode: a base image that does not show its own prompt fails its whole candidate set.
         base_failures = self._base_failures(sources, text[row["caption"]]) if bases is not None else {}
+        failure_reasons: dict[int, list[str]] = {}
         # Zero-shot over the members, for every candidate of the set in one product.
         cand_embeddings = embeddings[n_sources:]
         probs = self.embedder.zero_shot(cand_embeddings, np.stack([text[p] for p in prompts])) if live else []
@@ -133,15 +153,51 @@ class ClipFilter(SetStage):
             if key is not None and key in unsafe_sources:
                 cand["failed_checks"].append("nsfw_source")
                 reasons.append(self.safety.reason(float(nsfw[source_keys.index(key)]), "base image nsfw"))
+            failure_reasons[id(cand)] = reasons
+        cand_images = images[n_sources:]
+        # drift and the judge's scene question compare pixels and framing: the seed as the editor saw it, its crop
+        side = live[0]["width"] if live else None
+        source_images = {key: (square_crop(image, side) if bases is None and side else image)
+                         for key, image in zip(source_keys, images[:n_sources])}
+        if self.drift is not None:  # every candidate: drift is what the other checks do not see
+            self._add_failures(self._by_source(live, cand_images, bases, lambda key, group: self.drift.judge_set(
+                row, source_images[key], [(c, im) for c, im in group])), failure_reasons)
+            self.counters["drift_measured"] += len(live)
+        if self.judge is not None:  # the survivors of every other check only
+            survivors = [(c, im) for c, im in zip(live, cand_images) if not c["failed_checks"]]
+            self._add_failures(self._by_source([c for c, _ in survivors], [im for _, im in survivors], bases,
+                                               lambda key, group: self.judge.judge_set(
+                row, source_images[key], [(c, members[index_of[c["member_id"]]], im) for c, im in group])),
+                failure_reasons)
+            self.counters["judged"] += len(survivors)
+        for cand in live:
             if cand["failed_checks"]:
                 cand["status"] = STATUS_REJECTED
-                cand["reason"] = "failed: " + "; ".join(reasons)
+                cand["reason"] = "failed: " + "; ".join(failure_reasons[id(cand)])
         passing = [c for c in live if not c["failed_checks"]]
         needed = checks.members_needed(len(members))
         if bases is None:
             self._keep_best_per_member(row, passing, needed)
         else:
             self._keep_best_candidate_set(row, passing, needed)
+
+    @staticmethod
+    def _by_source(cands: list[dict], cand_images: list, bases, judge) -> list[tuple[dict, tuple[list, list]]]:
+        """Call ``judge(source key, [(candidate, image)])`` once per source image (the seed, or in generate mode
+        each candidate's own base); returns (candidate, (failed checks, reasons)) pairs."""
+        groups: dict = {}
+        for cand, image in zip(cands, cand_images):
+            groups.setdefault(cand["candidate"] if bases is not None else None, []).append((cand, image))
+        out = []
+        for key, group in groups.items():
+            out += [(cand, verdict) for (cand, _), verdict in zip(group, judge(key, group))]
+        return out
+
+    @staticmethod
+    def _add_failures(verdicts, failure_reasons: dict[int, list[str]]) -> None:
+        for cand, (failed, reasons) in verdicts:
+            cand["failed_checks"] += failed
+            failure_reasons[id(cand)] += reasons
 
     def _base_failures(self, sources: dict, caption_embedding) -> dict[int, str]:
         """candidate -> reason, for the bases whose similarity to the base prompt is below the minimum."""

@@ -84,6 +84,9 @@ class CostEstimate:
     captions: int = 0  # seeds the captioner reads
     caption_gpu_hours: float | None = None  # None: the captioner's size is unknown
     caption_source: str = ""
+    judge_questions: int = 0  # filter.judge's questions, if every candidate passed the CLIP checks (an upper bound)
+    judge_gpu_hours: float | None = None  # None: no judge, or its size is unknown
+    judge_source: str = ""
 
 
 def caption_tflop(caption) -> float | None:
@@ -129,6 +132,53 @@ def images_per_second(edit: EditConfig, gpu_type: str, measured: dict | None = N
     return rate, f"estimated from FLOPs, {tflop:,.0f} TFLOP per image, at {utilisation:.0%} of {PEAK_TFLOPS[gpu_type]:g} TFLOP/s"
 
 
+JUDGE_TEXT_TOKENS = 60  # the chat template, the question and " Answer yes or no."
+
+
+def judge_image_tokens(model: str, resolution: int) -> int | None:
+    """Tokens one member image costs the judge: Qwen2.5-VL reads a token per 28 x 28 pixels of the image as
+    given (the table's count is for a 1024 px seed), the fixed-grid models their table count."""
+    params, tokens = CAPTIONERS.get(model, (None, None))
+    if tokens is None:
+        return None
+    return round(tokens * (resolution / 1024) ** 2) if "qwen" in model.lower() else tokens
+
+
+def judge_questions_per_candidate(loaded) -> dict[str, tuple[int, int]]:
+    """axis -> (one-image questions, two-image questions) the judge asks about one candidate of that axis."""
+    taxonomy, judge = loaded.taxonomy, loaded.config.filter.judge
+    two_images = int(judge.thresholds.judge_scene is not None and "llava" not in (judge.model or "").lower())
+    out = {}
+    for axis in loaded.config.plan.axes:
+        attributes = taxonomy.axes[axis].attributes
+        out[axis] = (sum(len(taxonomy.attributes[a].values) for a in attributes) + 1, two_images)
+    return out
+
+
+def judge_cost(loaded, seeds: int, gpu_type: str) -> tuple[int, float | None, str]:
+    """(questions, GPU-hours, how counted) of filter.judge's prefill for ``seeds``: one forward pass per
+    question, 2 x parameters x tokens, as if every candidate passed the CLIP checks (the judge sees only those)."""
+    config = loaded.config
+    judge = config.filter.judge
+    params = CAPTIONERS.get(judge.model or "", (None, None))[0]
+    image_tokens = judge_image_tokens(judge.model or "", config.edit.resolution)
+    per_axis = judge_questions_per_candidate(loaded)
+    candidates = config.plan.candidates_per_set
+    members = {axis: len(loaded.taxonomy.axis_value_combinations(axis)) for axis in config.plan.axes}
+    questions = tokens = 0
+    for axis, (single, double) in per_axis.items():
+        n = seeds * members[axis] * candidates
+        questions += n * (single + double)
+        if image_tokens is not None:
+            tokens += n * (single * (image_tokens + JUDGE_TEXT_TOKENS) + double * (2 * image_tokens + JUDGE_TEXT_TOKENS))
+    if params is None or image_tokens is None:
+        return questions, None, f"unknown size of {judge.model}"
+    tflop = 2 * params * 1e9 * tokens / 1e12
+    hours = tflop / (PEAK_TFLOPS[gpu_type] * DEFAULT_UTILISATION) / 3600
+    return questions, hours, (f"prefill only, {tflop / max(questions, 1):.1f} TFLOP a question, if every candidate "
+                              "passed the CLIP checks")
+
+
 def load_throughput(path: str | Path) -> dict:
     data = json.loads(Path(path).read_text(encoding="utf-8"))
     if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
@@ -155,6 +205,10 @@ def estimate(loaded, seeds: int, gpus: int, gpu_type: str, measured: dict | None
             return cost
         cost.caption_gpu_hours = seeds / caption_rate / 3600
         cost.wall_hours = (gpu_hours + cost.caption_gpu_hours) / max(gpus, 1)
+    if loaded.config.filter.judge.enabled and gpu_type in PEAK_TFLOPS:
+        cost.judge_questions, cost.judge_gpu_hours, cost.judge_source = judge_cost(loaded, seeds, gpu_type)
+        if cost.judge_gpu_hours is not None:
+            cost.wall_hours += cost.judge_gpu_hours / max(gpus, 1)
     return cost
 
 
@@ -164,13 +218,18 @@ def describe_cost(cost: CostEstimate, gpu_type: str) -> str:
         f"per GPU ({cost.source})",
     ]
     if cost.captions and cost.caption_gpu_hours is not None:
-        total = cost.gpu_hours + cost.caption_gpu_hours
+        judge = cost.judge_gpu_hours or 0.0
+        total = cost.gpu_hours + cost.caption_gpu_hours + judge
         lines += [
             f"  editor GPU-hours: {cost.gpu_hours:.2f}",
             f"  captioner GPU-hours: {cost.caption_gpu_hours:.2f} for {cost.captions} seeds "
             f"({cost.caption_gpu_hours / total:.1%} of the total; {cost.caption_source})",
-            f"  GPU-hours: {total:.2f}   wall time: {cost.wall_hours:.2f} h (CLIP scoring adds a few percent)",
         ]
+        if cost.judge_questions:
+            lines.append(f"  judge GPU-hours: {judge:.2f} for at most {cost.judge_questions} questions "
+                         f"({judge / total:.1%} of the total; {cost.judge_source})" if cost.judge_gpu_hours is not None
+                         else f"  judge: {cost.judge_questions} questions at most, not counted ({cost.judge_source})")
+        lines.append(f"  GPU-hours: {total:.2f}   wall time: {cost.wall_hours:.2f} h (CLIP scoring adds a few percent)")
     else:
         captioning = f"captioning not counted: {cost.caption_source}" if cost.captions else "no captioning"
         lines.append(f"  GPU-hours: {cost.gpu_hours:.2f}   wall time: {cost.wall_hours:.2f} h ({captioning})")

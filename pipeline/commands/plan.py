@@ -56,12 +56,14 @@ def describe(loaded: LoadedConfig, seeds: int | None = None, limit: int | None =
     lines.append(f"  {'stage':<8} {'model':<44} {'actors':>6} {'cpus':>5} {'gpus':>5} {'batch':>5}")
     editor = registry.backend(config.edit.backend)
     stage_of_role = {"captioner": "caption", "concept": "concept", "editor": "edit", "segmenter": "edit",
-                     "clip": "filter"}
+                     "clip": "filter", "judge": "filter", "drift_segmenter": "filter"}
     models: dict[str, str] = {}
     for use in run_models(config):
         stage = stage_of_role[use.role]
         models[stage] = f"{models[stage]} + {use.ref}" if stage in models else use.ref
     models["edit"] = f"{models['edit']} [{config.edit.backend}]"
+    if config.filter.judge.enabled:
+        models["screen"] = f"{config.filter.judge.model} (the judge)"
     models["encode"] = " + ".join([f"JPEG q{config.shards.jpeg_quality}"] + [
                   part for part, on in (("provenance", config.shards.provenance.metadata),
                                         ("watermark", config.shards.provenance.watermark),

@@ -72,6 +72,12 @@ def run_models(config: PipelineConfig) -> list[ModelUse]:
     uses += registry.backend(config.edit.backend).models(config.edit)
     uses.append(ModelUse("clip", "filter.model", config.filter.model, config.filter.pretrained,
                          config.filter.allow_pickle))
+    judge, drift = config.filter.judge, config.filter.drift
+    if judge.enabled and judge.model:  # a null model is filled with the captioner's when the config loads
+        uses.append(ModelUse("judge", "filter.judge.model", judge.model, judge.revision, judge.allow_pickle))
+    if drift.enabled:
+        uses.append(ModelUse("drift_segmenter", "filter.drift.mask.model", drift.mask.model, drift.mask.revision,
+                             config.filter.allow_pickle))
     return uses
 
 

@@ -10,7 +10,7 @@ from pipeline.config.model_refs import run_models
 from stages.edit import registry
 
 # The roles a sample records, always present (null when the run has no such model).
-RECORDED_ROLES = ("captioner", "editor", "clip")
+RECORDED_ROLES = ("captioner", "editor", "clip", "judge")
 
 
 def generation_settings(config) -> dict:

@@ -9,6 +9,7 @@ from typing import Callable
 
 from pipeline.config.loading import allowed_concepts
 from pipeline.config.sections import PipelineConfig
+from schemas.articles import with_article
 from schemas.taxonomy import Taxonomy
 from stages.base import Resources, Stage
 from stages.caption import Captioner
@@ -16,8 +17,21 @@ from stages.concept import ZeroShotConcept
 from stages.edit import registry
 from stages.encode import SampleEncoder
 from stages.filter import ClipFilter
+from stages.screen import SeedScreen
+from stages.models.judge_checks import JudgeVocabulary
+from stages.sets.phrasing import person_phrase
 from stages.ingest.decode import DecodeSeeds
 from stages.sets.stage import SetPlanner
+
+
+def judge_vocabulary(taxonomy: Taxonomy) -> JudgeVocabulary:
+    """The words the filter's judge asks with: "a woman", "an Asian person", "a chef"."""
+    return JudgeVocabulary(
+        value_phrases={a.id: {v.id: person_phrase((v,)) for v in a.values.values()}
+                       for a in taxonomy.attributes.values()},
+        attribute_names={a.id: a.id.replace("_", " ") for a in taxonomy.attributes.values()},
+        concept_phrases={c.id: with_article(c.words) for c in taxonomy.concepts.values()},
+    )
 
 
 @dataclass
@@ -39,12 +53,17 @@ def stage_specs(config: PipelineConfig, taxonomy: Taxonomy, provenance: dict, cl
             concepts = allowed_concepts(config, taxonomy)
             specs.append(StageSpec(ZeroShotConcept.name, functools.partial(ZeroShotConcept, config.concept, concepts),
                                    config.concept.resources))
+        judge = config.filter.judge
+        if judge.enabled and judge.screen_seeds:
+            specs.append(StageSpec(SeedScreen.name, functools.partial(SeedScreen, judge, config.input.people,
+                                                                      config.filter.device), config.filter.resources))
     editor = registry.backend(config.edit.backend)
     return specs + [
         StageSpec(SetPlanner.name, functools.partial(SetPlanner, config.plan, taxonomy, config.run.seed),
                   config.plan.resources),
         StageSpec(editor.name, functools.partial(editor, config.edit, config.filter), config.edit.resources),
-        StageSpec(ClipFilter.name, functools.partial(ClipFilter, config.filter), config.filter.resources),
+        StageSpec(ClipFilter.name, functools.partial(ClipFilter, config.filter, judge_vocabulary(taxonomy)),
+                  config.filter.resources),
         StageSpec(SampleEncoder.name, functools.partial(SampleEncoder, config.shards, provenance),
                   config.encode.resources),
     ]

@@ -123,7 +123,8 @@ class ShardWriter:
             "set_status": row.get("set_status") or STATUS_ERROR, "seed_status": row["status"],
             "caption": row.get("caption"), "caption_note": row.get("caption_note"),
             "captioner": prov["models"]["captioner"], "editor": prov["models"]["editor"],
-            "clip_model": prov["models"]["clip"], "config_hash": prov["config_hash"],
+            "clip_model": prov["models"]["clip"], "judge_model": prov["models"].get("judge"),
+            "config_hash": prov["config_hash"],
         }
         members = {m["member_id"]: m for m in row["members"]}
         candidates = row.get("candidates")
@@ -147,6 +148,7 @@ class ShardWriter:
                     "status": cand.get("status") or STATUS_ERROR, "reason": cand.get("reason"),
                     "target_caption": member["target_caption"], "instruction": member["instruction"],
                     **{k: cand.get(k) for k in SCORE_NAMES},
+                    "judge_answers": cand.get("judge_answers"),
                     "score_notes": cand.get("score_notes"), "identity_member": bool(member.get("identity")),
                     "shard": shard if accepted else None,
                     "sample_key": key if accepted else None,

@@ -10,18 +10,21 @@ import pyarrow.parquet as pq
 
 from schemas import SCHEMA_VERSION
 from schemas.keys import parse_shard_name
+from pipeline.output.parity import PARITY_COLUMNS, ParityCounter, flagged
 from pipeline.output.storage import Storage
 from schemas.layout import MANIFEST_DIR, manifest_name, tar_name
 from schemas.layout import REVIEW_APPLIED_FILE
 from schemas.records import STATUS_ACCEPTED, STATUS_ERROR, STATUS_OK, VERDICT_REJECT, in_shards
 from stages.ingest.reading import is_duplicate
 
-COLUMNS = ["seed_index", "seed_status", "set_id", "set_status", "axis", "concept", "status", "sample_key", "reason",
-           "caption_note", "shard", "review_verdict", "reviewers"]
+COLUMNS = list(dict.fromkeys(["seed_index", "seed_status", "set_id", "set_status", "axis", "concept", "status",
+                               "sample_key", "reason", "caption_note", "shard", "review_verdict", "reviewers",
+                               *PARITY_COLUMNS]))
 
 
 def collect(storage: Storage) -> tuple[dict, dict]:
-    """``(stats, sizes)``: counts by status, concept and axis; shard name -> accepted samples."""
+    """``(stats, sizes)``: counts by status, concept and axis, parity by attribute value (pipeline/output/parity.py);
+    shard name -> accepted samples."""
     seeds: dict[int, str] = {}
     sets: dict[tuple, str] = {}
     by_concept_axis: dict[str, Counter] = defaultdict(Counter)
@@ -29,6 +32,7 @@ def collect(storage: Storage) -> tuple[dict, dict]:
     error_kinds = Counter()
     caption_notes = Counter()  # sets whose caption the checks changed, or whose phrasing fell back
     sizes: dict[str, int] = {}
+    parity = ParityCounter()
     review = {"sets_reviewed": set(), "sets_vetoed": set(), "members_vetoed": 0, "reviewers": set(), "in_shards": set()}
     for name in storage.list(MANIFEST_DIR):
         try:
@@ -52,6 +56,7 @@ def collect(storage: Storage) -> tuple[dict, dict]:
                     if note:  # the kind: "first sentence kept", "fallback phrasing", "cut to 40 words", ...
                         caption_notes[note.split(":")[0]] += 1
             candidates[row["status"]] += 1
+            parity.add(row)
             if row["status"] == STATUS_ERROR and row["reason"]:
                 error_kinds[row["reason"].split(":")[0]] += 1
             if in_shards(row):
@@ -76,6 +81,8 @@ def collect(storage: Storage) -> tuple[dict, dict]:
         "candidate_error_kinds": dict(sorted(error_kinds.items())),
         "caption_notes": dict(sorted(caption_notes.items())),
         "sets_in_shards": len(review["in_shards"]),
+        "parity": (by_value := parity.result()),
+        "parity_flagged": flagged(by_value),
         "review": _review_stats(storage, review),
     }
     return stats, dict(sorted(sizes.items()))

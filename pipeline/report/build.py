@@ -9,11 +9,11 @@ from pipeline.output.storage import Storage
 from pipeline.report.card import render_card
 from pipeline.report.croissant import render_croissant
 from pipeline.report.contents import OutputContents
-from pipeline.report.plots import acceptance_plot, members_per_value, score_histograms
+from pipeline.report.plots import acceptance_plot, acceptance_per_value, members_per_value, score_histograms
 from pipeline.report.preview import render_preview
 from schemas.layout import CARD_FILE, CROISSANT_FILE, PLOTS_DIR, PREVIEW_FILE
 
-PLOTS = ("acceptance.png", "scores.png", "members_per_value.png")
+PLOTS = ("acceptance.png", "scores.png", "members_per_value.png", "acceptance_per_value.png")
 
 
 def write_report(storage: Storage, max_sets: int = 500, pictures: bool = True) -> list[str]:
@@ -29,7 +29,7 @@ def write_report(storage: Storage, max_sets: int = 500, pictures: bool = True) -
         thresholds = contents.run.get("config", {}).get("filter", {}).get("thresholds", {})
         sets = contents.sets()
         for name, data in zip(PLOTS, (acceptance_plot(sets), score_histograms(contents.manifest, thresholds),
-                                      members_per_value(contents.manifest))):
+                                      members_per_value(contents.manifest), acceptance_per_value(stats))):
             storage.write_atomic(data, PLOTS_DIR, name)
         written += [PREVIEW_FILE, *(f"{PLOTS_DIR}/{name}" for name in PLOTS)]
     return written

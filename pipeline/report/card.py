@@ -64,6 +64,10 @@ def render_card(contents: OutputContents, stats: dict) -> str:
         "",
         *_table(accepted_counts(contents)),
         "",
+        "## Parity by attribute value",
+        "",
+        *_parity_lines(stats),
+        "",
         "## How it was made",
         "",
         (f"- seeds: generated from text, base prompts {(config.get('input') or {}).get('prompts')} per concept"
@@ -111,6 +115,35 @@ def render_card(contents: OutputContents, stats: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _parity_lines(stats: dict) -> list[str]:
+    """Which values the filter favoured: acceptance per value over all concepts, and every value under four fifths
+    of its attribute's best (the four-fifths rule), in any concept."""
+    parity = stats.get("parity") or {}
+    lines = ["The share of judged members the filter accepted, per attribute value, over all concepts "
+             "(`stats.json`'s `parity` has it per concept, with the judge's and drift's mean scores):", ""]
+    rows = [(scope.split("/", 1)[1], attribute, value, entry) for scope, attributes in parity.items()
+            if scope.startswith("all/") for attribute, values in attributes.items() for value, entry in values.items()]
+    if not rows:
+        return ["No member was judged, so acceptance by value cannot be compared."]
+    lines += ["| axis | attribute | value | judged | accepted | rate | of the best |", "|---|---|---|---|---|---|---|"]
+    for axis, attribute, value, entry in rows:
+        ratio = "-" if entry["ratio_to_best"] is None else f"{entry['ratio_to_best']:.2f}"
+        mark = " **(under 4/5)**" if entry["flagged"] else ""
+        lines.append(f"| {axis} | {attribute} | {value} | {entry['members']} | {entry['accepted']} | "
+                     f"{entry['acceptance']:.2f} | {ratio}{mark} |")
+    found = stats.get("parity_flagged") or []
+    lines.append("")
+    if found:
+        lines.append(f"**The filter favoured some values over others**: {len(found)} value(s) were accepted at under "
+                     "four fifths of the best value's rate (the US EEOC adverse-impact rule), so the accepted data "
+                     "under-represents them relative to what was edited:")
+        lines += [f"- {f['value']} ({f['attribute']}) in {f['scope']}: {f['acceptance']:.2f} accepted, "
+                  f"{f['ratio_to_best']:.2f} of the best, {f['members']} judged" for f in found]
+    else:
+        lines.append("No value was accepted at under four fifths of its attribute's best rate, in any concept.")
+    return lines
 
 
 def _backend_settings(edit: dict) -> str:

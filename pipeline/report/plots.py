@@ -82,3 +82,20 @@ def members_per_value(rows: list[dict]) -> bytes:
             labels.append(f"{attribute}={value}")
             values.append(counts[attribute][value])
     return _bars(labels, values, "#7a5195", "accepted member images", "Accepted members per attribute value")
+
+
+def acceptance_per_value(stats: dict) -> bytes:
+    """Parity: the share of judged members accepted per axis and attribute value (over all concepts); the
+    values under four fifths of their attribute's best are drawn red."""
+    labels, values, notes, colours = [], [], [], []
+    for scope, attributes in sorted((stats.get("parity") or {}).items()):
+        if not scope.startswith("all/"):
+            continue
+        for attribute, by_value in attributes.items():
+            for value, entry in by_value.items():
+                labels.append(f"{scope.split('/', 1)[1]}: {attribute}={value}")
+                values.append(entry["acceptance"])
+                notes.append(f"{entry['accepted']}/{entry['members']}" + (" < 4/5 of best" if entry["flagged"] else ""))
+                colours.append("#b3261e" if entry["flagged"] else "#2a9d4b")
+    return _bars(labels, values, colours or "#2a9d4b", "share of judged members accepted",
+                 "Acceptance per attribute value (red: under four fifths of the best)", notes, 1.0)

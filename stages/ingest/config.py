@@ -28,6 +28,9 @@ class IngestConfig:
     max_side: int = 1024  # longer side is scaled down to this
     concept_from_folder: bool = True  # folder input: a sub-folder named after a concept labels its images
     dedupe: bool = True  # hash every input first so a repeated image is edited once, not once per copy
+    # one: a seed showing several people is not edited (the judge's seed screen, filter.judge, says so);
+    # any: it is (only a child, or no person, is screened out)
+    people: Literal["any", "one"] = "any"
     resources: Resources = field(default_factory=lambda: Resources(num_cpus=0.5, batch_size=16))
 
     def problems(self) -> list[tuple[str, str]]:

@@ -1,4 +1,4 @@
-"""Command line: ``counterfactory run|plan|verify|report|evaluate|export|asd|review|tiny-models`` (same as
+"""Command line: ``counterfactory run|plan|verify|report|evaluate|export|asd|review|calibrate|tiny-models`` (same as
 ``python -m pipeline``)."""
 
 from __future__ import annotations
@@ -26,9 +26,20 @@ def _summary_lines(summary) -> list[str]:
         f"shards:     {stats['shards']} tar(s) holding {stats['samples']} accepted member images of "
         f"{stats['sets'].get('accepted', 0)} sets"
         + (f"; {len(summary.skipped_shards)} were already complete" if summary.skipped_shards else ""),
+        f"parity:     {_parity_line(stats)}",
         f"time:       {summary.seconds:.1f} s",
         f"check it:   counterfactory verify {summary.output}",
     ]
+
+
+def _parity_line(stats: dict) -> str:
+    """The four-fifths rule's verdict over all concepts: the values the filter accepted at under 4/5 of the best."""
+    found = [f for f in stats.get("parity_flagged") or [] if f["scope"].startswith("all/")]
+    if not found:
+        return "no attribute value accepted at under four fifths of the best (stats.json: parity)"
+    listed = ", ".join(f"{f['value']} on {f['scope'].split('/', 1)[1]} ({f['ratio_to_best']:.2f})" for f in found[:4])
+    more = f" and {len(found) - 4} more" if len(found) > 4 else ""
+    return f"{len(found)} value(s) under four fifths of the best acceptance: {listed}{more} (see README.md)"
 
 
 def parse_overrides(pairs: list[str]) -> dict:
@@ -118,7 +129,7 @@ def cmd_tiny_models(args) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    from pipeline.commands import asd, export, review
+    from pipeline.commands import asd, calibrate, export, review
 
     p = argparse.ArgumentParser(prog="counterfactory", description="Counterfactual image sets at scale, on Ray.",
                                 epilog="Any command takes --debug: print the traceback of an error, not only its line.")
@@ -159,6 +170,7 @@ def parser() -> argparse.ArgumentParser:
     export.add_parser(sub)
     asd.add_parser(sub)
     review.add_parser(sub)
+    calibrate.add_parser(sub)
     tiny = sub.add_parser("tiny-models", help="build the tiny offline models into the cache")
     tiny.add_argument("names", nargs="*")
     tiny.set_defaults(func=cmd_tiny_models)

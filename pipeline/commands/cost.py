@@ -161,7 +161,8 @@ def judge_cost(loaded, seeds: int, gpu_type: str) -> tuple[int, float | None, st
     config = loaded.config
     judge = config.filter.judge
     params = CAPTIONERS.get(judge.model or "", (None, None))[0]
-    image_tokens = judge_image_tokens(judge.model or "", config.edit.resolution)
+    image_tokens = judge_image_tokens(judge.model or "", min(judge.image_side or config.edit.resolution,
+                                                               config.edit.resolution))
     per_axis = judge_questions_per_candidate(loaded)
     candidates = config.plan.candidates_per_set
     members = {axis: len(loaded.taxonomy.axis_value_combinations(axis)) for axis in config.plan.axes}

@@ -20,6 +20,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Literal
 
+from PIL import Image
+
 from stages.models.vlm_judge import Answer, VlmJudge
 
 
@@ -38,6 +40,9 @@ class JudgeConfig:
     dtype: Literal["float32", "float16", "bfloat16"] = "bfloat16"
     min_answer_mass: float = 0.5  # P(yes) + P(no) below this: the judge abstained
     batch_size: int = 16  # questions per forward pass
+    # the judge sees each image scaled down to this side (null: as rendered): whether a person is a woman or the
+    # concept is there needs no megapixel, and a Qwen2.5-VL token is 28 x 28 pixels (1,337 tokens at 1024 px)
+    image_side: int | None = 448
     # before any edit, ask of each seed whether it shows a person, a child, several people (stages/screen.py)
     screen_seeds: bool = True
     thresholds: JudgeThresholds = field(default_factory=JudgeThresholds)
@@ -57,6 +62,8 @@ class JudgeConfig:
             found.append(("min_answer_mass", "must be in [0, 1]"))
         if self.batch_size < 1:
             found.append(("batch_size", "must be >= 1"))
+        if self.image_side is not None and self.image_side < 28:
+            found.append(("image_side", "must be >= 28 (one vision token) or null"))
         return found
 
 
@@ -94,9 +101,20 @@ class JudgeChecks:
     def setup(self) -> None:
         self.judge.setup()
 
+    def shown(self, image):
+        """The image as the judge sees it: scaled so its longer side is at most ``image_side``."""
+        side = self.config.image_side
+        if side is None or max(image.size) <= side:
+            return image
+        scale = side / max(image.size)
+        return image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+                            Image.Resampling.LANCZOS)
+
     def questions(self, row: dict, seed, judged: list[tuple[dict, dict, object]]) -> list[Question]:
         """Every question about the ``judged`` (candidate, member, image) of one set."""
         vocab, config = self.vocabulary, self.config
+        seed = self.shown(seed)
+        judged = [(cand, member, self.shown(image)) for cand, member, image in judged]
         values: dict[str, list[str]] = {}
         for member in row["members"]:
             for pair in member["attributes"]:

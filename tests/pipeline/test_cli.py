@@ -30,7 +30,9 @@ def test_plan_accepts_the_production_config_without_its_input(tmp_path):
     assert "black-forest-labs/FLUX.2-klein-4B + CIDAS/clipseg-rd64-refined [flux2_klein]" in result.stdout
     assert "sets: 7000" in result.stdout and "4 steps" in result.stdout
     # 272,000 images at 317.3 TFLOP each (test_cost's by-hand klein) at 240 TFLOP/s: 99.85 h, + 0.03 h captioning
-    assert "editor GPU-hours: 99.85" in result.stdout and "GPU-hours: 99.88" in result.stdout
+    # + 18.05 h of the judge's prefill (test_cost's by-hand judge)
+    assert "editor GPU-hours: 99.85" in result.stdout and "judge GPU-hours: 18.05" in result.stdout
+    assert "GPU-hours: 117.93" in result.stdout
 
 
 def test_console_script_is_the_same_cli():

@@ -35,7 +35,7 @@ def test_production_cost_by_hand():
                         measured={"flux2_klein": {"h100": 10.0}, "caption": {"h100": 20.0}})
     assert measured.gpu_hours == pytest.approx(images / 10 / 3600)
     assert measured.caption_gpu_hours == pytest.approx(1000 / 20 / 3600)
-    assert measured.wall_hours == pytest.approx((images / 10 + 1000 / 20) / 3600 / 8)
+    assert measured.wall_hours == pytest.approx((images / 10 + 1000 / 20) / 3600 / 8 + judge_hours(1000, 240) / 8)
 
 
 def test_plan_prints_the_cost_with_a_throughput_file(tmp_path):
@@ -50,7 +50,10 @@ def test_plan_prints_the_cost_with_a_throughput_file(tmp_path):
     assert "27200 images rendered at 2.00 images/s per GPU (measured (throughput file))" in result.stdout
     # + captioning 100 seeds at 23.04 TFLOP each (test_captioning_cost_by_hand) at 0.3 x 312 TFLOP/s: 0.0068 h
     assert "editor GPU-hours: 3.78" in result.stdout and "captioner GPU-hours: 0.01 for 100 seeds" in result.stdout
-    assert "GPU-hours: 3.78   wall time: 0.95 h" in result.stdout
+    # + the judge's prefill for 100 seeds (test_the_judges_prefill_by_hand_for_production) at 93.6 TFLOP/s: 4.63 h
+    assert judge_hours(100, 0.3 * 312) == pytest.approx(4.627, abs=0.001)
+    assert "judge GPU-hours: 4.63" in result.stdout
+    assert "GPU-hours: 8.41   wall time: 2.10 h" in result.stdout
 
 
 def dit_eval(token_weights_b, width, layers, tokens):
@@ -106,7 +109,7 @@ def test_captioning_cost_by_hand():
     cost = estimate(loaded, seeds=1000, gpus=8, gpu_type="h100")
     assert cost.captions == 1000
     assert cost.caption_gpu_hours == pytest.approx(1000 * 2 * 8.29 * 1389.6 / 1000 / 240 / 3600, rel=1e-6)
-    assert cost.wall_hours == pytest.approx((cost.gpu_hours + cost.caption_gpu_hours) / 8)
+    assert cost.wall_hours == pytest.approx((cost.gpu_hours + cost.caption_gpu_hours + judge_hours(1000, 240)) / 8)
     blip = load_config(REPO / "configs" / "production.yaml", {"caption.model": "Salesforce/blip-image-captioning-large",
                                                                "caption.num_beams": 3, "caption.max_new_tokens": 30})
     # BLIP-large: 0.47B, 577 image tokens, no prefix, 30 new tokens, 3 beams
@@ -119,3 +122,23 @@ def test_captioning_cost_by_hand():
     assert estimate(sized, 1000, 8, "h100").caption_gpu_hours == pytest.approx(
         1000 * 2 * 2.0 * (729 + 32 * 1.3 + 48) / 1000 / 240 / 3600, rel=1e-6)
     assert estimate(load_config(REPO / "configs" / "generate_sd15.yaml"), 10, 8, "h100").captions == 0
+
+
+# Per candidate of production.yaml: one question per value of each attribute of the axis, the concept, the scene
+# (two images). Members x 4 candidates, one-image questions: gender 8 x 3, race 24 x 7, age 12 x 4,
+# physical 20 x 6, race_gender 48 x 9, physical_gender 40 x 8, physical_race 120 x 12
+PRODUCTION_JUDGING = [(8, 3), (24, 7), (12, 4), (20, 6), (48, 9), (40, 8), (120, 12)]
+
+
+def judge_hours(seeds: int, tflops: float) -> float:
+    """Qwen2.5-VL-7B (8.29B) sees a 448 px image as 1,300 x (448/1024)^2 = 249 tokens, + 60 of text."""
+    tokens = seeds * sum(n * (single * (249 + 60) + (2 * 249 + 60)) for n, single in PRODUCTION_JUDGING)
+    return 2 * 8.29e9 * tokens / 1e12 / tflops / 3600
+
+
+def test_the_judges_prefill_by_hand_for_production():
+    loaded = load_config(REPO / "configs" / "production.yaml")
+    cost = estimate(loaded, seeds=1000, gpus=8, gpu_type="h100")
+    assert cost.judge_questions == 1000 * sum(n * (single + 1) for n, single in PRODUCTION_JUDGING) == 2_824_000
+    assert cost.judge_gpu_hours == pytest.approx(judge_hours(1000, 240))
+    assert cost.judge_gpu_hours / cost.gpu_hours == pytest.approx(0.181, abs=0.001)  # against the editor's

@@ -152,3 +152,14 @@ def test_parity_by_value_in_stats_and_the_card_counted_from_the_manifest(output)
     card = (out / "README.md").read_text()
     assert "## Parity by attribute value" in card and "| gender | gender | male |" in card
     assert (out / "plots" / "acceptance_per_value.png").stat().st_size > 0
+
+
+def test_runs_summary_line_names_the_values_under_four_fifths():
+    from pipeline.commands.cli import _parity_line
+
+    stats = {"parity_flagged": [
+        {"scope": "all/race", "attribute": "race", "value": "black", "acceptance": 0.3, "ratio_to_best": 0.5, "members": 10},
+        {"scope": "chef/race", "attribute": "race", "value": "asian", "acceptance": 0.2, "ratio_to_best": 0.4, "members": 5}]}
+    assert _parity_line(stats) == ("1 value(s) under four fifths of the best acceptance: black on race (0.50) "
+                                   "(see README.md)")
+    assert _parity_line({"parity_flagged": []}).startswith("no attribute value")

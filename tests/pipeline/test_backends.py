@@ -66,11 +66,11 @@ PHOTO_RUNS = {
     "inpaint": ("inpaint", {"edit.model": "tiny:stable-diffusion-inpaint", **MASK}, None),
     "flux_kontext": ("flux_kontext", {"edit.model": "tiny:flux-kontext", "edit.guidance_scale": 2.5,
                                       "edit.max_sequence_length": 32}, None),
-    "flux2_klein": ("flux2_klein", {"edit.model": "tiny:flux2-klein", "edit.guidance_scale": None}, None),
     # one image a call, and the tiny pipeline still VAE-encodes a 1 MP context: two seeds and broken.jpg
     "qwen_image_edit": ("qwen_image_edit", {"edit.model": "tiny:qwen-image-edit", "edit.max_batch": 1,
                                             "edit.guidance_scale": None, "plan.axes": ["gender"],
                                             "plan.candidates_per_set": 1}, 3),
+    # keep_background on any photo backend: here the production default's
     "flux2_klein+keep_background": ("flux2_klein", {"edit.model": "tiny:flux2-klein", "edit.guidance_scale": None,
                                                     "edit.keep_background": True, **MASK}, None),
 }

@@ -12,7 +12,6 @@ from stages.edit.inpaint import InpaintEditor
 from stages.edit.flux_kontext import FluxKontextEditor
 from stages.edit.flux2_klein import Flux2KleinEditor
 from stages.edit.instruct_pix2pix import InstructPix2PixEditor
-from stages.edit.qwen_image_edit import QwenImageEditEditor
 from stages.models.segmenter import RegionSegmenter, blend, region_mask
 from stages.utils.imaging import square_crop
 from stages.sets.stage import PlanConfig, SetPlanner
@@ -162,18 +161,6 @@ def test_klein_renders_each_member_at_the_seed_size_whatever_shares_the_batch(ti
     for one, four in zip(single["candidates"], alone["candidates"]):
         diff = np.abs(np.frombuffer(one["image_rgb"], np.uint8).astype(int) - np.frombuffer(four["image_rgb"], np.uint8))
         assert diff.max() <= 1
-
-
-def test_qwen_image_edit_renders_one_image_a_call_with_true_cfg(tiny, taxonomy):
-    editor = QwenImageEditEditor(EditConfig(backend="qwen_image_edit", model=tiny["qwen-image-edit"], steps=2,
-                                            resolution=SIDE, max_batch=1, dtype="float32"))
-    editor.start()
-    assert (editor.config.guidance_scale, editor.negative_prompt(editor.config)) == (4.0, " ")
-    assert editor.denoiser_evals_per_step(editor.config) == 2
-    (row,) = editor(planned(taxonomy, [seed_row(noise_image(5))], candidates=1)).to_pylist()
-    assert editor.counters["images_rendered"] == 2  # male and female, one call each
-    assert all(c["error"] is None and len(c["image_rgb"]) == SIDE * SIDE * 3 for c in row["candidates"])
-    assert row["candidates"][0]["image_rgb"] != row["candidates"][1]["image_rgb"]
 
 
 def keep_background_editor(tiny, threshold: float, feather: float = 0.5) -> InstructPix2PixEditor:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from schemas.records import SEED, STATUS_OK
 from stages.base import SeedStage
-from stages.models.judge_checks import JudgeConfig
+from stages.models.judge_checks import JudgeConfig, shown
 from stages.models.vlm_judge import VlmJudge
 from stages.utils.imaging import from_raw
 
@@ -41,18 +41,11 @@ class SeedScreen(SeedStage):
     def wants(self, row: dict) -> bool:
         return row["status"] == STATUS_OK
 
-    def process_rows(self, rows: list[dict]) -> list[dict]:
-        # every question of the batch's seeds in one call to the judge, then each seed's verdict
-        wanted = [r for r in rows if self.wants(r)]
-        questions = [PERSON, CHILD] + ([SEVERAL] if self.people == "one" else [])
-        items = [([from_raw(r["image_rgb"], r["width"], r["height"])], q) for r in wanted for q in questions]
-        answers = iter(self.judge.answer(items) if items else [])
-        self._answers = {id(r): [next(answers) for _ in questions] for r in wanted}
-        self._questions = questions
-        return super().process_rows(rows)
-
     def process_row(self, row: dict) -> None:
-        answers = dict(zip(self._questions, self._answers[id(row)]))
+        # one seed's questions in one call: its answers never depend on which seeds share its batch
+        questions = [PERSON, CHILD] + ([SEVERAL] if self.people == "one" else [])
+        image = shown(from_raw(row["image_rgb"], row["width"], row["height"]), self.config.image_side)
+        answers = dict(zip(questions, self.judge.answer([([image], q) for q in questions])))
         reason = self.verdict(answers)
         if reason is not None:
             self.counters[f"screened_{reason.split(' (')[0].replace(' ', '_')}"] += 1
@@ -70,7 +63,7 @@ class SeedScreen(SeedStage):
         person = answers[PERSON]
         if person.p_yes is not None and person.p_yes < 0.5:
             return f"no person (P(yes) {person.p_yes:.2f} to {PERSON!r})"
-        several = answers.get(SEVERAL)
+        several = answers.get(SEVERAL) if self.people == "one" else None
         if several is not None and several.p_yes is not None and several.p_yes > 0.5:
             return f"several people (P(yes) {several.p_yes:.2f} to {SEVERAL!r}; input.people is one)"
         return None

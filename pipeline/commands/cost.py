@@ -202,10 +202,11 @@ def estimate(loaded, seeds: int, gpus: int, gpu_type: str, measured: dict | None
             caption_rate = PEAK_TFLOPS[gpu_type] * DEFAULT_UTILISATION / tflop
             cost.caption_source = f"estimated from FLOPs, {tflop:.1f} TFLOP per seed"
         else:
+            caption_rate = None
             cost.caption_source = (f"unknown size of {caption.model}: set caption.params_b and caption.image_tokens")
-            return cost
-        cost.caption_gpu_hours = seeds / caption_rate / 3600
-        cost.wall_hours = (gpu_hours + cost.caption_gpu_hours) / max(gpus, 1)
+        if caption_rate is not None:
+            cost.caption_gpu_hours = seeds / caption_rate / 3600
+            cost.wall_hours = (gpu_hours + cost.caption_gpu_hours) / max(gpus, 1)
     if loaded.config.filter.judge.enabled and gpu_type in PEAK_TFLOPS:
         cost.judge_questions, cost.judge_gpu_hours, cost.judge_source = judge_cost(loaded, seeds, gpu_type)
         if cost.judge_gpu_hours is not None:
@@ -233,5 +234,8 @@ def describe_cost(cost: CostEstimate, gpu_type: str) -> str:
         lines.append(f"  GPU-hours: {total:.2f}   wall time: {cost.wall_hours:.2f} h (CLIP scoring adds a few percent)")
     else:
         captioning = f"captioning not counted: {cost.caption_source}" if cost.captions else "no captioning"
-        lines.append(f"  GPU-hours: {cost.gpu_hours:.2f}   wall time: {cost.wall_hours:.2f} h ({captioning})")
+        judge = cost.judge_gpu_hours or 0.0
+        if cost.judge_questions:
+            lines.append(f"  judge GPU-hours: {judge:.2f} for at most {cost.judge_questions} questions ({cost.judge_source})")
+        lines.append(f"  GPU-hours: {cost.gpu_hours + judge:.2f}   wall time: {cost.wall_hours:.2f} h ({captioning})")
     return "\n".join(lines)

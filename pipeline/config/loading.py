@@ -41,6 +41,10 @@ def allowed_concepts(config: "PipelineConfig", taxonomy: Taxonomy) -> list:
 
 
 def _check_against_taxonomy(config: PipelineConfig, taxonomy: Taxonomy, source: str) -> None:
+    for i, attribute in enumerate(config.filter.drift.record_only_attributes):
+        if attribute not in taxonomy.attributes:
+            raise ConfigError(source, f"filter.drift.record_only_attributes[{i}]",
+                              f"unknown attribute {attribute!r}; allowed: {', '.join(taxonomy.attributes)}")
     for i, axis in enumerate(config.plan.axes):
         if axis not in taxonomy.axes:
             raise ConfigError(source, f"plan.axes[{i}]", f"unknown axis {axis!r}; allowed: {', '.join(taxonomy.axes)}")
@@ -120,9 +124,17 @@ def _fill_judge_model(config: PipelineConfig) -> None:
 
 
 def _check_cross_fields(config: PipelineConfig, source: str) -> None:
-    if config.filter.judge.enabled and config.filter.judge.model is None:
+    judge = config.filter.judge
+    if judge.enabled and judge.model is None:
         raise ConfigError(source, "filter.judge.model", "generate mode has no captioner to take the judge from: "
                                                         "name a chat VLM")
+    if judge.enabled and judge.model == config.caption.model and (
+            config.caption.style == "prefix" or "blip" in judge.model.lower()):
+        raise ConfigError(source, "filter.judge.model", f"the captioner {judge.model} is not a chat VLM, so it "
+                                                        "cannot judge: name one (Qwen2.5-VL, SmolVLM, LLaVA)")
+    if config.input.people == "one" and not (judge.enabled and judge.screen_seeds):
+        raise ConfigError(source, "input.people", "one needs the seed screen: set filter.judge.enabled and "
+                                                  "filter.judge.screen_seeds")
     if config.shards.provenance.watermark and config.edit.resolution < WATERMARK_MIN_SIDE:
         raise ConfigError(
             source, "shards.provenance.watermark",

@@ -28,6 +28,12 @@ def generation_settings(config) -> dict:
         "safety": {"enabled": safety.enabled, "threshold": safety.threshold},
         "keep_background": kept, "mask": mask,
         "identity_clause": edit.identity_clause if edit.preserve_identity else None,
+        "judge": ({"thresholds": asdict(judge.thresholds), "min_answer_mass": judge.min_answer_mass,
+                   "image_side": judge.image_side, "screen_seeds": judge.screen_seeds}
+                  if (judge := config.filter.judge).enabled else None),
+        "drift": ({"max_delta_l": drift.max_delta_l, "max_delta_hue": drift.max_delta_hue,
+                   "record_only_attributes": list(drift.record_only_attributes), "skin_prompt": drift.skin_prompt}
+                  if (drift := config.filter.drift).enabled else None),
         **editor.generation_settings(config),
     }
 

@@ -2,7 +2,8 @@
 
 For each concept and axis (and each axis over all concepts), per attribute value: the members the filter
 judged (sets that were edited), how many it accepted, the acceptance rate, and the mean judge and drift
-scores of their candidates. A value whose acceptance rate is under four fifths of the best value's of the
+scores of their candidates (identity members, asked to change nothing, and editor errors left out). A value
+judged at least ``MIN_MEMBERS`` times whose acceptance rate is under four fifths of the best value's of the
 same attribute is flagged (the four-fifths rule of the US EEOC's adverse-impact guideline): the accepted data
 then under-represents it, and the data card says so.
 """
@@ -15,10 +16,10 @@ from dataclasses import dataclass, field
 
 from schemas.records import JUDGE_SCORES, STATUS_ACCEPTED, STATUS_ERROR
 
-FOUR_FIFTHS = 0.8
+MIN_MEMBERS = 10  # a value judged fewer times is reported but not flagged: its rate says too little
 PARITY_SCORES = JUDGE_SCORES + ("delta_l", "delta_hue", "outside_mad")
 PARITY_COLUMNS = ["set_id", "seed_index", "concept", "axis", "member_id", "attributes", "status", "set_status",
-                  *PARITY_SCORES]
+                  "identity_member", *PARITY_SCORES]
 ALL_CONCEPTS = "all"
 
 
@@ -37,8 +38,10 @@ class ParityCounter:
         self.members: dict[tuple, _Member] = {}
 
     def add(self, row: dict) -> None:
-        if row["set_status"] == STATUS_ERROR or row["member_id"] is None:
+        if row["set_status"] == STATUS_ERROR or row["member_id"] is None or row["status"] == STATUS_ERROR:
             return  # never edited or judged: no verdict of the filter to compare
+        if row.get("identity_member"):
+            return  # asked to change nothing: its value is the seeds' own, not an edit the filter judged
         key = (row["concept"], row["axis"], row["seed_index"], row["set_id"], row["member_id"])
         member = self.members.setdefault(key, _Member(json.loads(row["attributes"] or "{}")))
         member.accepted |= row["status"] == STATUS_ACCEPTED
@@ -57,10 +60,15 @@ class ParityCounter:
             entry = {}
             for attribute, by_value in sorted(groups[scope].items()):
                 values = {value: _summary(members) for value, members in sorted(by_value.items())}
-                best = max(v["acceptance"] for v in values.values())
+                counted = [v for v in values.values() if v["members"] >= MIN_MEMBERS] or list(values.values())
+                best = max(counted, key=lambda v: (v["accepted"] / v["members"], v["members"]))
                 for value in values.values():
-                    value["ratio_to_best"] = round(value["acceptance"] / best, 4) if best > 0 else None
-                    value["flagged"] = best > 0 and value["acceptance"] < FOUR_FIFTHS * best
+                    # exact counts, not rounded rates: accepted / members < 4/5 x best's accepted / best's members
+                    under = value["accepted"] * best["members"] * 5 < 4 * best["accepted"] * value["members"]
+                    value["ratio_to_best"] = (round(value["accepted"] * best["members"] / (best["accepted"] * value["members"]), 4)
+                                              if best["accepted"] else None)
+                    value["too_few"] = value["members"] < MIN_MEMBERS
+                    value["flagged"] = bool(best["accepted"]) and under and not value["too_few"]
                 entry[attribute] = values
             out[scope] = entry
         return out

@@ -130,7 +130,7 @@ def _parity_lines(stats: dict) -> list[str]:
     lines += ["| axis | attribute | value | judged | accepted | rate | of the best |", "|---|---|---|---|---|---|---|"]
     for axis, attribute, value, entry in rows:
         ratio = "-" if entry["ratio_to_best"] is None else f"{entry['ratio_to_best']:.2f}"
-        mark = " **(under 4/5)**" if entry["flagged"] else ""
+        mark = " **(under 4/5)**" if entry["flagged"] else (" (too few to judge)" if entry.get("too_few") else "")
         lines.append(f"| {axis} | {attribute} | {value} | {entry['members']} | {entry['accepted']} | "
                      f"{entry['acceptance']:.2f} | {ratio}{mark} |")
     found = stats.get("parity_flagged") or []

@@ -56,8 +56,18 @@ class JudgeConfig:
         found = []
         for name, placeholder in (("attribute_question", "{phrase}"), ("concept_question", "{a_concept}"),
                                   ("scene_question", "{attributes}")):
-            if placeholder not in getattr(self, name):
+            template = getattr(self, name)
+            if placeholder not in template:
                 found.append((name, f"must contain {placeholder}"))
+                continue
+            try:
+                template.format(**{placeholder.strip("{}"): "x"})
+            except (KeyError, IndexError, ValueError):
+                found.append((name, f"may contain no placeholder but {placeholder} (braces: {{{{ and }}}})"))
+        for name, low in (("judge_attribute", -1.0), ("judge_concept", 0.0), ("judge_scene", 0.0)):
+            value = getattr(self.thresholds, name)
+            if value is not None and not low <= value <= 1.0:
+                found.append((f"thresholds.{name}", f"must be in [{low:g}, 1] or null (a P(yes){' difference' if low else ''})"))
         if not 0.0 <= self.min_answer_mass <= 1.0:
             found.append(("min_answer_mass", "must be in [0, 1]"))
         if self.batch_size < 1:
@@ -87,6 +97,15 @@ class Question:
     value: str | None = None
 
 
+def shown(image, side: int | None):
+    """The image as the judge sees it: scaled so its longer side is at most ``side`` (``image_side``)."""
+    if side is None or max(image.size) <= side:
+        return image
+    scale = side / max(image.size)
+    return image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+                        Image.Resampling.LANCZOS)
+
+
 def _join(words: list[str]) -> str:
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
 
@@ -101,20 +120,11 @@ class JudgeChecks:
     def setup(self) -> None:
         self.judge.setup()
 
-    def shown(self, image):
-        """The image as the judge sees it: scaled so its longer side is at most ``image_side``."""
-        side = self.config.image_side
-        if side is None or max(image.size) <= side:
-            return image
-        scale = side / max(image.size)
-        return image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
-                            Image.Resampling.LANCZOS)
-
     def questions(self, row: dict, seed, judged: list[tuple[dict, dict, object]]) -> list[Question]:
         """Every question about the ``judged`` (candidate, member, image) of one set."""
         vocab, config = self.vocabulary, self.config
-        seed = self.shown(seed)
-        judged = [(cand, member, self.shown(image)) for cand, member, image in judged]
+        seed = shown(seed, config.image_side)
+        judged = [(cand, member, shown(image, config.image_side)) for cand, member, image in judged]
         values: dict[str, list[str]] = {}
         for member in row["members"]:
             for pair in member["attributes"]:
@@ -172,13 +182,10 @@ class JudgeChecks:
         margins = []
         for attribute, value in own.items():
             answers = {q.value: a for q, a in asked if q.check == "attribute" and q.attribute == attribute}
-            if not answers:
-                continue
-            if any(a.p_yes is None for a in answers.values()):
-                margins = None
-                break
-            others = [a.p_yes for v, a in answers.items() if v != value]
-            margins.append(answers[value].p_yes - max(others))
+            others = [a.p_yes for v, a in answers.items() if v != value and a.p_yes is not None]
+            # the own value's answer is needed; an abstention on another value only leaves it out of the contrast
+            if value in answers and answers[value].p_yes is not None and others:
+                margins.append(answers[value].p_yes - max(others))
         if margins:
             scores["judge_attribute"] = min(margins)
         for check in ("concept", "scene"):
@@ -188,6 +195,6 @@ class JudgeChecks:
         for question, answer in abstained:
             notes.append(f"judge_{question.check}: abstained (yes + no {answer.mass:.2f} < "
                          f"{self.config.min_answer_mass:.2f}) on {question.text!r}")
-        if self.config.thresholds.judge_scene is not None and not self.judge.takes_two_images and asked:
+        if self.config.thresholds.judge_scene is not None and asked and not getattr(self.judge, "takes_two_images", True):
             notes.append("judge_scene: the judge model takes one image a prompt")
         return scores, notes

@@ -17,6 +17,8 @@ apart, SentencePiece (Llama, so LLaVA-1.5) has ``▁Yes``, CLIP-style BPE ends a
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 from typing import Any
 
@@ -170,6 +172,9 @@ class VlmJudge:
         p_no = probs[:, self.no_ids].sum(dim=-1).cpu().tolist()
         answers = []
         for yes, no in zip(p_yes, p_no):
+            if not (math.isfinite(yes) and math.isfinite(no)):  # overflowed logits (fp16): no answer, not a pass
+                answers.append(Answer(p_yes=None, mass=0.0))
+                continue
             mass = min(max(yes + no, 0.0), 1.0)
             abstain = mass <= 0.0 or mass < self.min_answer_mass
             answers.append(Answer(p_yes=None if abstain else min(max(yes / (yes + no), 0.0), 1.0), mass=mass))

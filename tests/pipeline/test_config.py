@@ -68,6 +68,13 @@ def test_production_config_names_real_models_on_gpus():
         (("edit", "negative_prompt"), "blurry", "edit.negative_prompt",
          "instruct_pix2pix takes no negative prompt; allowed with: qwen_image_edit"),
         (("filter", "identity_rank_by"), "directional", "filter.identity_rank_by", "has no directional score"),
+        (("input", "people"), "one", "input.people", "one needs the seed screen"),
+        (("filter", "judge"), {"thresholds": {"judge_concept": 5.0}}, "filter.judge.thresholds.judge_concept",
+         "must be in [0, 1]"),
+        (("filter", "judge"), {"concept_question": "Is {a_concept} {x}?"}, "filter.judge.concept_question",
+         "no placeholder but {a_concept}"),
+        (("filter", "drift"), {"record_only_attributes": ["races"]}, "filter.drift.record_only_attributes[0]",
+         "unknown attribute 'races'"),
     ],
 )
 def test_bad_values_fail_naming_the_field(path, value, field, words):
@@ -143,3 +150,11 @@ def test_generate_mode_config_errors_name_the_field(path, value, field, words):
     with pytest.raises(ConfigError) as err:
         parse(data)
     assert err.value.field == field and words in str(err.value)
+
+
+def test_the_judge_is_not_taken_from_a_captioner_that_cannot_chat():
+    with pytest.raises(ConfigError) as err:
+        load_config(CONFIGS / "production.yaml", {"caption.model": "Salesforce/blip-image-captioning-large"})
+    assert err.value.field == "filter.judge.model" and "is not a chat VLM" in str(err.value)
+    judged = load_config(CONFIGS / "production.yaml").config.filter.judge
+    assert (judged.model, judged.revision) == ("Qwen/Qwen2.5-VL-7B-Instruct", "main")  # the captioner's, pinned

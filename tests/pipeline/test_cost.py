@@ -111,7 +111,8 @@ def test_captioning_cost_by_hand():
     assert cost.caption_gpu_hours == pytest.approx(1000 * 2 * 8.29 * 1389.6 / 1000 / 240 / 3600, rel=1e-6)
     assert cost.wall_hours == pytest.approx((cost.gpu_hours + cost.caption_gpu_hours + judge_hours(1000, 240)) / 8)
     blip = load_config(REPO / "configs" / "production.yaml", {"caption.model": "Salesforce/blip-image-captioning-large",
-                                                               "caption.num_beams": 3, "caption.max_new_tokens": 30})
+                                                               "caption.num_beams": 3, "caption.max_new_tokens": 30,
+                                                               "filter.judge.model": "Qwen/Qwen2.5-VL-7B-Instruct"})
     # BLIP-large: 0.47B, 577 image tokens, no prefix, 30 new tokens, 3 beams
     assert estimate(blip, 1000, 8, "h100").caption_gpu_hours == pytest.approx(
         1000 * 2 * 0.47 * (577 + 30) * 3 / 1000 / 240 / 3600, rel=1e-6)

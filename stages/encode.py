@@ -120,7 +120,9 @@ class SampleEncoder(SetStage):
             "guidance_scale": cand.get("guidance_scale"),
             "p2p_fraction": cand.get("p2p_fraction"),
             "scores": {k: cand.get(k) for k in SCORE_NAMES},
-            "score_notes": cand.get("score_notes"),
+            # a string in every sample ("" when every check applied): a reader that infers a column's type from
+            # the first shard would otherwise take it for null and fail on the first note
+            "score_notes": cand.get("score_notes") or "",
             "judge_answers": json.loads(cand["judge_answers"]) if cand.get("judge_answers") else [],
         }
 

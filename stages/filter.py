@@ -160,13 +160,12 @@ class ClipFilter(SetStage):
         source_images = {key: (square_crop(image, side) if bases is None and side else image)
                          for key, image in zip(source_keys, images[:n_sources])}
         if self.drift is not None:  # every candidate: drift is what the other checks do not see
-            self._add_failures(self._by_source(live, cand_images, bases, lambda key, group: self.drift.judge_set(
-                row, source_images[key], [(c, im) for c, im in group])), failure_reasons)
+            self._add_failures(self._by_source(list(zip(live, cand_images)), bases, lambda key, group:
+                                               self.drift.judge_set(row, source_images[key], group)), failure_reasons)
             self.counters["drift_measured"] += len(live)
         if self.judge is not None:  # the survivors of every other check only
             survivors = [(c, im) for c, im in zip(live, cand_images) if not c["failed_checks"]]
-            self._add_failures(self._by_source([c for c, _ in survivors], [im for _, im in survivors], bases,
-                                               lambda key, group: self.judge.judge_set(
+            self._add_failures(self._by_source(survivors, bases, lambda key, group: self.judge.judge_set(
                 row, source_images[key], [(c, members[index_of[c["member_id"]]], im) for c, im in group])),
                 failure_reasons)
             self.counters["judged"] += len(survivors)
@@ -182,11 +181,11 @@ class ClipFilter(SetStage):
             self._keep_best_candidate_set(row, passing, needed)
 
     @staticmethod
-    def _by_source(cands: list[dict], cand_images: list, bases, judge) -> list[tuple[dict, tuple[list, list]]]:
+    def _by_source(pairs: list[tuple[dict, object]], bases, judge) -> list[tuple[dict, tuple[list, list]]]:
         """Call ``judge(source key, [(candidate, image)])`` once per source image (the seed, or in generate mode
         each candidate's own base); returns (candidate, (failed checks, reasons)) pairs."""
         groups: dict = {}
-        for cand, image in zip(cands, cand_images):
+        for cand, image in pairs:
             groups.setdefault(cand["candidate"] if bases is not None else None, []).append((cand, image))
         out = []
         for key, group in groups.items():

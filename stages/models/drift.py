@@ -193,6 +193,9 @@ DRIFT_KEYS = ("skin_l_seed", "skin_l", "skin_hue_seed", "skin_hue", "delta_l", "
               "outside_ssim")
 
 
+MIN_HUE_CHROMA = 5.0  # CIELAB chroma under which a skin region's hue angle is not compared
+
+
 @dataclass
 class DriftMeasure:
     """One member's drift: each part None where its region was missing or too small to measure."""
@@ -211,7 +214,8 @@ class DriftMeasure:
             "skin_hue_seed": None if s is None else s.hue,
             "skin_hue": None if m is None else m.hue,
             "delta_l": m.lightness - s.lightness if both else None,
-            "delta_hue": hue_difference(s.hue, m.hue) if both else None,
+            # a hue angle near the grey axis is noise (two levels of tint move it 100+ degrees): not compared
+            "delta_hue": hue_difference(s.hue, m.hue) if both and min(s.chroma, m.chroma) >= MIN_HUE_CHROMA else None,
             "outside_mad": None if o is None else o.mean_abs,
             "outside_ssim": None if o is None else o.ssim,
         }

@@ -15,11 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from stages.models.drift import measure_drift, skin_colour
+from stages.models.drift import MIN_HUE_CHROMA, DriftMeasure, outside_change, skin_colour
 from stages.models.segmenter import MaskConfig, RegionSegmenter, region_mask
-
-
-MIN_HUE_CHROMA = 5.0  # CIELAB chroma under which a region's hue angle is not compared
 
 
 @dataclass
@@ -56,27 +53,22 @@ class DriftChecks:
         probs = self.segmenter.probabilities(image, [prompt])
         return region_mask(probs, self.config.mask.threshold, 0, 0).hard
 
-    @staticmethod
-    def near_grey(seed, skin_seed, member, skin_member) -> bool:
-        colours = [skin_colour(seed, skin_seed), skin_colour(member, skin_member)]
-        return any(c is not None and c.chroma < MIN_HUE_CHROMA for c in colours)
-
     def judge_set(self, row: dict, seed, judged: list[tuple[dict, object]]) -> list[tuple[list[str], list[str]]]:
         """Measure the ``judged`` (candidate, image) of one set in place; per candidate the checks it fails
         and their reasons."""
         seed_array = np.asarray(seed)
         person = self.region(seed, self.config.mask.prompt)
-        skin_seed = self.region(seed, self.config.skin_prompt)
+        seed_skin = skin_colour(seed_array, self.region(seed, self.config.skin_prompt))  # once per set
         attributes = {a["attribute"] for a in row["members"][0]["attributes"]}
         record_only = bool(attributes & set(self.config.record_only_attributes))
         out = []
         for cand, image in judged:
             member = np.asarray(image)
-            skin_member = self.region(image, self.config.skin_prompt)
-            values = measure_drift(seed_array, member, skin_seed, skin_member, person if person.any() else None)
+            member_skin = skin_colour(member, self.region(image, self.config.skin_prompt))
+            outside = outside_change(seed_array, member, person) if person.any() else None
+            values = DriftMeasure(seed_skin, member_skin, outside).scores()
             notes = []
-            if values["delta_hue"] is not None and self.near_grey(seed_array, skin_seed, member, skin_member):
-                values["delta_hue"] = None  # a hue angle near the grey axis is noise: 2 levels of tint move it 100+ deg
+            if seed_skin is not None and member_skin is not None and values["delta_hue"] is None:
                 notes.append(f"skin hue: chroma under {MIN_HUE_CHROMA:g} (a grey or black-and-white image), not compared")
             cand.update({k: (None if v is None else float(v)) for k, v in values.items()})
             if values["delta_l"] is None:

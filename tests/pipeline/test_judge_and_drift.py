@@ -166,3 +166,21 @@ def test_runs_summary_line_names_the_values_under_four_fifths():
     assert _parity_line(stats) == ("1 value(s) under four fifths of the best acceptance: black on race (0.50) "
                                    "(see README.md)")
     assert _parity_line({"parity_flagged": []}).startswith("no attribute value")
+
+
+def test_hugging_face_datasets_reads_the_judged_samples_with_their_answers(output, tmp_path):
+    """The judge's fields read with a consumer's own reader, which infers one schema from the samples."""
+    import datasets
+
+    out, _ = output
+    accepted = {r["sample_key"]: json.loads(r["judge_answers"]) for r in manifest(out) if r["status"] == "accepted"}
+    assert accepted
+    ds = datasets.load_dataset("webdataset", data_files={"train": [str(p) for p in sorted((out / "shards").glob("*.tar"))]},
+                               split="train", cache_dir=str(tmp_path / "hf"))
+    found = {row["__key__"]: row["json"] for row in ds}
+    assert set(found) == set(accepted)
+    for key, meta in found.items():
+        assert [(a["check"], a["question"]) for a in meta["judge_answers"]] == [(a["check"], a["question"])
+                                                                               for a in accepted[key]]
+        assert meta["scores"]["judge_concept"] == pytest.approx(
+            next(a["p_yes"] for a in accepted[key] if a["check"] == "concept"), abs=1e-6)

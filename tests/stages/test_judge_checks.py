@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from stages.models.drift_checks import DriftChecks
+from stages.models.drift import measure_drift
 from stages.models.judge_checks import JudgeChecks, JudgeConfig, JudgeVocabulary, Question
 from stages.models.vlm_judge import Answer
 from stages.screen import CHILD, PERSON, SEVERAL, SeedScreen
@@ -61,7 +61,9 @@ def test_a_grey_skin_region_is_not_compared_by_hue():
     tinted = grey.copy()
     tinted[..., 0] += 2  # two levels of red: a hue angle far from the grey one, a colour no one would see
     region = np.ones((8, 8), bool)
-    assert DriftChecks.near_grey(grey, region, tinted, region)
-    skin = np.zeros((8, 8, 3), np.uint8)
-    skin[...] = (200, 150, 120)
-    assert not DriftChecks.near_grey(skin, region, skin, region)
+    values = measure_drift(grey, tinted, region, region, None)
+    assert values["skin_hue_seed"] is not None and values["skin_hue"] is not None and values["delta_hue"] is None
+    assert values["delta_l"] is not None  # lightness still compares
+    skin = np.full((8, 8, 3), (200, 150, 120), np.uint8)
+    darker = np.full((8, 8, 3), (180, 130, 100), np.uint8)
+    assert measure_drift(skin, darker, region, region, None)["delta_hue"] is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import string
 from dataclasses import dataclass, field
 from typing import Literal
@@ -10,6 +11,8 @@ from schemas.articles import fix_articles
 from stages.base import Resources
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")
+DEFAULT_MAX_BYTES = 50_000_000  # input.max_bytes unless set
+PILLOW_MAX_PIXELS = 89_478_485  # Pillow's default decompression-bomb limit (PIL.Image.MAX_IMAGE_PIXELS)
 
 
 @dataclass
@@ -23,7 +26,16 @@ class IngestConfig:
     # the template filled with the concept ("a photo of {a_concept}" -> "a photo of a chef")
     prompts: list[str] = field(default_factory=lambda: ["a photo of {a_concept}"])
     seeds_per_prompt: int = 1
-    max_pixels: int = 40_000_000  # larger images are refused (decompression bombs)
+    max_pixels: int = 40_000_000  # larger images are refused (decompression bombs); at most Pillow's limit
+    # Seeds are decoded only as JPEG, PNG, WebP, BMP, GIF or TIFF, whatever their name; any other format
+    # (EPS, PSD, ICO...) is an error row naming it (stages.utils.imaging.SEED_FORMATS)
+    # A seed file or tar member larger than this many bytes is an error row, refused from its listed size before
+    # any byte is read; so is anything that is not a regular file (a FIFO, a device)
+    max_bytes: int = DEFAULT_MAX_BYTES
+    # parquet: a list names only paths on its own filesystem (a local list: local paths; a list on a bucket: that
+    # protocol, s3:// for s3://; on http(s): its own host). Other roots it may name, as URI or absolute path
+    # prefixes ("s3://other-bucket/images/", "/data/images"); any other path is an error row and is not read
+    allow_paths: list[str] = field(default_factory=list)
     min_side: int = 16
     max_side: int = 1024  # longer side is scaled down to this
     concept_from_folder: bool = True  # folder input: a sub-folder named after a concept labels its images
@@ -45,6 +57,14 @@ class IngestConfig:
             found.append(("max_side", "must be >= min_side >= 1"))
         if self.max_pixels < self.min_side * self.min_side:
             found.append(("max_pixels", "must allow at least a min_side x min_side image"))
+        if self.max_pixels > PILLOW_MAX_PIXELS:
+            found.append(("max_pixels", f"must be at most {PILLOW_MAX_PIXELS} (Pillow's decompression-bomb limit)"))
+        if self.max_bytes < 1:
+            found.append(("max_bytes", "must be >= 1"))
+        for i, root in enumerate(self.allow_paths):
+            if "::" in root or not (root.startswith("/") or re.match(r"[A-Za-z][A-Za-z0-9+.-]*://.", root)):
+                found.append((f"allow_paths[{i}]", "must be an absolute path or a URI with a protocol "
+                              "(s3://bucket/prefix/), not a chained URL"))
         return found
 
 

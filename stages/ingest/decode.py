@@ -58,7 +58,7 @@ class DecodeSeeds(SeedStage):
             row.update(seed_id=row["source_seed_id"], image_rgb=None, width=None, height=None, status=STATUS_OK,
                        error=None)
             return
-        data = read_source_bytes(row, self.config.fs_options(row["source_uri"] or ""))
+        data = read_source_bytes(row, self.config.fs_options(row["source_uri"] or ""), self.config.max_bytes)
         if self.dedupe:  # kept on the row even if decoding fails: a copy of a bad image is still a copy
             row["content_id"] = keys.content_seed_id(data)
         image = decode_seed_image(

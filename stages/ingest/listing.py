@@ -7,18 +7,17 @@ beside images in tars). Listed seeds are kept as columns (``listed``), not as a 
 
 from __future__ import annotations
 
-import json
 import os
 import posixpath
-import tarfile
 
 import fsspec
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.dataset as pads
 
-from stages.ingest.listed import ListedSeeds, seed_ref_table
 from stages.ingest.config import GENERATED_URI, IMAGE_EXTENSIONS, IngestConfig, base_prompt
+from stages.ingest.listed import ListedSeeds, seed_ref_table
+from stages.ingest.parquet_list import list_parquet
+from stages.ingest.scope import is_local_fs
+from stages.ingest.tar_listing import list_webdataset
 from stages.utils.errors import describe_error
 
 PROTOCOL_PACKAGES = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "hf": "huggingface_hub",
@@ -66,14 +65,9 @@ def _list_generated(config: IngestConfig, concepts) -> ListedSeeds:
     return listed
 
 
-def _is_local(fs) -> bool:
-    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
-    return "file" in protocols or "local" in protocols
-
-
 def _full_uri(fs, path: str) -> str:
     """Local files keep plain paths; remote ones get their protocol back."""
-    return path if _is_local(fs) else fs.unstrip_protocol(path)
+    return path if is_local_fs(fs) else fs.unstrip_protocol(path)
 
 
 def _is_image_name(name: str) -> bool:
@@ -135,18 +129,19 @@ def _inside(path: str, root: str) -> bool:
 
 def _list_folder(config: IngestConfig) -> ListedSeeds:
     fs, root = fsspec.core.url_to_fs(config.path, **config.fs_options(config.path))
-    if _is_local(fs):
+    if is_local_fs(fs):
         return _list_local_folder(config)
     if not fs.isdir(root):
         raise FileNotFoundError(config.path)
     listed = ListedSeeds()
-    for path in sorted(fs.find(root, withdirs=False)):
+    found = fs.find(root, withdirs=False, detail=True)
+    for path in sorted(found):
         rel = posixpath.relpath(path, root)
         if any(part.startswith(".") for part in rel.split("/")) or not _is_image_name(posixpath.basename(rel)):
             continue
         folder = posixpath.dirname(rel)
         concept = folder.split("/")[0] if (config.concept_from_folder and folder) else None
-        listed.add(fs.unstrip_protocol(path), concept=concept)
+        listed.add(fs.unstrip_protocol(path), concept=concept, source_size=found[path].get("size"))
     return listed
 
 
@@ -162,77 +157,7 @@ def _tar_paths(path: str, options: dict) -> list[str]:
 
 
 def _list_webdataset(config: IngestConfig) -> ListedSeeds:
-    listed = ListedSeeds()
-    for tar_path in _tar_paths(config.path, config.fs_options(config.path)):
-        samples: dict[str, dict] = {}
-        order: list[str] = []
-        with fsspec.open(tar_path, "rb", **config.fs_options(tar_path)) as handle:
-            try:
-                tar = tarfile.open(fileobj=handle, mode="r|")  # plain tar only: seeds are read by offset
-            except tarfile.ReadError as exc:
-                raise ValueError(f"input.path: {tar_path} is not an uncompressed tar ({exc})") from None
-            for member in tar:
-                if not member.isfile():
-                    continue
-                base = posixpath.basename(member.name)
-                if "." not in base:
-                    continue
-                key = posixpath.join(posixpath.dirname(member.name), base.split(".", 1)[0])
-                ext = base.split(".", 1)[1].lower()
-                if key not in samples:
-                    samples[key] = {"image": None}
-                    order.append(key)
-                sample = samples[key]
-                if ext in IMAGE_EXTENSIONS and sample["image"] is None:
-                    sample["image"] = member.name
-                    sample["offset"], sample["size"] = member.offset_data, member.size
-                elif ext in ("txt", "caption", "json") and member.size < 1_000_000:
-                    text = tar.extractfile(member).read().decode("utf-8", errors="replace")
-                    if ext == "json":
-                        try:
-                            meta = json.loads(text)
-                        except ValueError:
-                            meta = {}
-                        if isinstance(meta, dict):
-                            sample.setdefault("concept", meta.get("concept"))
-                            sample.setdefault("caption", meta.get("caption"))
-                    else:
-                        sample["caption"] = text.strip()
-        for key in order:
-            sample = samples[key]
-            # A sample without an image is still listed: decode turns it into an error row.
-            listed.add(tar_path, source_member=sample["image"] or f"{key}.<no image>", concept=sample.get("concept"),
-                       caption=sample.get("caption"), source_offset=sample.get("offset"),
-                       source_size=sample.get("size"))
-    return listed
-
-
-def _list_parquet(config: IngestConfig) -> pa.Table:
-    """The list's path (or uri) column, and its seed_id, concept and caption columns when present; relative paths
-    are next to the list, under its protocol too. Only those columns are read."""
-    fs, path = fsspec.core.url_to_fs(config.path, **config.fs_options(config.path))
-    filesystem = None if _is_local(fs) else fs
-    dataset = pads.dataset(path, filesystem=filesystem, format="parquet")  # one file, or a folder of them
-    columns = set(dataset.schema.names)
-    path_column = "path" if "path" in columns else "uri" if "uri" in columns else None
-    if path_column is None:
-        raise ValueError(f"input.path {config.path!r}: the parquet list needs a 'path' or 'uri' column")
-    wanted = {path_column: "source_uri", "seed_id": "source_seed_id", "concept": "concept", "caption": "caption"}
-    table = dataset.to_table(columns=[c for c in wanted if c in columns])
-    arrays = {}
-    for column, name in wanted.items():
-        if column in columns:
-            try:
-                arrays[name] = pc.cast(table.column(column), pa.string())
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                raise ValueError(f"input.path {config.path!r}: its {column!r} column must hold text, "
-                                 f"not {table.schema.field(column).type}") from None
-    paths = pc.fill_null(arrays["source_uri"], "")
-    relative = pc.and_(pc.and_(pc.not_equal(paths, ""), pc.invert(pc.match_substring(paths, "://"))),
-                       pc.invert(pc.starts_with(paths, "/")))
-    prefix = posixpath.join(posixpath.dirname(config.path), "")
-    arrays["source_uri"] = pc.if_else(relative, pc.binary_join_element_wise(prefix, paths, ""), paths)
-    return pa.table(arrays).combine_chunks()
+    return list_webdataset(config, _tar_paths(config.path, config.fs_options(config.path)))
 
 
 def list_seeds(config: IngestConfig, seeds_per_shard: int, limit: int | None = None, concepts=()) -> pa.Table:
@@ -241,7 +166,7 @@ def list_seeds(config: IngestConfig, seeds_per_shard: int, limit: int | None = N
     if config.kind == "generate":
         listed = _list_generated(config, concepts)
     else:
-        lister = {"folder": _list_folder, "webdataset": _list_webdataset, "parquet": _list_parquet}[config.kind]
+        lister = {"folder": _list_folder, "webdataset": _list_webdataset, "parquet": list_parquet}[config.kind]
         try:
             listed = lister(config)
         except InputUnreachable:

@@ -9,8 +9,9 @@ from PIL import Image, ImageOps
 
 from stages.utils.errors import InputError, describe_error
 
-# Let the stage decide the pixel limit itself; PIL's global guard would raise at a fixed size.
-Image.MAX_IMAGE_PIXELS = None
+# What a seed may be decoded as, whatever its file is called (Pillow's format names). Pillow's own
+# decompression-bomb limit (Image.MAX_IMAGE_PIXELS) stays as Pillow sets it, for every reader in the process.
+SEED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
 
 
 class SeedImageError(InputError):
@@ -47,14 +48,42 @@ def _flatten_to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def decode_seed_image(data: bytes, *, max_pixels: int, min_side: int, max_side: int) -> Image.Image:
-    """Decode and normalise one seed: EXIF orientation applied, 8-bit RGB, longer side <= max_side."""
+def _sniffed_format(data: bytes) -> str | None:
+    """The format Pillow would take ``data`` for, from the plugins' prefix checks only (nothing is parsed)."""
+    Image.init()
+    prefix = data[:16]
+    for name, (_, accept) in Image.OPEN.items():
+        try:
+            if accept is not None and accept(prefix):
+                return name
+        except Exception:
+            continue
+    return None
+
+
+def _open(data: bytes, formats: tuple[str, ...]) -> Image.Image:
+    """Pillow's bomb check runs in open: over its limit it warns (an exception where warnings are errors), over
+    twice that it raises; either is an error row here. The caller's max_pixels (at most Pillow's limit) then
+    refuses what only warned."""
+    try:
+        return Image.open(io.BytesIO(data), formats=list(formats))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise SeedImageError(f"image is over Pillow's decompression-bomb limit ({describe_error(exc)})") from None
+    except Exception as exc:  # PIL raises several types for junk input
+        found = _sniffed_format(data)
+        if found is not None and found not in formats:
+            raise SeedImageError(f"image format {found} (by its first bytes) is not accepted; only "
+                                 f"{', '.join(formats)} are") from None
+        raise SeedImageError(f"not a decodable image ({describe_error(exc)})") from None
+
+
+def decode_seed_image(data: bytes, *, max_pixels: int, min_side: int, max_side: int,
+                      formats: tuple[str, ...] = SEED_FORMATS) -> Image.Image:
+    """Decode and normalise one seed: EXIF orientation applied, 8-bit RGB, longer side <= max_side. Only
+    ``formats`` are decoded, and nothing over ``max_pixels`` (checked from the header, before decoding)."""
     if not data:
         raise SeedImageError("empty file")
-    try:
-        image = Image.open(io.BytesIO(data))
-    except Exception as exc:  # PIL raises several types for junk input
-        raise SeedImageError(f"not a decodable image ({describe_error(exc)})") from None
+    image = _open(data, formats)
     width, height = image.size
     if width * height > max_pixels:
         raise SeedImageError(f"image is {width}x{height} = {width * height} pixels, over max_pixels={max_pixels}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -45,56 +44,6 @@ def error_seed_row(seed_index: int = 0) -> dict:
 def noise_image(seed: int = 0, size: int = 64) -> Image.Image:
     rng = np.random.default_rng(seed)
     return Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8))
-
-
-def _save(image: Image.Image, fmt: str, **kwargs) -> bytes:
-    out = io.BytesIO()
-    image.save(out, format=fmt, **kwargs)
-    return out.getvalue()
-
-
-# What each bad file of write_hostile_folder must be reported as (with min_side=8, max_pixels=500*500).
-HOSTILE_FOLDER_ERRORS = {
-    "zero.jpg": "empty file",
-    "truncated.jpg": "image data is corrupt",
-    "one_pixel.png": "smaller than min_side",
-    "bomb.png": "over max_pixels",
-    "text.jpg": "not a decodable image",
-    "folder.jpg": "a folder, not an image file",
-    "escape.png": "symlink points outside the input folder",
-}
-
-
-def write_hostile_folder(base: Path) -> Path:
-    """``base/seeds``: 16 entries, bad in the ways seed collections from the wild are."""
-    root = base / "seeds"
-    root.mkdir()
-    noise = Image.fromarray(np.random.default_rng(1).integers(0, 255, (64, 64, 3), dtype=np.uint8))
-    jpeg = _save(noise, "JPEG")
-    files = {
-        "zero.jpg": b"",
-        "truncated.jpg": jpeg[: len(jpeg) // 2],
-        "alpha.png": _save(Image.new("RGBA", (40, 40), (10, 20, 30, 0)), "PNG"),
-        "palette.png": _save(Image.new("RGB", (40, 40), (200, 10, 10)).convert("P"), "PNG"),
-        "cmyk.jpg": _save(Image.new("CMYK", (40, 40), (0, 255, 255, 0)), "JPEG"),
-        "sixteen.png": _save(Image.fromarray(np.full((40, 40), 40000, dtype=np.uint16)), "PNG"),
-        "gray.png": _save(Image.new("L", (40, 40), 90), "PNG"),
-        "one_pixel.png": _save(Image.new("RGB", (1, 1)), "PNG"),
-        "bomb.png": png_bytes(800, 800),
-        "text.jpg": b"just some text, not a JPEG",
-        "copy_a.png": png_bytes(48, 48, (1, 2, 3)),
-        "copy_b.png": png_bytes(48, 48, (1, 2, 3)),
-        ("x" * 240) + ".png": png_bytes(32, 32, (4, 5, 6)),
-    }
-    for name, data in files.items():
-        (root / name).write_bytes(data)
-    with open(os.path.join(os.fsencode(root), b"latin1-\xe9t\xe9.png"), "wb") as handle:
-        handle.write(png_bytes(32, 32, (7, 8, 9)))
-    (root / "folder.jpg").mkdir()
-    outside = base / "secret.png"
-    outside.write_bytes(png_bytes(32, 32))
-    (root / "escape.png").symlink_to(outside)
-    return root
 
 
 WRITER_PROVENANCE = {  # what run.provenance() passes the encode stage and the shard writer, in small

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
+from pipeline.output.manifest import ManifestError
 from pipeline.output.storage import Storage
 from pipeline.review.apply import member_votes
 from pipeline.review.catalog import Catalog
@@ -189,8 +190,8 @@ def calibrate(output: str, min_verdicts: int = DEFAULT_MIN_VERDICTS) -> Calibrat
                                f"{output})")
     try:
         catalog = Catalog(storage)
-    except pa.ArrowInvalid as exc:
-        raise CalibrationError(f"{output}: unreadable manifest ({str(exc).splitlines()[0]})") from None
+    except ManifestError as exc:  # unreadable, an unknown version, a crafted key (pipeline/output/manifest.py)
+        raise CalibrationError(f"{output}: {exc}") from None
     decided, ties, reviewers = member_decisions(storage, catalog.members_of())
     rows, outside = [], 0
     for (set_id, member_id), verdict in sorted(decided.items()):
@@ -202,7 +203,7 @@ def calibrate(output: str, min_verdicts: int = DEFAULT_MIN_VERDICTS) -> Calibrat
             outside += 1
     found = Calibration(output, min_verdicts, reviewers, len(rows), ties, outside)
     config = _run_config(storage)
-    columns = set().union(*(row.keys() for entry in catalog.sets.values() for row in entry["members"].values()))
+    columns = catalog.columns  # what the manifests hold: an older version's lack the newer scores
     for check in CHECKS:
         scored = [(row, accepted) for row, accepted in rows if row.get(check.name) is not None]
         if check.name not in columns:

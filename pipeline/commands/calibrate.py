@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from pipeline.output.manifest import ManifestError
 from pipeline.output.storage import Storage
 from pipeline.review.apply import member_votes
 from pipeline.review.catalog import Catalog
@@ -190,7 +189,7 @@ def calibrate(output: str, min_verdicts: int = DEFAULT_MIN_VERDICTS) -> Calibrat
                                f"{output})")
     try:
         catalog = Catalog(storage)
-    except ManifestError as exc:  # unreadable, an unknown version, a crafted key (pipeline/output/manifest.py)
+    except ValueError as exc:  # output/manifest.py's ManifestError: unreadable, an unknown version, a crafted key
         raise CalibrationError(f"{output}: {exc}") from None
     decided, ties, reviewers = member_decisions(storage, catalog.members_of())
     rows, outside = [], 0

@@ -17,6 +17,7 @@ from typing import Iterable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.output.manifest import check_keys
 from pipeline.output.storage import Storage
 from schemas.layout import MANIFEST_DIR
 from schemas.records import MANIFEST, in_shards, rows_to_table
@@ -65,6 +66,8 @@ def manifest_table(rows: list[dict], shard_sha256: str, set_sha256: str,
 
 
 def write_manifest(storage: Storage, name: str, table: pa.Table) -> None:
+    """A shard's manifest, its keys checked as every reader checks them (no writer leaves one a reader refuses)."""
+    check_keys(table, name)
     with storage.open_atomic(MANIFEST_DIR, name) as stream:
         pq.write_table(table, stream, compression=MANIFEST_COMPRESSION)
 

@@ -118,3 +118,43 @@ def test_every_package_says_what_lives_there_and_what_it_may_import():
         if path.name == "__init__.py":
             doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
             assert "import" in doc.lower(), f"{name}/__init__.py says nothing of what it may import"
+
+
+# The one-reader rule (issue 36): manifests are read only by pipeline/output/manifest.py, which declares the
+# older schema versions and checks every key; a module that reads them itself would skip both.
+MANIFEST_READER = "pipeline.output.manifest"
+PARQUET_READS = {"read_table", "read_schema", "read_metadata", "ParquetFile", "ParquetDataset", "read_pandas",
+                 "read_parquet", "dataset"}
+
+
+def reads_manifests(source: str) -> bool:
+    """Whether code reads parquet (pyarrow.parquet, pyarrow.dataset, Ray's read_parquet) and names the manifest
+    folder: ``MANIFEST_DIR`` anywhere in the module, or a "manifest" path in the call itself."""
+    tree = ast.parse(source)
+    calls = [node for node in ast.walk(tree) if isinstance(node, ast.Call) and (
+        (isinstance(node.func, ast.Attribute) and node.func.attr in PARQUET_READS)
+        or (isinstance(node.func, ast.Name) and node.func.id in PARQUET_READS))]
+    if not calls:
+        return False
+    names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} | {
+        n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+    if "MANIFEST_DIR" in names:
+        return True
+    return any(isinstance(n, ast.Constant) and isinstance(n.value, str) and "manifest" in n.value
+               for call in calls for n in ast.walk(call))
+
+
+def test_the_one_reader_checker_sees_direct_manifest_reads():
+    assert reads_manifests("import pyarrow.parquet as pq\npq.read_table(s.open_input(MANIFEST_DIR, name))")
+    assert reads_manifests("from pyarrow.parquet import read_schema\npath = s.path(layout.MANIFEST_DIR)\n"
+                           "read_schema(path)")
+    assert reads_manifests("import pyarrow.dataset as ds\nds.dataset(root + '/manifest/', format='parquet')")
+    assert reads_manifests("ray.data.read_parquet(f'{out}/manifest')")
+    assert not reads_manifests("pq.read_table(s.open_input(THUMBS_DIR, manifest_name))")  # the thumbnail index
+    assert not reads_manifests("names = s.list(MANIFEST_DIR)")  # listing is not reading
+
+
+def test_only_the_manifest_module_reads_manifests():
+    readers = sorted(name for name, path in MODULES.items()
+                     if reads_manifests(path.read_text(encoding="utf-8")))
+    assert readers == [MANIFEST_READER]

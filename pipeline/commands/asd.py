@@ -10,9 +10,12 @@ predictions before every epoch, as the paper re-estimates Skew per epoch.
 
 from __future__ import annotations
 
+import glob
 import json
 import math
+import os
 import random
+import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -23,6 +26,7 @@ import pyarrow.parquet as pq
 from pipeline.trainers.debias import SKEW_RANGE, SMOOTHING, Prediction, resample_epoch, sample_skew, skew_table
 from pipeline.trainers.member_table import TableError, read_member_table, rows_by_member
 from pipeline.trainers.readers import accepted_members
+from stages.utils import faults
 
 WEIGHTS = pa.schema([("set_id", pa.string()), ("member_id", pa.string()), ("skew", pa.float64()),
                      ("weight", pa.float64()), ("copies", pa.int64())])
@@ -84,17 +88,32 @@ def format_table(table: dict) -> str:
     return "\n".join(lines)
 
 
+def write_weights(table: pa.Table, out: Path) -> None:
+    """WEIGHTS as CSV or parquet, written beside ``out`` and renamed over it: a kill leaves the earlier file whole
+    (and a ``.NAME.partial-*`` file, which the next write removes)."""
+    for stale in out.parent.glob(f".{glob.escape(out.name)}.partial-*"):
+        stale.unlink(missing_ok=True)
+    partial = out.with_name(f".{out.name}.partial-{uuid.uuid4().hex[:8]}")
+    try:
+        if out.suffix.lower() == ".csv":
+            pacsv.write_csv(table, str(partial))
+        else:
+            pq.write_table(table, str(partial))
+        faults.check_crash("asd")  # tests: die here, the new file written and not yet renamed
+        os.replace(partial, out)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
 def cmd_asd(args) -> int:
     for name, value, allowed in (("--tau1", args.tau1, value_positive), ("--tau2", args.tau2, value_positive),
                                  ("--clip", args.clip, value_positive), ("--alpha", args.alpha, lambda v: v >= 0)):
         if not allowed(value) or math.isnan(value):
             raise TableError(f"{name} {value}: must be {'>= 0' if name == '--alpha' else '> 0'}")
+    if os.environ.get(faults.ENV):
+        faults.install(os.environ[faults.ENV])
     rows, table = asd_weights(args.output, args.predictions, args.tau1, args.tau2, args.seed, args.alpha, args.clip)
-    result = pa.Table.from_pylist(rows, schema=WEIGHTS)
-    if Path(args.out).suffix.lower() == ".csv":
-        pacsv.write_csv(result, args.out)
-    else:
-        pq.write_table(result, args.out)
+    write_weights(pa.Table.from_pylist(rows, schema=WEIGHTS), Path(args.out))
     print(format_table(table))
     missing = accepted_members(args.output).num_rows - len(rows)
     print(f"asd: wrote {len(rows)} members to {args.out} ({sum(r['copies'] for r in rows)} samples next epoch)"

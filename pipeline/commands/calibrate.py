@@ -189,8 +189,8 @@ def calibrate(output: str, min_verdicts: int = DEFAULT_MIN_VERDICTS) -> Calibrat
                                f"{output})")
     try:
         catalog = Catalog(storage)
-    except pa.ArrowInvalid as exc:
-        raise CalibrationError(f"{output}: unreadable manifest ({str(exc).splitlines()[0]})") from None
+    except ValueError as exc:  # output/manifest.py's ManifestError: unreadable, an unknown version, a crafted key
+        raise CalibrationError(f"{output}: {exc}") from None
     decided, ties, reviewers = member_decisions(storage, catalog.members_of())
     rows, outside = [], 0
     for (set_id, member_id), verdict in sorted(decided.items()):
@@ -202,7 +202,7 @@ def calibrate(output: str, min_verdicts: int = DEFAULT_MIN_VERDICTS) -> Calibrat
             outside += 1
     found = Calibration(output, min_verdicts, reviewers, len(rows), ties, outside)
     config = _run_config(storage)
-    columns = set().union(*(row.keys() for entry in catalog.sets.values() for row in entry["members"].values()))
+    columns = catalog.columns  # what the manifests hold: an older version's lack the newer scores
     for check in CHECKS:
         scored = [(row, accepted) for row, accepted in rows if row.get(check.name) is not None]
         if check.name not in columns:

@@ -183,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.commands import exit_codes
     from pipeline.config.errors import ConfigError
     from pipeline.export.members import ExportError
+    from pipeline.output.manifest import ManifestError
     from pipeline.output.state import OutputRefused
     from pipeline.commands.review import APPLY
     from pipeline.review.verdicts import ReviewError
@@ -199,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except ConfigError as exc:
         error, code, line = exc, exit_codes.CONFIG_ERROR, f"config error: {exc}"
-    except OutputRefused as exc:
+    except (OutputRefused, ManifestError) as exc:
         error, code, line = exc, exit_codes.OUTPUT_REFUSED, f"output refused: {exc}"
     except (ExportError, TableError, ReviewError) as exc:
         error, code, line = exc, exit_codes.BAD_INPUT_FILE, f"error: {exc}"

@@ -11,6 +11,7 @@ from typing import Callable, Iterable, Iterator
 
 from pipeline.trainers.member_table import TableError, read_member_table, rows_by_member
 from pipeline.trainers.readers import accepted_members, iter_member_files
+from schemas.keys import KeyFormatError, validate_key
 from schemas.sample import IMAGE_FILE, attribute_dict
 
 
@@ -72,6 +73,10 @@ def export_members(output: str, weights: str | None = None, **select) -> Iterato
             raise TableError(f"{weights}: no weight for {len(missing)} selected member(s): {named}")
         weight_of = {i: _weight(rows[i]["weight"], weights, i) for i in wanted}
     for key, meta, jpeg in iter_member_files(output, **select):
+        try:  # the file name every format writes: a key only (the manifest's keys are checked on read too)
+            validate_key(key, "member sample key")
+        except KeyFormatError as exc:
+            raise ExportError(f"{output}: {exc}; refusing to export this output") from None
         yield ExportMember(key, meta, jpeg, weight_of.get((meta["set_id"], meta["member_id"])))
 
 

@@ -6,25 +6,24 @@ file's bytes. One call writes one shard (schemas/sample.py has the two sample sh
 ``sets/{prefix}-NNNNNN.tar`` a sample per accepted set of the same seeds (``{set_id}.jpg``, ``{set_id}.json``),
 and ``manifest/{prefix}-NNNNNN.parquet`` a row per member candidate, accepted, rejected or errored.
 Tars are byte-for-byte reproducible (fixed mtimes, owners and order); the tars are renamed into place
-first and the manifest last, so a shard counts as done only when its manifest exists.
+first and the manifest last, so a shard counts as done only when its manifest exists. The columns and
+checksums the files derive from each other come from pipeline/output/shard_files.py, as review apply's do.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
-import tarfile
 from dataclasses import dataclass
-from typing import Iterable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.output.shard_files import SET_SHA256, SHARD_SHA256  # noqa: F401 (verify and croissant import them here)
+from pipeline.output.shard_files import manifest_table, shard_columns, write_manifest, write_tar
 from pipeline.output.storage import Storage
 from schemas import SCHEMA_VERSION
 from schemas.layout import MANIFEST_DIR, SETS_DIR, SHARDS_DIR, THUMBS_DIR, manifest_name, tar_name
-from schemas.records import MANIFEST, SCORE_NAMES, STATUS_ACCEPTED, STATUS_ERROR, member_attributes, rows_to_table
+from schemas.records import SCORE_NAMES, STATUS_ACCEPTED, STATUS_ERROR, member_attributes, rows_to_table
 from schemas.sample import IMAGE_FILE, JSON_FILE, THUMB_SOURCE_ID, member_key
 from stages.encode import ShardConfig, sample_members
 
@@ -46,54 +45,6 @@ class ShardResult:
     manifest_name: str
     samples: int
     manifest_rows: int
-
-
-# The manifest's schema metadata records both tars' sha256 (Croissant needs them; verify checks them), taken
-# while the tars stream out, so no report has to read every shard again.
-SHARD_SHA256 = b"counterfactory.shard_sha256"
-SET_SHA256 = b"counterfactory.set_sha256"
-
-
-MANIFEST_COMPRESSION = "zstd"
-
-
-def manifest_table(rows: list[dict], shard_sha256: str, set_sha256: str) -> pa.Table:
-    """A shard's manifest, with its tars' checksums in the schema metadata."""
-    return rows_to_table(rows, MANIFEST).replace_schema_metadata({SHARD_SHA256: shard_sha256, SET_SHA256: set_sha256})
-
-
-class _Hashing:
-    """A write-only stream that hashes what passes through it."""
-
-    def __init__(self, stream):
-        self.stream, self.digest, self.written = stream, hashlib.sha256(), 0
-
-    def write(self, data) -> int:
-        self.digest.update(data)
-        self.written += len(data)
-        return self.stream.write(data)
-
-    def tell(self) -> int:
-        return self.written
-
-
-def _add_file(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    info.mtime = 0
-    info.mode = 0o644
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    tar.addfile(info, io.BytesIO(data))
-
-
-def write_tar(storage: Storage, folder: str, name: str, files: Iterable[tuple[str, bytes]]) -> str:
-    """Write a reproducible tar (fixed mtimes, owners, the given order) atomically; returns its sha256."""
-    with storage.open_atomic(folder, name) as stream, \
-            tarfile.open(fileobj=(hashing := _Hashing(stream)), mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for file_name, data in files:
-            _add_file(tar, file_name, data)
-    return hashing.digest.hexdigest()
 
 
 class ShardWriter:
@@ -138,7 +89,6 @@ class ShardWriter:
         for cand in candidates:
             member = members[cand["member_id"]]
             accepted = cand.get("status") == STATUS_ACCEPTED
-            key = member_key(row["set_id"], cand["member_id"])
             out.append(
                 {
                     **base,
@@ -150,9 +100,7 @@ class ShardWriter:
                     **{k: cand.get(k) for k in SCORE_NAMES},
                     "judge_answers": cand.get("judge_answers"),
                     "score_notes": cand.get("score_notes"), "identity_member": bool(member.get("identity")),
-                    "shard": shard if accepted else None,
-                    "sample_key": key if accepted else None,
-                    "file": f"{key}.{IMAGE_FILE}" if accepted else None,
+                    **shard_columns(row["set_id"], cand["member_id"], shard if accepted else None),
                 }
             )
         return out
@@ -195,6 +143,5 @@ class ShardWriter:
         if self.config.thumbnail_size:
             with self.storage.open_atomic(THUMBS_DIR, manifest_name) as stream:
                 pq.write_table(rows_to_table(self.thumbnails(rows), THUMBS), stream, compression="none")
-        with self.storage.open_atomic(MANIFEST_DIR, manifest_name) as stream:
-            pq.write_table(manifest_table(manifest, shard_sha, set_sha), stream, compression=MANIFEST_COMPRESSION)
+        write_manifest(self.storage, manifest_name, manifest_table(manifest, shard_sha, set_sha))
         return ShardResult(index, tar_name, manifest_name, len(member_files) // 2, len(manifest))

@@ -14,8 +14,8 @@ import uuid
 from dataclasses import dataclass
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from pipeline.output.manifest import read_manifest
 from pipeline.output.storage import Storage
 from schemas.keys import parse_shard_name
 from schemas.layout import LOCK_FILE, MANIFEST_DIR, RUN_FILE, SETS_DIR, SHARDS_DIR, TEMPORARY_PREFIX, THUMBS_DIR, tar_name
@@ -137,7 +137,7 @@ def completed_shards(storage: Storage, seed_refs: pa.Table, prefix: str) -> set[
             continue
         if tar_name(prefix, index) not in tars:
             continue
-        table = pq.read_table(storage.open_input(MANIFEST_DIR, name), columns=["seed_index", "source_uri"])
+        table = read_manifest(storage, name, ["seed_index", "source_uri"])
         covered = set(zip(table.column("seed_index").to_pylist(), table.column("source_uri").to_pylist()))
         if covered == expected[index]:
             done.add(index)

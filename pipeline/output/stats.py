@@ -6,14 +6,12 @@ from __future__ import annotations
 import json
 from collections import Counter, defaultdict
 
-import pyarrow.parquet as pq
-
 from schemas import SCHEMA_VERSION
-from schemas.keys import parse_shard_name
+from pipeline.output.manifest import manifest_name_of_tar, read_manifest, read_manifests
 from pipeline.output.parity import PARITY_COLUMNS, ParityCounter, flagged
+from pipeline.output.shard_files import shard_size
 from pipeline.output.storage import Storage
-from schemas.layout import MANIFEST_DIR, manifest_name, tar_name
-from schemas.layout import REVIEW_APPLIED_FILE
+from schemas.layout import REVIEW_APPLIED_FILE, manifest_name
 from schemas.records import STATUS_ACCEPTED, STATUS_ERROR, STATUS_OK, VERDICT_REJECT, in_shards
 from stages.ingest.reading import is_duplicate
 
@@ -34,18 +32,8 @@ def collect(storage: Storage) -> tuple[dict, dict]:
     sizes: dict[str, int] = {}
     parity = ParityCounter()
     review = {"sets_reviewed": set(), "sets_vetoed": set(), "members_vetoed": 0, "reviewers": set(), "in_shards": set()}
-    for name in storage.list(MANIFEST_DIR):
-        try:
-            prefix, index, ext = parse_shard_name(name)
-        except ValueError:
-            continue
-        handle = storage.open_input(MANIFEST_DIR, name)
-        present = set(pq.read_schema(handle).names)  # manifests written before review columns existed lack them
-        rows = pq.read_table(handle, columns=[c for c in COLUMNS if c in present]).to_pylist()
-        for row in rows:
-            for column in set(COLUMNS) - present:
-                row[column] = None
-        samples = set()
+    for name, table in read_manifests(storage, COLUMNS):  # older versions read as declared (output/manifest.py)
+        rows = table.to_pylist()
         for row in rows:
             seeds.setdefault(row["seed_index"], row["seed_status"])
             key = (row["seed_index"], row["set_id"])
@@ -60,7 +48,6 @@ def collect(storage: Storage) -> tuple[dict, dict]:
             if row["status"] == STATUS_ERROR and row["reason"]:
                 error_kinds[row["reason"].split(":")[0]] += 1
             if in_shards(row):
-                samples.add(row["sample_key"])
                 review["in_shards"].add(key)
             if row["review_verdict"] is not None:
                 review["sets_reviewed"].add(key)
@@ -68,7 +55,7 @@ def collect(storage: Storage) -> tuple[dict, dict]:
                 if row["status"] == STATUS_ACCEPTED and row["review_verdict"] == VERDICT_REJECT:
                     review["members_vetoed"] += 1
                     review["sets_vetoed"].add(key)
-        sizes[tar_name(prefix, index)] = len(samples)
+        sizes[manifest_name_of_tar(name)] = shard_size(rows)
     seed_counts = Counter(seeds.values())
     stats = {
         "schema_version": SCHEMA_VERSION,
@@ -106,10 +93,7 @@ def seen_seed_ids(storage: Storage, shard_indices: set[int], prefix: str) -> dic
     """seed_id -> first seed_index among completed shards, so duplicates stay duplicates on resume."""
     seen: dict[str, int] = {}
     for index in sorted(shard_indices):
-        table = pq.read_table(
-            storage.open_input(MANIFEST_DIR, manifest_name(prefix, index)),
-            columns=["seed_id", "seed_index", "seed_status", "reason"],
-        )
+        table = read_manifest(storage, manifest_name(prefix, index), ["seed_id", "seed_index", "seed_status", "reason"])
         for row in table.to_pylist():
             if row["seed_status"] == STATUS_OK and not is_duplicate(row["reason"]):
                 seen.setdefault(row["seed_id"], row["seed_index"])

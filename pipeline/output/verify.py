@@ -9,9 +9,9 @@ import json
 import tarfile
 from collections import defaultdict
 
-import pyarrow.parquet as pq
 from PIL import Image
 
+from pipeline.output.manifest import read_raw
 from pipeline.output.shard_writer import SET_SHA256, SHARD_SHA256
 from pipeline.output.storage import Storage
 from schemas.keys import KEY_PATTERN, parse_shard_name
@@ -83,7 +83,7 @@ def verify_output(uri: str) -> tuple[list[str], dict]:
             problems.append(f"{tar_name}: {len(members)} samples, sizes.json says {sizes.get(tar_name)}")
         manifest_name = manifest_name_of(tar_name)
         try:
-            table = pq.read_table(storage.open_input(MANIFEST_DIR, manifest_name))
+            table = read_raw(storage, manifest_name)  # as stored: verify reports what differs
         except Exception as exc:
             problems.append(f"{manifest_name}: unreadable manifest ({exc})")
             continue
@@ -102,7 +102,7 @@ def verify_output(uri: str) -> tuple[list[str], dict]:
             seen_keys[key] = tar_name
         problems.extend(f"{tar_name}: {p}" for p in _check_samples(members, sets, accepted))
     for name in set(manifests) - {manifest_name_of(t) for t in tars}:
-        counts["manifest_rows"] += pq.read_metadata(storage.open_input(MANIFEST_DIR, name)).num_rows
+        counts["manifest_rows"] += read_raw(storage, name).num_rows
     return problems, counts
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.output.manifest import group_sets, read_all
 from pipeline.output.storage import Storage
-from schemas.layout import MANIFEST_DIR, RUN_FILE, SIZES_FILE, THUMBS_DIR
+from schemas.layout import RUN_FILE, SIZES_FILE, THUMBS_DIR
 
 
 @dataclass
@@ -21,25 +21,20 @@ class OutputContents:
 
     @classmethod
     def load(cls, storage: Storage) -> "OutputContents":
-        tables = [pq.read_table(storage.open_input(MANIFEST_DIR, name)) for name in storage.list(MANIFEST_DIR)
-                  if name.endswith(".parquet")]
-        rows = pa.concat_tables(tables).to_pylist() if tables else []
+        rows = read_all(storage).to_pylist()  # every version as today's schema, keys checked (output/manifest.py)
         run = json.loads(storage.read_bytes(RUN_FILE)) if storage.exists(RUN_FILE) else {}
         sizes = json.loads(storage.read_bytes(SIZES_FILE)) if storage.exists(SIZES_FILE) else {}
         return cls(storage=storage, manifest=rows, run=run, sizes=sizes)
 
     def sets(self) -> list[dict]:
-        """One entry per (seed, set) in seed order, with its candidate rows."""
-        grouped: dict[tuple, dict] = {}
-        for row in self.manifest:
-            key = (row["seed_index"], row["set_id"])
-            entry = grouped.setdefault(key, {
-                "set_id": row["set_id"], "seed_index": row["seed_index"], "axis": row["axis"],
-                "concept": row["concept"], "set_status": row["set_status"], "caption": row["caption"],
-                "source_uri": row["source_uri"], "candidates": [],
-            })
-            entry["candidates"].append(row)
-        return [grouped[k] for k in sorted(grouped)]
+        """One entry per (seed, set) in seed order (output/manifest.py's group_sets), with its candidate rows."""
+        out = []
+        for entry in group_sets(self.manifest):
+            first = entry["rows"][0]
+            out.append({"set_id": first["set_id"], "seed_index": first["seed_index"], "axis": first["axis"],
+                        "concept": first["concept"], "set_status": first["set_status"], "caption": first["caption"],
+                        "source_uri": first["source_uri"], "candidates": entry["rows"]})
+        return out
 
     def thumbnails(self, set_ids: set[str]) -> dict[tuple, bytes]:
         """(set_id, member_id, candidate) -> JPEG bytes for the wanted sets (candidate None for src)."""

@@ -17,9 +17,9 @@ import hashlib
 from datetime import datetime, timezone
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from pipeline.output.shard_writer import SET_SHA256, SHARD_SHA256
+from pipeline.output.manifest import metadata as manifest_metadata
+from pipeline.output.shard_files import SET_SHA256, SHARD_SHA256
 from pipeline.report.contents import OutputContents
 from schemas.layout import MANIFEST_DIR, SETS_DIR, SHARDS_DIR, manifest_name_of
 from schemas.records import MANIFEST, SCORE_NAMES
@@ -69,7 +69,7 @@ def _tar_objects(contents: OutputContents) -> list[dict]:
         for name in (n for n in storage.list(folder) if n.endswith(".tar")):
             if not storage.exists(MANIFEST_DIR, manifest_name_of(name)):
                 continue  # a shard whose manifest never landed is not done (resume redoes it; verify says so)
-            metadata = pq.read_schema(storage.open_input(MANIFEST_DIR, manifest_name_of(name))).metadata or {}
+            metadata = manifest_metadata(storage, manifest_name_of(name))
             digest = metadata[key].decode() if key in metadata else hashlib.sha256(storage.read_bytes(folder, name)).hexdigest()
             size = storage.fs.get_file_info(storage.path(folder, name)).size
             objects.append({"@type": "cr:FileObject", "@id": f"{folder}/{name}", "name": f"{folder}/{name}",

@@ -6,35 +6,41 @@
 3. Apply the filter's own set rule: a set with fewer members left than ``filter.min_members`` (0: all of
    them) is vetoed whole, as the filter would have rejected it.
 4. Rebuild the tars of every shard whose members changed from the tars the run wrote (kept under
-   ``reviews/originals/`` the first time), so a withdrawn veto brings its member back and applying twice
-   writes the same bytes; record the verdicts in the manifests (``review_*`` columns, beside the automatic
-   status); then sizes.json, stats.json and the report.
+   ``reviews/originals/`` the first time, checked by sha256: pipeline/review/rebuild.py), so a withdrawn veto
+   brings its member back and applying twice writes the same bytes; record the verdicts in the manifests
+   (``review_*`` columns, beside the automatic status; the shard columns and checksums from
+   pipeline/output/shard_files.py, as the shard writer's); then sizes.json, stats.json and the report.
+   The shards being rewritten are marked first (reviews/apply-pending.json), so an apply killed midway is
+   finished by the next one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-import pyarrow.parquet as pq
-
+from pipeline.output.manifest import manifest_name_of_tar, read_manifests, stored_columns
 from pipeline.output.run_record import json_bytes as run_json_bytes
-from pipeline.output.shard_writer import MANIFEST_COMPRESSION, SET_SHA256, SHARD_SHA256, manifest_table, write_tar
+from pipeline.output.shard_files import (ORIGINAL_SHARD_SHA256, checksums, manifest_table, shard_columns,
+                                         write_manifest)
 from pipeline.output.state import OutputLock, OutputRefused, remove_temporaries
 from pipeline.output.stats import collect
 from pipeline.output.storage import Storage
-from pipeline.output.verify import read_tar_samples
 from pipeline.report.build import write_report
 from pipeline.review.agreement import agreement, set_decisions
+from pipeline.review.rebuild import clear_pending, mark_pending, original_tars, pending, rebuild_tars
 from pipeline.review.verdicts import (check_known, imported_name, keep_imported, latest, output_verdicts,
                                       read_verdict_file)
 from schemas.layout import (MANIFEST_DIR, REVIEW_APPLIED_FILE, REVIEW_ORIGINALS_DIR, REVIEWS_DIR, RUN_FILE, SETS_DIR,
-                            SHARDS_DIR, SIZES_FILE, STATS_FILE, manifest_name_of)
+                            SHARDS_DIR, SIZES_FILE, STATS_FILE)
 from schemas.records import STATUS_ACCEPTED, VERDICT_ACCEPT, VERDICT_REJECT
-from schemas.sample import IMAGE_FILE, JSON_FILE, json_bytes, member_key
+from stages.utils import faults
 
 POLICIES = ("any-reject", "majority")
+NO_REVIEW = {"review_verdict": None, "review_reason": None, "reviewers": None, "review_votes": None}
 
 
 @dataclass
@@ -94,33 +100,6 @@ def review_columns(votes: dict[tuple, dict[str, tuple]], kept_members: dict[str,
     return out
 
 
-def _rebuild_tars(storage: Storage, tar_name: str, kept_keys: set[str], reviewed_before: bool) -> tuple[str, str]:
-    """The shard's two tars, from the run's originals, holding only the kept members; their sha256."""
-    for folder in (SHARDS_DIR, SETS_DIR):
-        if not storage.exists(REVIEW_ORIGINALS_DIR, folder, tar_name):
-            if reviewed_before:  # the tar in place is not the run's any more: it cannot stand in for it
-                raise OutputRefused(f"{REVIEW_ORIGINALS_DIR}/{folder}/{tar_name} is missing, but an earlier review "
-                                    f"apply removed members from {folder}/{tar_name}; restore reviews/originals/")
-            storage.write_atomic(storage.read_bytes(folder, tar_name), REVIEW_ORIGINALS_DIR, folder, tar_name)
-    members = read_tar_samples(storage.read_bytes(REVIEW_ORIGINALS_DIR, SHARDS_DIR, tar_name))
-    sets = read_tar_samples(storage.read_bytes(REVIEW_ORIGINALS_DIR, SETS_DIR, tar_name))
-    set_files, position = [], {}
-    for set_id, files in sets.items():
-        meta = json.loads(files[JSON_FILE])
-        meta["members"] = [m for m in meta["members"] if m["key"] in kept_keys]
-        for index, m in enumerate(meta["members"]):
-            position[m["key"]] = (index, len(meta["members"]))
-        if meta["members"]:
-            set_files += [(f"{set_id}.{IMAGE_FILE}", files[IMAGE_FILE]), (f"{set_id}.{JSON_FILE}", json_bytes(meta))]
-    member_files = []
-    for key, files in members.items():
-        if key in kept_keys:
-            meta = json.loads(files[JSON_FILE])
-            meta["member_index"], meta["member_count"] = position[key]
-            member_files += [(f"{key}.{IMAGE_FILE}", files[IMAGE_FILE]), (f"{key}.{JSON_FILE}", json_bytes(meta))]
-    return write_tar(storage, SHARDS_DIR, tar_name, member_files), write_tar(storage, SETS_DIR, tar_name, set_files)
-
-
 def apply_review(uri: str, files: list[str] = (), policy: str = "any-reject") -> ApplyResult:
     if policy not in POLICIES:
         raise ValueError(f"policy {policy!r}: allowed {', '.join(POLICIES)}")
@@ -129,6 +108,8 @@ def apply_review(uri: str, files: list[str] = (), policy: str = "any-reject") ->
     if run.get("status") != "complete":
         raise OutputRefused(f"{uri}: the run is not complete (run.json status {run.get('status')!r}); "
                             "finish or resume it before applying reviews")
+    if os.environ.get(faults.ENV):
+        faults.install(os.environ[faults.ENV])
     lock = OutputLock(storage)
     lock.acquire()
     try:
@@ -141,9 +122,9 @@ def _apply(storage: Storage, run: dict, files: list[str], policy: str) -> ApplyR
     # 0. what an apply killed midway left (the files it renames into place are whole or absent)
     remove_temporaries(storage, SHARDS_DIR, SETS_DIR, MANIFEST_DIR, "", REVIEWS_DIR,
                        *(f"{REVIEW_ORIGINALS_DIR}/{f}" for f in (SHARDS_DIR, SETS_DIR)))
-    # 1. every manifest, every verdict
-    manifests = {name: pq.read_table(storage.open_input(MANIFEST_DIR, name))
-                 for name in storage.list(MANIFEST_DIR) if name.endswith(".parquet")}
+    unfinished = pending(storage)  # shards a killed apply was rewriting: rebuilt whatever their manifests say
+    # 1. every manifest (any declared version, keys checked), every verdict
+    manifests = dict(read_manifests(storage))
     members_of: dict[str, list[str]] = defaultdict(list)
     accepted: dict[str, list[str]] = defaultdict(list)  # accepted set -> its accepted members
     for table in manifests.values():
@@ -165,34 +146,51 @@ def _apply(storage: Storage, run: dict, files: list[str], policy: str) -> ApplyR
     columns = review_columns(member_votes(standing, members_of), kept_members, members_of, accepted,
                              min_members, policy)
     result = ApplyResult(verdicts=len(verdicts), reviewers=sorted({r["reviewer"] for r in verdicts}))
-    # 4. shards whose members changed, then every manifest whose columns changed
-    for name, table in sorted(manifests.items()):
-        tar_name = name[: -len(".parquet")] + ".tar"
-        rows = table.to_pylist()
+    # 4. the shards whose members changed (or a killed apply was rewriting), marked before any tar is touched
+    def standing_rows(name: str) -> list[dict]:
+        rows = manifests[name].to_pylist()
         for row in rows:
-            row.update(columns.get((row["set_id"], row["member_id"]),
-                                   {"review_verdict": None, "review_reason": None, "reviewers": None,
-                                    "review_votes": None}))
+            row.update(columns.get((row["set_id"], row["member_id"]), NO_REVIEW))
             kept = row["status"] == STATUS_ACCEPTED and row["member_id"] in kept_members.get(row["set_id"], ())
-            key = member_key(row["set_id"], row["member_id"]) if kept else None
-            row.update(shard=tar_name if kept else None, sample_key=key, file=f"{key}.{IMAGE_FILE}" if kept else None)
+            row.update(shard_columns(row["set_id"], row["member_id"], manifest_name_of_tar(name) if kept else None))
+        return rows
+
+    rebuild = set()
+    for name, table in manifests.items():
+        before = {key for key in table.column("sample_key").to_pylist() if key}
+        if before != {row["sample_key"] for row in standing_rows(name) if row["sample_key"]} \
+                or manifest_name_of_tar(name) in unfinished:
+            rebuild.add(name)
+    if rebuild:
+        mark_pending(storage, unfinished | {manifest_name_of_tar(n) for n in rebuild})
+    # 5. rebuild those tars, then every manifest whose columns or checksums changed
+    for name in manifests:
+        rows = standing_rows(name)
+        table, tar_name = manifests[name], manifest_name_of_tar(name)
         metadata = table.schema.metadata or {}
-        before = {row["sample_key"] for row in table.select(["sample_key"]).to_pylist() if row["sample_key"]}
-        after = {row["sample_key"] for row in rows if row["sample_key"]}
-        shard_sha, set_sha = (metadata.get(k, b"").decode() for k in (SHARD_SHA256, SET_SHA256))
-        if before != after:
+        shard_sha, set_sha = checksums(metadata)
+        originals = checksums(metadata, original=True) if ORIGINAL_SHARD_SHA256 in metadata else None
+        if name in rebuild:
             reviewed_before = any(r["status"] == STATUS_ACCEPTED and r["set_status"] == STATUS_ACCEPTED and not r["shard"]
                                   for r in table.select(["status", "set_status", "shard"]).to_pylist())
-            shard_sha, set_sha = _rebuild_tars(storage, tar_name, after, reviewed_before)
+            run_tars = original_tars(storage, tar_name, metadata, reviewed_before)
+            originals = tuple(hashlib.sha256(run_tars[f]).hexdigest() for f in (SHARDS_DIR, SETS_DIR))
+            kept: dict[str, set[str]] = defaultdict(set)
+            for row in rows:
+                if row["sample_key"]:
+                    kept[row["set_id"]].add(row["sample_key"])
+            shard_sha, set_sha = rebuild_tars(storage, tar_name, run_tars, kept)
             result.shards_rewritten.append(tar_name)
-        new = manifest_table(rows, shard_sha, set_sha)
-        if not (new.equals(table) and new.schema.metadata == table.schema.metadata and new.schema == table.schema):
-            with storage.open_atomic(MANIFEST_DIR, name) as stream:
-                pq.write_table(new, stream, compression=MANIFEST_COMPRESSION)
-            result.manifests_rewritten.append(manifest_name_of(tar_name))
+            faults.check_crash("review_apply")  # tests: die here, the tars renamed and the manifest not yet written
+        new = manifest_table(rows, shard_sha, set_sha, originals)
+        if not (new.equals(table) and new.schema.metadata == table.schema.metadata
+                and stored_columns(storage, name) == new.schema.names):  # an older version's file: rewritten whole
+            write_manifest(storage, name, new)
+            result.manifests_rewritten.append(name)
+    clear_pending(storage)
     result.sets_vetoed = sum(not kept_members[s] for s in accepted)
     result.members_vetoed = sum(len(accepted[s]) - len(kept_members[s]) for s in accepted)
-    # 5. what the output says about itself
+    # 6. what the output says about itself
     found = agreement(set_decisions(standing))
     applied = {"policy": policy, "reviewers": result.reviewers, "verdicts": len(verdicts),
                "sources": sorted({r["source"] for r in verdicts}),

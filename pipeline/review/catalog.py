@@ -11,8 +11,9 @@ from collections import defaultdict
 
 import pyarrow.parquet as pq
 
+from pipeline.output.manifest import manifest_name_of_tar, read_manifests, sets_by_id, stored_columns
 from pipeline.output.storage import Storage
-from schemas.layout import MANIFEST_DIR, REVIEW_ORIGINALS_DIR, SETS_DIR, SHARDS_DIR, THUMBS_DIR
+from schemas.layout import REVIEW_ORIGINALS_DIR, SETS_DIR, SHARDS_DIR, THUMBS_DIR
 from schemas.records import SCORE_NAMES, STATUS_ACCEPTED
 from schemas.sample import IMAGE_FILE, THUMB_SOURCE_ID, member_key
 
@@ -28,17 +29,16 @@ class Catalog:
     def __init__(self, storage: Storage):
         self.storage = storage
         self.sets: dict[str, dict] = {}
-        grouped: dict[str, list[dict]] = defaultdict(list)
-        for name in storage.list(MANIFEST_DIR):
-            if not name.endswith(".parquet"):
-                continue
-            for row in pq.read_table(storage.open_input(MANIFEST_DIR, name)).to_pylist():
-                row["manifest"] = name
-                grouped[row["set_id"]].append(row)
-        for set_id, rows in sorted(grouped.items(), key=lambda kv: (kv[1][0]["seed_index"], kv[0])):
-            first = rows[0]
+        rows = []
+        self.columns: set[str] = set()  # the columns the manifests hold (an older version's lack some, read as null)
+        for name, table in read_manifests(storage):  # any declared schema version, keys checked
+            rows += [dict(row, manifest=name) for row in table.to_pylist()]
+            self.columns.update(stored_columns(storage, name))
+        # the rows of the seed that made each set (a later copy of the seed shares its set ids, as error rows)
+        for set_id, entry in sets_by_id(rows).items():
+            first = entry["rows"][0]
             by_member: dict[str, list[dict]] = defaultdict(list)
-            for row in rows:
+            for row in entry["rows"]:
                 by_member[row["member_id"]].append(row)
             self.sets[set_id] = {
                 "set_id": set_id, "seed_index": first["seed_index"], "concept": first["concept"] or "",
@@ -102,7 +102,7 @@ class Catalog:
     def image(self, set_id: str, member_id: str) -> bytes | None:
         """A member's shown image (``SEED``: the seed): full size from a tar when it has one, else the thumbnail."""
         entry = self.sets[set_id]
-        tar_name = entry["manifest"][: -len(".parquet")] + ".tar"
+        tar_name = manifest_name_of_tar(entry["manifest"])
         if member_id == SEED:
             found = self._from_tar(SETS_DIR, tar_name, f"{set_id}.{IMAGE_FILE}") \
                 if entry["status"] == STATUS_ACCEPTED else None

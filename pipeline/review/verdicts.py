@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import fcntl
+import hashlib
 import re
 import threading
 from contextlib import contextmanager
@@ -194,8 +195,12 @@ def output_verdicts(storage: Storage, skip_imported: set[str] = frozenset()) -> 
 
 
 def imported_name(path: str) -> str:
-    """The name a verdicts file is kept under in OUT/reviews/imported/."""
-    return Path(path).stem + ".parquet"
+    """The name a verdicts file is kept under in OUT/reviews/imported/: its stem and a hash of where it is, so
+    two files of one name from two folders are both kept, and giving the same file again replaces its copy.
+    (Copies an earlier version kept as ``{stem}.parquet`` still count.)"""
+    where = hashlib.sha256(str(Path(path).resolve()).encode("utf-8", "surrogateescape")).hexdigest()[:12]
+    stem = re.sub(r"[^A-Za-z0-9_-]", "_", Path(path).stem)[:64] or "verdicts"
+    return f"{stem}-{where}.parquet"
 
 
 def keep_imported(storage: Storage, path: str, rows: list[dict]) -> None:

@@ -18,23 +18,20 @@ from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from PIL import Image
 
+from pipeline.output.manifest import read_all
 from pipeline.output.storage import Storage
 from pipeline.output.verify import read_tar_samples
-from schemas.layout import MANIFEST_DIR, SETS_DIR, SHARDS_DIR
+from schemas.layout import SETS_DIR, SHARDS_DIR
 from schemas.sample import IMAGE_FILE, JSON_FILE, attribute_dict
 
 
 def accepted_members(output: str, concept: str | None = None, axis: str | None = None,
                      values: dict[str, str] | None = None) -> pa.Table:
-    """Manifest rows of the members in the shards, filtered; reads only the manifests."""
-    storage = Storage(output)
-    tables = [pq.read_table(storage.open_input(MANIFEST_DIR, n)) for n in storage.list(MANIFEST_DIR) if n.endswith(".parquet")]
-    if not tables:
-        return pa.table({})
-    table = pa.concat_tables(tables)
+    """Manifest rows of the members in the shards, filtered; reads only the manifests (any declared schema
+    version, keys checked: pipeline/output/manifest.py)."""
+    table = read_all(Storage(output))
     table = table.filter(pc.is_valid(table.column("shard")))  # records.in_shards: accepted and not vetoed in review
     if concept is not None:
         table = table.filter(pc.equal(table.column("concept"), concept))

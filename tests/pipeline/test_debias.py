@@ -1,6 +1,7 @@
 import csv
 import math
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -158,3 +159,34 @@ def test_asd_command_refuses_unknown_ids_in_one_line(tmp_path, capsys):
     code = main(["asd", str(out), "--predictions", str(predictions), "--out", str(tmp_path / "w.csv"), "--tau2", "0"])
     err = capsys.readouterr().err
     assert code == 4 and err.strip() == "error: --tau2 0.0: must be > 0"  # not an endless accumulation loop
+
+
+def test_a_killed_asd_leaves_the_earlier_weights_file_whole(tmp_path, capsys):
+    import os
+    import subprocess
+    import sys
+
+    import pyarrow.parquet as pq
+
+    from pipeline.commands.cli import main
+    from tests.helpers import set_row, write_sets
+
+    out = tmp_path / "out"
+    write_sets(out, [set_row(i, "accepted") for i in range(2)])
+    predictions, weights = tmp_path / "answers.csv", tmp_path / "weights.parquet"
+    predictions.write_text("set_id,member_id,answer\ns0-gender,male,yes\ns0-gender,female,no\n"
+                           "s1-gender,male,no\ns1-gender,female,yes\n")
+    command = ["asd", str(out), "--predictions", str(predictions), "--out", str(weights)]
+    assert main(command) == 0
+    earlier = weights.read_bytes()
+    predictions.write_text(predictions.read_text().replace("s1-gender,male,no", "s1-gender,male,yes"))
+    marker = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+           "COUNTERFACTORY_INJECT_FAULTS": f"crash:asd:{marker}"}
+    killed = subprocess.run([sys.executable, "-m", "pipeline", *command], env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert killed.returncode == 17 and marker.exists(), killed.stderr  # killed with the new file not yet in place
+    assert weights.read_bytes() == earlier and pq.read_table(weights).num_rows == 4
+    assert main(command) == 0  # the next run replaces it, and removes what the killed one left
+    capsys.readouterr()
+    assert weights.read_bytes() != earlier and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

@@ -3,10 +3,16 @@ Hugging Face ``datasets`` loads its folder; LLaVA's LazySupervisedDataset/prepro
 sharegpt converter and mm_plugin rules are written out here from their code (neither installs offline)."""
 
 import csv
+import io
 import json
 import os
 import re
+import shutil
+import subprocess
+import sys
+import tarfile
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 from PIL import Image
@@ -133,3 +139,54 @@ def test_export_refuses_unknown_ids_and_a_used_folder_in_one_line(mini_output, t
     assert code == 4 and "not an empty folder" in err
     code, _, err = export(capsys, mini_output, "--to", "llava", tmp_path / "b", "--value", "gender=robot")
     assert code == 4 and "no accepted member matches" in err
+
+
+def _rename_in_tar(path, old: str, new: str) -> None:
+    """Rewrite a tar with members ``old.*`` renamed ``new.*``, as someone crafting an output would."""
+    with tarfile.open(path) as tar:
+        files = [(m, tar.extractfile(m).read()) for m in tar if m.isfile()]
+    with tarfile.open(path, "w") as tar:
+        for member, data in files:
+            key, dot, extension = member.name.partition(".")
+            member.name = (new if key == old else key) + dot + extension
+            tar.addfile(member, io.BytesIO(data))
+
+
+def test_an_export_of_a_crafted_key_writes_nothing_outside_dest(mini_output, tmp_path, capsys):
+    out = tmp_path / "crafted"
+    shutil.copytree(mini_output, out)
+    evil = str(tmp_path / "pwn")  # an absolute path without a dot: pathlib keeps only it of images/ / "KEY.jpg"
+    assert os.path.isabs(evil) and "." not in evil
+    manifest = sorted((out / "manifest").glob("*.parquet"))[0]
+    table = pq.read_table(manifest)
+    rows = table.to_pylist()
+    row = next(r for r in rows if r["shard"] is not None)
+    _rename_in_tar(out / "shards" / row["shard"], row["sample_key"], evil)
+    row.update(sample_key=evil, file=f"{evil}.jpg")
+    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), manifest)
+    code, _, err = export(capsys, out, "--to", "llava", tmp_path / "dest")
+    assert not (tmp_path / "pwn.jpg").exists() and not (tmp_path / "dest").exists()
+    assert code == 3 and err.count("\n") == 1 and f"sample_key {evil!r}" in err and manifest.name in err
+
+
+def test_a_killed_export_leaves_a_partial_folder_the_next_export_removes(mini_output, tmp_path, capsys):
+    dest = tmp_path / "llava"
+    marker = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COUNTERFACTORY_INJECT_FAULTS": f"crash:export:{marker}"}
+    killed = subprocess.run([sys.executable, "-m", "pipeline", "export", str(mini_output), "--to", "llava", str(dest)],
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == 17 and marker.exists(), killed.stderr
+    left = list(tmp_path.glob(".llava.partial-*"))
+    assert len(left) == 1 and len(list((left[0] / "images").iterdir())) == 1 and not dest.exists()
+    code, printed, _ = export(capsys, mini_output, "--to", "llava", dest)
+    assert code == 0 and f"removed {left[0]}" in printed
+    assert not list(tmp_path.glob(".llava.partial-*"))
+    assert len(json.loads((dest / "llava.json").read_text())) == len(accepted(mini_output))
+
+
+def test_a_symlinked_dest_is_refused_before_any_work(mini_output, tmp_path, capsys):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    code, _, err = export(capsys, mini_output, "--to", "hf", tmp_path / "link")
+    assert code == 4 and err.count("\n") == 1 and "symbolic link" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real"] and not list((tmp_path / "real").iterdir())

@@ -6,7 +6,10 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,11 +18,13 @@ import pytest
 import webdataset as wds
 
 from pipeline.commands import cli
+from pipeline.output.state import OutputRefused
 from pipeline.output.storage import Storage
 from pipeline.output.verify import verify_output
 from pipeline.review.agreement import agreement, cohen_kappa, fleiss_kappa
 from pipeline.review.apply import apply_review
 from pipeline.review.verdicts import VerdictStore, output_verdicts
+from stages.utils import faults
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -206,3 +211,88 @@ def test_the_server_takes_writes_only_as_json_from_a_loopback_host(mini_output):
     assert client.get("/api/state", headers={"Host": "evil.example:8765"}).status_code == 403  # DNS rebinding
     assert client.post("/api/undo", json={}, headers={"Origin": "http://evil.example"}).status_code == 403
     assert not (mini_output / "reviews").exists()
+
+
+def _accepted_sets_of(out: Path, tar: str) -> list[str]:
+    rows = pq.read_table(out / "manifest" / tar.replace(".tar", ".parquet")).to_pylist()
+    return sorted({r["set_id"] for r in rows if r["shard"] is not None})
+
+
+def test_an_apply_killed_between_the_tars_and_the_manifest_is_finished_by_the_next(reviewed_copy, tmp_path):
+    out = reviewed_copy
+    original = _fingerprint(out)
+    set_id, members, tar = _accepted_set(out)
+    store = VerdictStore(Storage(str(out)), "ann")
+    store.add(set_id, members[0], "reject", "artifacts or distortion")
+    marker = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": str(REPO), faults.ENV: f"crash:review_apply:{marker}"}
+    killed = subprocess.run([sys.executable, "-m", "pipeline", "review", "apply", str(out)], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert killed.returncode == 17 and marker.exists(), killed.stderr  # os._exit at the fault point
+    manifest = f"manifest/{tar.replace('.tar', '.parquet')}"
+    after_kill = _fingerprint(out)
+    assert after_kill[f"shards/{tar}"] != original[f"shards/{tar}"] and after_kill[manifest] == original[manifest]
+    assert verify_output(str(out))[0] != []  # the tars renamed, the manifest not written: what the kill left
+
+    store.undo()  # the veto withdrawn: the manifest is as the run wrote it, the tars are not
+    apply_review(str(out))
+    assert verify_output(str(out))[0] == []
+    restored = _fingerprint(out)
+    assert restored[f"shards/{tar}"] == original[f"shards/{tar}"] and restored[f"sets/{tar}"] == original[f"sets/{tar}"]
+    assert {f"{set_id}-{m}" for m in members} <= _member_keys(out)  # webdataset sees the set again
+    assert not (out / "reviews" / "apply-pending.json").exists()
+
+
+def test_originals_a_later_run_made_stale_are_refreshed_not_rebuilt_from(reviewed_copy, mini_output, tmp_path):
+    # An earlier, smaller run: its shard lacked set `added`; a review apply kept that shard under originals/.
+    set_id, _, tar = _accepted_set(reviewed_copy)
+    added, vetoed = [s for s in _accepted_sets_of(reviewed_copy, tar) if s != set_id][:2]
+    VerdictStore(Storage(str(reviewed_copy)), "ann").add(added, None, "reject", "stands in for a seed not yet listed")
+    apply_review(str(reviewed_copy))
+    smaller = {folder: (reviewed_copy / folder / tar).read_bytes() for folder in ("shards", "sets")}
+    # The larger run rewrote the shard (all its sets, a fresh manifest); the old copies are still there.
+    out = tmp_path / "rerun"
+    shutil.copytree(mini_output, out)
+    for folder, data in smaller.items():
+        (out / "reviews" / "originals" / folder).mkdir(parents=True, exist_ok=True)
+        (out / "reviews" / "originals" / folder / tar).write_bytes(data)
+    VerdictStore(Storage(str(out)), "bob").add(vetoed, None, "reject", "blurry")
+    apply_review(str(out))
+    assert verify_output(str(out))[0] == []
+    keys = _member_keys(out)
+    assert any(k.startswith(f"{added}-") for k in keys) and not any(k.startswith(f"{vetoed}-") for k in keys)
+    for folder in ("shards", "sets"):  # refreshed from the run's tar in place
+        assert (out / "reviews" / "originals" / folder / tar).read_bytes() == (mini_output / folder / tar).read_bytes()
+
+
+def test_originals_that_match_no_record_are_refused_in_one_line(reviewed_copy):
+    out = reviewed_copy
+    set_id, members, tar = _accepted_set(out)
+    store = VerdictStore(Storage(str(out)), "ann")
+    store.add(set_id, members[0], "reject", "blurry")
+    apply_review(str(out))
+    other = next(p.name for p in (out / "shards").glob("*.tar") if p.name != tar)
+    (out / "reviews" / "originals" / "shards" / tar).write_bytes((out / "shards" / other).read_bytes())
+    before = _fingerprint(out)
+    store.undo()
+    with pytest.raises(OutputRefused) as refused:
+        apply_review(str(out))
+    assert f"reviews/originals/shards/{tar}" in str(refused.value) and "\n" not in str(refused.value)
+    assert {k: v for k, v in _fingerprint(out).items() if not k.startswith("reviews/")} == {
+        k: v for k, v in before.items() if not k.startswith("reviews/")}
+
+
+def test_two_verdicts_files_of_one_name_are_both_kept(reviewed_copy, tmp_path):
+    out = reviewed_copy
+    set_id, members, tar = _accepted_set(out)
+    other = next(s for s in _accepted_sets_of(out, tar) if s != set_id)
+    files = []
+    for folder, target in (("team_a", set_id), ("team_b", other)):
+        (tmp_path / folder).mkdir()
+        files.append(tmp_path / folder / "verdicts.csv")
+        files[-1].write_text(f"set_id,member_id,verdict,reason,reviewer\n{target},,reject,blurry,{folder}\n")
+    assert apply_review(str(out), files=[str(f) for f in files]).sets_vetoed == 2
+    for f in files:
+        f.unlink()
+    assert apply_review(str(out)).sets_vetoed == 2  # both files' verdicts were kept in reviews/imported/
+    assert len(list((out / "reviews" / "imported").glob("*.parquet"))) == 2

@@ -1,5 +1,6 @@
 """An output folder: storage on any pyarrow filesystem (storage), the driver's shard writer (shard_writer),
-lock and resume state (state), statistics from the manifests (stats), run.json (run_record), verify.
+the output lock (lock, on the conditional file operations of lock_files), resume state (state), statistics
+from the manifests (stats), run.json (run_record), verify.
 
 May import: schemas, stages (config sections, the duplicate rule), pipeline.config.
 """

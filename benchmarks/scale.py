@@ -34,7 +34,7 @@ from pipeline.config.loading import load_config  # noqa: E402
 from pipeline.execution.assembler import ShardAssembler  # noqa: E402
 from pipeline.execution.driver_heap import HeapTrimmer  # noqa: E402
 from pipeline.execution.provenance import provenance  # noqa: E402
-from pipeline.execution.run import copy_rows_maker  # noqa: E402
+from pipeline.execution.seen_registry import copy_rows_maker  # noqa: E402
 from schemas.records import SET, STATUS_ACCEPTED  # noqa: E402
 from stages.base import Resources, SetStage  # noqa: E402
 
@@ -161,7 +161,7 @@ def one_run(seeds: int, actors: int, seconds_per_image: float, slow: float, seed
     started = time.perf_counter()
     todo = list_seeds(config.input, config.shards.seeds_per_shard, seeds, loaded.concepts)
     listed = time.perf_counter() - started
-    registry = start_registry(todo.column("seed_index").to_numpy(), {})
+    registry = start_registry(todo.column("seed_index").to_numpy(), {}, {})
     record = provenance(loaded)
     edit_log = ray.remote(num_cpus=0)(EditLog).remote()
     stages = [

@@ -38,6 +38,9 @@ SEED_REF = pa.schema(
         pa.field("source_member", pa.string()),  # the file inside a tar; null otherwise
         pa.field("source_offset", pa.int64()),  # where that file's bytes start in the tar
         pa.field("source_size", pa.int64()),
+        # the listed file's version when the run listed it (stages/ingest/versions.py): ETag, generation or Hub
+        # blob id of an object, mtime and size of a local file (the tar's, for a tar member); null: unknown
+        pa.field("source_version", pa.string()),
         pa.field("source_path", pa.binary()),  # exact local path bytes when the name is not UTF-8
         pa.field("source_error", pa.string()),  # a problem found while listing (decode reports it)
         pa.field("source_seed_id", pa.string()),  # seed id given by the source (parquet), if any
@@ -139,6 +142,12 @@ MANIFEST = pa.schema(
         pa.field("seed_index", pa.int64(), nullable=False),
         pa.field("source_uri", pa.string(), nullable=False),
         pa.field("source_member", pa.string()),
+        # Since schema 4: where the seed's bytes were and which version of the file (resume checks them), and
+        # the hash of the bytes (dedupe across a resume); null when not known (or before schema 4)
+        pa.field("source_offset", pa.int64()),  # a tar member's bytes start here in the tar
+        pa.field("source_size", pa.int64()),  # and are this long
+        pa.field("source_version", pa.string()),  # see SEED_REF
+        pa.field("content_id", pa.string()),  # the seed's content id (null: input.dedupe off or never read)
         pa.field("axis", pa.string(), nullable=False),
         pa.field("concept", pa.string()),
         pa.field("concept_source", pa.string()),
@@ -183,6 +192,7 @@ MANIFEST = pa.schema(
 
 
 REVIEW_COLUMNS = {"review_verdict", "review_reason", "reviewers", "review_votes"}  # the manifest's, set by review apply
+SOURCE_COLUMNS = {"source_offset", "source_size", "source_version", "content_id"}  # added in schema 4
 VERDICT_ACCEPT = "accept"  # a reviewer's verdict on a set or a member
 VERDICT_REJECT = "reject"
 

@@ -158,3 +158,27 @@ def test_only_the_manifest_module_reads_manifests():
     readers = sorted(name for name, path in MODULES.items()
                      if reads_manifests(path.read_text(encoding="utf-8")))
     assert readers == [MANIFEST_READER]
+
+
+def users_of(symbol: str) -> list[str]:
+    """Our modules whose code uses ``symbol`` (``f(...)``, ``x.f``, ``ray.remote(f)``; importing it is not using it)."""
+    found = []
+    for name, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (isinstance(node, ast.Name) and node.id == symbol) or (isinstance(node, ast.Attribute)
+                                                                       and node.attr == symbol):
+                found.append(name)
+                break
+    return sorted(found)
+
+
+def test_one_dedupe_rule_shared_by_both_executors():
+    """Which seed repeats another is decided in one place, pipeline.execution.seen_registry: ingest claims each seed
+    there (stages.ingest.decode), the ShardAssembler applies the registry's answers, copy_rows_maker gives a late
+    copy its rows. No other module makes a seed a repeat (gives it the duplicate reason), and both executors, Ray
+    and local, run that rule: a second rule in an executor (as ``mark_repeated_seed`` was) fails here."""
+    assert users_of("duplicate_reason") == ["pipeline.execution.assembler", "pipeline.execution.seen_registry",
+                                              "stages.ingest.decode"]
+    assert users_of("SeenRegistry") == ["pipeline.execution.local", "pipeline.execution.ray_executor"]
+    assert users_of("ShardAssembler") == ["pipeline.execution.local", "pipeline.execution.run"]
+    assert users_of("copy_rows_maker") == ["pipeline.execution.local", "pipeline.execution.run"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 
 # Read at import time by huggingface_hub: set before anything imports it. Unset means offline here;
@@ -28,7 +29,7 @@ def _summary_lines(summary) -> list[str]:
         + (f"; {len(summary.skipped_shards)} were already complete" if summary.skipped_shards else ""),
         f"parity:     {_parity_line(stats)}",
         f"time:       {summary.seconds:.1f} s",
-        f"check it:   counterfactory verify {summary.output}",
+        f"check it:   counterfactory verify {shlex.quote(summary.output)}",
     ]
 
 
@@ -42,6 +43,10 @@ def _parity_line(stats: dict) -> str:
     return f"{len(found)} value(s) under four fifths of the best acceptance: {listed}{more} (see README.md)"
 
 
+class UsageError(ValueError):
+    """The command line itself is wrong (exit 2, as argparse's own usage errors)."""
+
+
 def parse_overrides(pairs: list[str]) -> dict:
     """``--set edit.steps=10`` -> ``{"edit.steps": 10}``; values are read as YAML."""
     import yaml
@@ -49,9 +54,13 @@ def parse_overrides(pairs: list[str]) -> dict:
     out = {}
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"--set expects FIELD=VALUE, got {pair!r}")
-        out[key.strip()] = yaml.safe_load(value)
+        if not sep or not key.strip():
+            raise UsageError(f"--set expects FIELD=VALUE, got {pair!r}")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            problem = str(exc).splitlines()[0]
+            raise UsageError(f"--set {key.strip()}: the value {value!r} is not valid YAML ({problem})") from None
     return out
 
 
@@ -200,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except ConfigError as exc:
         error, code, line = exc, exit_codes.CONFIG_ERROR, f"config error: {exc}"
+    except UsageError as exc:
+        error, code, line = exc, exit_codes.CONFIG_ERROR, f"usage error: {exc}"
     except (OutputRefused, ManifestError) as exc:
         error, code, line = exc, exit_codes.OUTPUT_REFUSED, f"output refused: {exc}"
     except (ExportError, TableError, ReviewError) as exc:

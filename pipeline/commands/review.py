@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import re
+import shlex
 import sys
 
 from schemas.layout import REVIEWS_DIR
@@ -66,5 +67,5 @@ def cmd_apply(args) -> int:
           f"{len(result.shards_rewritten)} shard(s) rewritten"
           + (f" ({', '.join(result.shards_rewritten)})" if result.shards_rewritten else "")
           + f", {len(result.manifests_rewritten)} manifest(s) updated", file=sys.stdout)
-    print(f"check it: counterfactory verify {args.output}")
+    print(f"check it: counterfactory verify {shlex.quote(args.output)}")
     return 0

@@ -14,6 +14,7 @@ from pipeline.execution.provenance import provenance
 from pipeline.execution.stage_list import stage_specs
 from stages.base import Stage
 from stages.ingest.listing import list_seeds
+from stages.ingest.versions import with_source_versions
 
 
 @dataclass
@@ -23,11 +24,15 @@ class LocalRun:
     timings: dict[str, dict] = field(default_factory=dict)  # per stage: set-up and run seconds, rows/s
 
 
-def run_stages(loaded: LoadedConfig, stop_before: str | None = None, limit: int | None = None) -> LocalRun:
-    """Run ``loaded``'s stages on its listed seeds, up to (not including) the stage ``stop_before``."""
+def run_stages(loaded: LoadedConfig, stop_before: str | None = None, limit: int | None = None,
+               seed_refs: pa.Table | None = None, claim=None) -> LocalRun:
+    """Run ``loaded``'s stages on its listed seeds (or ``seed_refs``), up to (not including) the stage
+    ``stop_before``; ``claim``: the dedupe registry's (SeenRegistry.claim), as the Ray executor's ingest has."""
     config = with_models_resolved(loaded.config)
-    result = LocalRun(list_seeds(config.input, config.shards.seeds_per_shard, limit, loaded.concepts))
-    for spec in stage_specs(config, loaded.taxonomy, provenance(loaded)):
+    if seed_refs is None:
+        seed_refs = list_seeds(config.input, config.shards.seeds_per_shard, limit, loaded.concepts)
+    result = LocalRun(seed_refs)
+    for spec in stage_specs(config, loaded.taxonomy, provenance(loaded), claim):
         if spec.name == stop_before:
             break
         stage = result.stages[spec.name] = spec.factory()
@@ -45,28 +50,31 @@ def run_stages(loaded: LoadedConfig, stop_before: str | None = None, limit: int 
 
 def run_local(loaded: LoadedConfig, output: str, limit: int | None = None) -> LocalRun:
     """A whole run in this process, without Ray: the stages, then the shard writer, then sizes.json and
-    stats.json. No resume, lock, run.json or report, and no dedupe pre-pass: a repeated image is edited and
-    then recorded as a duplicate, as ``run`` does with ``input.dedupe: false``. For tests and for debugging
-    a backend on one machine."""
-    import itertools
-
-    from pipeline.execution.run import mark_repeated_seed
+    stats.json. No resume, lock, run.json or report. Dedupe is the Ray executor's, the same code: ingest claims
+    each seed in the run's SeenRegistry, and the ShardAssembler settles copies and repeated seed ids before
+    each shard is written. For tests and for debugging a backend on one machine."""
+    from pipeline.execution.assembler import ShardAssembler
+    from pipeline.execution.seen_registry import SeenRegistry, copy_rows_maker
     from pipeline.output.run_record import json_bytes
     from pipeline.output.shard_writer import ShardWriter
     from pipeline.output.stats import collect
     from pipeline.output.storage import Storage
     from schemas.layout import SIZES_FILE, STATS_FILE
 
-    result = run_stages(loaded, limit=limit)
+    config = loaded.config
+    refs = with_source_versions(list_seeds(config.input, config.shards.seeds_per_shard, limit, loaded.concepts),
+                                config.input)
+    seeds, shards = refs.column("seed_index").to_numpy(), refs.column("shard_index").to_numpy()
+    registry = SeenRegistry(seeds, {}, {})
+    result = run_stages(loaded, seed_refs=refs, claim=registry.claim)
     storage = Storage(output)
-    writer = ShardWriter(loaded.config.shards, storage, provenance(loaded))
+    writer = ShardWriter(config.shards, storage, provenance(loaded))
     writer.setup()
-    first_seen: dict[str, int] = {}
-    for index, rows in itertools.groupby(result.table.to_pylist(), key=lambda r: r["shard_index"]):
-        rows = list(rows)
-        for row in rows:
-            mark_repeated_seed(row, first_seen)
-        writer.write_shard(index, rows)
+    assembler = ShardAssembler(seeds, shards, len(config.plan.axes), registry, writer.write_shard,
+                               copy_rows_maker(refs, loaded))
+    for row in result.table.to_pylist():
+        assembler.add(row)
+    assembler.flush(final=True)
     stats, sizes = collect(storage)
     work = {name: dict(sorted(stage.counters.items())) for name, stage in result.stages.items()}
     storage.write_atomic(json_bytes(sizes), SIZES_FILE)

@@ -149,13 +149,14 @@ class RegistryProxy:
         return ray.get(self.handle.decide.remote(seeds))
 
 
-def start_registry(todo: Sequence[int], first_seen: dict[str, int], dedupe: bool = True) -> RegistryProxy:
-    """The run's shared record of seeds seen (no CPU reserved: it only keeps dictionaries). Completed shards'
-    first seed ids stand for their content ids too (a seed id is the content id unless the source gave one),
-    when dedupe is on."""
+def start_registry(todo: Sequence[int], seen_content: dict[str, int], seen_seed_ids: dict[str, int],
+                   dedupe: bool = True) -> RegistryProxy:
+    """The run's shared record of seeds seen (no CPU reserved: it only keeps dictionaries), from the completed
+    shards' content ids (when dedupe is on) and seed ids."""
     import ray
 
-    return RegistryProxy(ray.remote(num_cpus=0)(SeenRegistry).remote(todo, first_seen if dedupe else {}, first_seen))
+    return RegistryProxy(ray.remote(num_cpus=0)(SeenRegistry).remote(todo, seen_content if dedupe else {},
+                                                                      seen_seed_ids))
 
 
 def build_dataset(seed_refs: pa.Table, config: PipelineConfig, taxonomy: Taxonomy, provenance: dict,

@@ -7,7 +7,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -18,19 +17,17 @@ from pipeline.execution.progress import Progress
 from pipeline.execution.provenance import provenance
 from pipeline.execution.assembler import ShardAssembler
 from pipeline.execution.ray_executor import build_dataset, init_ray, read_work, start_registry
+from pipeline.execution.seen_registry import copy_rows_maker
 from pipeline.output.run_record import json_bytes, run_record
 from pipeline.output.shard_writer import ShardResult, ShardWriter
-from pipeline.output.state import OutputLock, check_config_hash, completed_shards, remove_temporaries
-from pipeline.output.stats import collect, seen_seed_ids
+from pipeline.output.state import (OutputLock, check_config_hash, completed_shards, refuse_shards_beyond,
+                                   remove_temporaries, seen_in_completed)
+from pipeline.output.stats import collect
 from pipeline.output.storage import Storage
 from pipeline.report.build import write_report
 from schemas.layout import RUN_FILE, SIZES_FILE, STATS_FILE
-from schemas.records import STATUS_OK
-from stages.base import fail_set
 from stages.ingest.listing import list_seeds
-from stages.ingest.decode import DecodeSeeds
-from stages.ingest.reading import duplicate_reason
-from stages.sets.stage import SetPlanner
+from stages.ingest.versions import with_source_versions
 
 
 @dataclass
@@ -63,30 +60,6 @@ def _process(dataset, assembler: ShardAssembler, progress: Progress) -> None:
     assembler.flush(final=True)
 
 
-def copy_rows_maker(todo: pa.Table, loaded: LoadedConfig) -> Callable[[int, int, str], list[dict]]:
-    """The rows a copy gets when ingest catches it (an error seed, planned into error sets), made on the
-    driver for a copy that was read before its original; no model is involved."""
-    config = loaded.config
-    order = todo.column("seed_index").to_numpy()  # ascending
-    decode, planner = DecodeSeeds(config.input), SetPlanner(config.plan, loaded.taxonomy, config.run.seed)
-
-    def copy_rows(seed_index: int, original: int, content_id: str) -> list[dict]:
-        ref = todo.slice(int(np.searchsorted(order, seed_index)), 1).to_pylist()[0]
-        ref.update(source_error=duplicate_reason(original), source_seed_id=content_id)
-        return planner.process_rows(decode.process_rows([ref]))
-
-    return copy_rows
-
-
-def mark_repeated_seed(row: dict, first_seen: dict[str, int]) -> None:
-    """A set whose seed id was seen at an earlier seed index becomes a duplicate error: one image listed
-    twice gives one set (the dedupe pre-pass usually catches it before any work)."""
-    if row["status"] == STATUS_OK:
-        first = first_seen.setdefault(row["seed_id"], row["seed_index"])
-        if first != row["seed_index"]:
-            fail_set(row, duplicate_reason(first))
-
-
 def run_pipeline(
     loaded: LoadedConfig,
     output: str | None = None,
@@ -103,14 +76,18 @@ def run_pipeline(
     summary = RunSummary(output=storage.uri)
     # Listed before the output is touched: an input that cannot be reached leaves no output behind.
     seed_refs = list_seeds(config.input, config.shards.seeds_per_shard, limit, loaded.concepts)
+    seed_refs = with_source_versions(seed_refs, config.input)  # each file's version, which a resume checks
+    listing = {"seeds": seed_refs.num_rows, "shards": len(set(seed_refs.column("shard_index").to_pylist()))}
     lock = OutputLock(storage)
     lock.acquire()
     try:
         resuming = check_config_hash(storage, loaded.config_hash)
-        storage.makedirs()
-        storage.write_atomic(json_bytes(run_record(loaded, "running", started=started)), RUN_FILE)
-        remove_temporaries(storage)
+        if resuming:  # refused before run.json changes: a refused run leaves the output as it was
+            refuse_shards_beyond(storage, seed_refs, config.shards.prefix)
         done = completed_shards(storage, seed_refs, config.shards.prefix) if resuming else set()
+        storage.makedirs()
+        storage.write_atomic(json_bytes(run_record(loaded, "running", started=started, listing=listing)), RUN_FILE)
+        remove_temporaries(storage)
         summary.skipped_shards = sorted(done)
         todo = seed_refs.filter(pc.invert(pc.is_in(seed_refs.column("shard_index"), value_set=_int_array(done))))
         where = "generated from input.prompts" if config.input.kind == "generate" else f"listed from {config.input.path}"
@@ -122,8 +99,8 @@ def run_pipeline(
         writer.setup()
         if todo.num_rows:
             init_ray(config.ray)
-            first_seen = seen_seed_ids(storage, done, config.shards.prefix)
-            registry = start_registry(todo.column("seed_index").to_numpy(), first_seen,
+            contents, seed_ids = seen_in_completed(storage, done, config.shards.prefix)
+            registry = start_registry(todo.column("seed_index").to_numpy(), contents, seed_ids,
                                       dedupe=config.input.dedupe and config.input.kind != "generate")
             dataset, work = build_dataset(todo, with_models_resolved(config), loaded.taxonomy, record, registry)
             already = seed_refs.num_rows - todo.num_rows
@@ -150,7 +127,7 @@ def run_pipeline(
         storage.write_atomic(json_bytes(sizes), SIZES_FILE)
         # stage_work: what this run's stages did (a resumed run counts only its own shards' work)
         storage.write_atomic(json_bytes({**summary.stats, "timing": timing, "stage_work": summary.work}), STATS_FILE)
-        storage.write_atomic(json_bytes(run_record(loaded, "complete", started=started, timing=timing)), RUN_FILE)
+        storage.write_atomic(json_bytes(run_record(loaded, "complete", started=started, timing=timing, listing=listing)), RUN_FILE)
         pictures = config.report.enabled if report is None else report
         write_report(storage, config.report.max_sets, pictures=pictures)
     finally:

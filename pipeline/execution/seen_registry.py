@@ -6,15 +6,20 @@ a copy can be claimed before its original; the writer then asks again once every
 (the watermark), and turns such a late copy into exactly the rows an early one gets. The outcome depends only
 on seed indices, never on arrival order: the same output as an ordered run, byte for byte.
 
-On Ray it is an actor (``ray_executor``); it is a plain class so the rule can be tested on its own.
+This module is the run's one dedupe rule, shared by both executors (Ray: ``ray_executor`` makes the registry an
+actor; local: the plain class): ingest claims (``stages.ingest.decode``), the registry decides, the
+``ShardAssembler`` applies its answers before a shard is written, and ``copy_rows_maker`` gives a late copy the
+rows ingest gives an early one. A resumed run starts the registry from the completed shards' manifests
+(``pipeline.output.state.seen_in_completed``: their content ids and seed ids).
 """
 
 from __future__ import annotations
 
 import bisect
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
+import pyarrow as pa
 
 
 class SeenRegistry:
@@ -70,3 +75,22 @@ class SeenRegistry:
                         lower.append(other)
             out.append((copy_of, finished, lower))
         return out
+
+
+def copy_rows_maker(todo: pa.Table, loaded) -> Callable[[int, int, str], list[dict]]:
+    """The rows a copy gets when ingest catches it (an error seed, planned into error sets), made on the
+    driver for a copy that was read before its original; no model is involved. ``loaded``: the LoadedConfig."""
+    from stages.ingest.decode import DecodeSeeds
+    from stages.ingest.reading import duplicate_reason
+    from stages.sets.stage import SetPlanner
+
+    config = loaded.config
+    order = todo.column("seed_index").to_numpy()  # ascending
+    decode, planner = DecodeSeeds(config.input), SetPlanner(config.plan, loaded.taxonomy, config.run.seed)
+
+    def copy_rows(seed_index: int, original: int, content_id: str) -> list[dict]:
+        ref = todo.slice(int(np.searchsorted(order, seed_index)), 1).to_pylist()[0]
+        ref.update(source_error=duplicate_reason(original), source_seed_id=content_id)
+        return planner.process_rows(decode.process_rows([ref]))
+
+    return copy_rows

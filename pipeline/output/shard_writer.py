@@ -70,6 +70,7 @@ class ShardWriter:
         base = {
             "schema_version": SCHEMA_VERSION, "set_id": row["set_id"], "seed_id": row["seed_id"],
             "seed_index": row["seed_index"], "source_uri": row["source_uri"], "source_member": row.get("source_member"),
+            **{k: row.get(k) for k in ("source_offset", "source_size", "source_version", "content_id")},
             "axis": row["axis"], "concept": row.get("concept"), "concept_source": row.get("concept_source"),
             "set_status": row.get("set_status") or STATUS_ERROR, "seed_status": row["status"],
             "caption": row.get("caption"), "caption_note": row.get("caption_note"),

@@ -41,6 +41,11 @@ class Storage:
         info = self.fs.get_file_info(pafs.FileSelector(self.path(*parts), allow_not_found=True))
         return sorted(posixpath.basename(i.path) for i in info if i.type == pafs.FileType.File)
 
+    def entries(self, *parts: str) -> list[str]:
+        """Names of everything directly inside a folder, files and folders (empty when it does not exist)."""
+        info = self.fs.get_file_info(pafs.FileSelector(self.path(*parts), allow_not_found=True))
+        return sorted(posixpath.basename(i.path.rstrip("/")) for i in info)
+
     def read_bytes(self, *parts: str) -> bytes:
         with self.fs.open_input_stream(self.path(*parts)) as handle:
             return handle.read()

@@ -15,7 +15,7 @@ from pipeline.output.manifest import read_raw
 from pipeline.output.shard_writer import SET_SHA256, SHARD_SHA256
 from pipeline.output.storage import Storage
 from schemas.keys import KEY_PATTERN, parse_shard_name
-from schemas.layout import MANIFEST_DIR, SETS_DIR, SHARDS_DIR, SIZES_FILE, manifest_name_of
+from schemas.layout import MANIFEST_DIR, RUN_FILE, SETS_DIR, SHARDS_DIR, SIZES_FILE, manifest_name_of
 from schemas.records import MANIFEST, REVIEW_COLUMNS, STATUS_ACCEPTED, VERDICT_REJECT, in_shards
 from schemas.sample import IMAGE_FILE, JSON_FILE, SAMPLE_FILES, member_errors, set_errors
 
@@ -63,6 +63,7 @@ def verify_output(uri: str) -> tuple[list[str], dict]:
                         f"{sorted(tar_indices ^ indices.get(SETS_DIR, set()))}")
     if tar_indices and tar_indices != set(range(len(tar_indices))):
         problems.append(f"shard names are not contiguous from 000000: {sorted(tar_indices)}")
+    problems.extend(_beyond_listing(storage, indices))
     if set(sizes) != set(tars):
         problems.append(f"sizes.json lists {sorted(set(sizes) ^ set(tars))} differently from shards/")
 
@@ -104,6 +105,23 @@ def verify_output(uri: str) -> tuple[list[str], dict]:
     for name in set(manifests) - {manifest_name_of(t) for t in tars}:
         counts["manifest_rows"] += read_raw(storage, name).num_rows
     return problems, counts
+
+
+def _beyond_listing(storage: Storage, indices: dict[str, set[int]]) -> list[str]:
+    """Shards past the last one the run that made the output listed (run.json ``listing``): left over from a
+    larger input, with seeds the input no longer has."""
+    try:
+        listed = json.loads(storage.read_bytes(RUN_FILE)).get("listing") or {}
+    except Exception:  # noqa: BLE001 - no run.json, or an unreadable one: nothing to compare with
+        return []
+    count = listed.get("shards") if isinstance(listed, dict) else None
+    if not isinstance(count, int):
+        return []  # an output made before run.json recorded its listing
+    stale = sorted({i for found in indices.values() for i in found if i >= count})
+    if not stale:
+        return []
+    return [f"shard(s) {stale[:10]} are beyond the {count} the run listed ({RUN_FILE}: listing): left from a larger "
+            "input; delete them"]
 
 
 def _check_checksums(data: dict[str, bytes], schema) -> list[tuple[str, str]]:

@@ -12,7 +12,7 @@ from pipeline.config.loading import load_config
 from pipeline.config.model_refs import with_models_resolved
 from pipeline.execution.assembler import ShardAssembler
 from pipeline.execution.provenance import provenance
-from pipeline.execution.run import copy_rows_maker
+from pipeline.execution.seen_registry import copy_rows_maker
 from pipeline.execution.seen_registry import SeenRegistry
 from pipeline.execution.stage_list import stage_specs
 from pipeline.output.shard_writer import ShardWriter

@@ -46,3 +46,22 @@ def test_set_overrides_a_field_and_is_validated_like_the_file(capsys):
     assert "diffusion: 168 edited images" in capsys.readouterr().out
     assert cli.main(["plan", str(REPO / "configs" / "mini.yaml"), "--set", "edit.steps=many"]) == 2
     assert "edit.steps: expected an integer" in capsys.readouterr().err
+
+
+def test_a_set_override_without_a_value_is_a_usage_error(capsys):
+    assert cli.main(["run", str(REPO / "configs" / "mini.yaml"), "--set", "edit.steps"]) == 2
+    assert capsys.readouterr().err.strip() == "usage error: --set expects FIELD=VALUE, got 'edit.steps'"
+    assert cli.main(["plan", str(REPO / "configs" / "mini.yaml"), "--set", "edit.steps=[1"]) == 2
+    assert capsys.readouterr().err.startswith("usage error: --set edit.steps: the value '[1' is not valid YAML")
+
+
+def test_the_verify_hint_quotes_an_s3_uri_for_the_shell():
+    from types import SimpleNamespace
+
+    uri = "s3://b/out?endpoint_override=127.0.0.1:9000&scheme=http"
+    stats = {"seeds": {"total": 1, "ok": 1, "error": 0}, "sets": {}, "candidates": {}, "shards": 0, "samples": 0}
+    lines = cli._summary_lines(SimpleNamespace(stats=stats, output=uri, skipped_shards=[], seconds=1.0))
+    hint = next(line for line in lines if line.startswith("check it:")).removeprefix("check it:").strip()
+    # pasted into a shell, the URI stays one argument (unquoted, '&' would end the command there)
+    words = subprocess.run(["sh", "-c", f"printf '%s\\n' {hint}; wait"], capture_output=True, text=True).stdout
+    assert words.splitlines() == ["counterfactory", "verify", uri]

@@ -67,6 +67,9 @@ def s3_seeds(s3_endpoint):
     seeds = REPO / "configs" / "mini_seeds"
     for path in sorted(p for p in seeds.rglob("*") if p.is_file()):
         s3.put_object(Bucket="seeds", Key=f"mini/{path.relative_to(seeds).as_posix()}", Body=path.read_bytes())
+    # the mini_seeds fixture's copy of a photo (a duplicate by content, seed 5 of seed 3): both executors, the
+    # kill and the resume all meet it
+    s3.put_object(Bucket="seeds", Key="mini/chef/seed9_copy.png", Body=(seeds / "chef" / "seed0.png").read_bytes())
     return SEEDS
 
 
@@ -98,15 +101,15 @@ def _member_pixels(root) -> dict[str, bytes]:
 
 def test_seeds_listed_from_s3_and_an_output_written_to_s3_resume_with_nothing_to_redo(reference, mini_output, capsys):
     assert cli.main(["plan", str(REPO / "configs" / "mini.yaml"), "--set", f"input.path={SEEDS}"]) == 0
-    assert f"seeds: 7 (counted by listing folder {SEEDS}" in capsys.readouterr().out
-    assert reference["log"][0].startswith(f"counterfactory: 7 seeds listed from {SEEDS}")
-    assert len(reference["summary"].shards) == 7
+    assert f"seeds: 8 (counted by listing folder {SEEDS}" in capsys.readouterr().out
+    assert reference["log"][0].startswith(f"counterfactory: 8 seeds listed from {SEEDS}")
+    assert len(reference["summary"].shards) == 8
     assert verify_output(reference["uri"])[0] == []
     assert f"{SEEDS}/chef/seed0.png" in {r["source_uri"] for r in manifest_rows(reference["out"])}
     assert _member_pixels(reference["out"]) == _member_pixels(mini_output)  # the pixels of the local folder's run
 
     again = run_pipeline(loaded(), output=reference["uri"], log=lambda line: None, report=False)  # resumes from S3
-    assert len(again.skipped_shards) == 7 and not again.shards
+    assert len(again.skipped_shards) == 8 and not again.shards
 
 
 def test_killed_driver_resumes_to_the_same_bytes_redoing_only_unfinished_shards(local_ray, reference, tmp_path,
@@ -119,7 +122,7 @@ def test_killed_driver_resumes_to_the_same_bytes_redoing_only_unfinished_shards(
                "--set", "shards.seeds_per_shard=1", "--set", f"input.path={SEEDS}", "--no-report"]
     finished = kill_after_two_shards(command, env, out)
     manifests = out / "manifest"
-    assert 2 <= len(finished) < 7
+    assert 2 <= len(finished) < 8
     before = {name: (manifests / name).stat().st_mtime_ns for name in finished}
     crashed = tmp_path / "filter-crashed"
     monkeypatch.setenv(faults.ENV, f"crash:filter:{crashed}")
@@ -129,7 +132,7 @@ def test_killed_driver_resumes_to_the_same_bytes_redoing_only_unfinished_shards(
 
     assert f"counterfactory: resuming: {len(finished)} shard(s) already complete" in "\n".join(lines)
     assert len(summary.skipped_shards) == len(finished)
-    assert len(summary.shards) == 7 - len(finished)
+    assert len(summary.shards) == 8 - len(finished)
     assert {name: (manifests / name).stat().st_mtime_ns for name in finished} == before
     assert output_files(out) == output_files(reference["out"])
     assert json.loads((out / "sizes.json").read_text()) == json.loads((reference["out"] / "sizes.json").read_text())
@@ -160,17 +163,21 @@ def test_a_second_run_on_a_live_output_is_refused_and_a_dead_lock_is_taken_over(
 
 def test_injected_failures_become_error_rows_and_nothing_else_changes(reference, tmp_path):
     """Faults raised in two stages (the same code on Ray and in this process; the resume test crashes an actor
-    on Ray): those seeds become error rows naming the stage, every other row is the reference run's."""
+    on Ray): those seeds become error rows naming the stage, every other row is the reference run's, the copy's
+    included: both executors mark the same seed as a repeat, with the same rows (one dedupe rule)."""
     out = tmp_path / "out"
-    with injected_faults("edit:3,caption:5"):
+    with injected_faults("edit:4,caption:6"):
         run_local(loaded(), str(out))
     assert verify_output(str(out))[0] == []
     rows, expected = manifest_rows(out), manifest_rows(reference["out"])
     assert len(rows) == len(expected)
+    for found in (rows, expected):  # seed 5 (chef/seed9_copy.png) holds seed 3's bytes (chef/seed0.png)
+        repeats = {(r["seed_index"], r["seed_status"], r["reason"]) for r in found if "duplicate" in (r["reason"] or "")}
+        assert repeats == {(5, "error", "ingest: duplicate: same image as seed_index 3")}
     for row, ref in zip(rows, expected):
-        if row["seed_index"] == 3:
+        if row["seed_index"] == 4:
             assert row["status"] == "error" and row["reason"].startswith("edit: InjectedFault: injected fault in edit")
-        elif row["seed_index"] == 5:
+        elif row["seed_index"] == 6:
             assert row["status"] == "error" and row["reason"].startswith("caption: InjectedFault")
         else:  # nothing else lost or changed (CLIP scores to float32 rounding: batches differ in size here)
             assert row.keys() == ref.keys()

@@ -117,12 +117,17 @@ def image_the_model_says_yes_to(model, processor) -> Image.Image:
     std = torch.tensor(processor.image_processor.image_std)[:, None, None]
     pixels = torch.zeros(1, 3, 32, 32, requires_grad=True)
     optimizer = torch.optim.Adam([pixels], lr=0.1)
-    for _ in range(60):
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                       pixel_values=(torch.sigmoid(pixels) - mean) / std).logits[0, last]
-        optimizer.zero_grad()
-        (logits[no] - logits[yes]).backward()
-        optimizer.step()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # many small steps: threads only fight over a loaded machine's cores
+    try:
+        for _ in range(60):
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                           pixel_values=(torch.sigmoid(pixels) - mean) / std).logits[0, last]
+            optimizer.zero_grad()
+            (logits[no] - logits[yes]).backward()
+            optimizer.step()
+    finally:
+        torch.set_num_threads(threads)
     model.zero_grad(set_to_none=True)
     array = torch.sigmoid(pixels[0]).permute(1, 2, 0).detach().numpy()
     return Image.fromarray((array * 255).round().astype("uint8"))

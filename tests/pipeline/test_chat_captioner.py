@@ -4,6 +4,7 @@ process: captions pass the checks before planning, and what the checks did is in
 import json
 
 import pyarrow.parquet as pq
+import webdataset as wds
 
 from pipeline.config.loading import load_config
 from pipeline.execution.local import run_local
@@ -28,3 +29,9 @@ def test_the_mini_config_runs_with_a_chat_captioner_and_records_its_caption_chec
             if part:
                 counted[part.split(":")[0]] = counted.get(part.split(":")[0], 0) + 1
     assert counted and stats["caption_notes"] == counted  # tiny captions are word salad: the checks act
+    # what a user reads (plain webdataset): each set sample's caption is the checked one the manifest has
+    urls = sorted(str(p) for p in (out / "sets").glob("*.tar"))
+    read = {json.loads(s["json"])["set_id"]: json.loads(s["json"])["source"]["caption"]
+            for s in wds.WebDataset(urls, shardshuffle=False)}
+    accepted = {r["set_id"] for r in rows if r["status"] == "accepted"}
+    assert read and set(read) == accepted and all(read[k] == captions[k][0] for k in read)

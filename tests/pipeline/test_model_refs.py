@@ -5,6 +5,7 @@ import pytest
 from pipeline.config.errors import ConfigError
 from pipeline.config.model_refs import check_reference
 from stages.caption import CaptionConfig, Captioner
+from stages.utils.errors import StageSetupError
 from tests.helpers import noise_image
 
 
@@ -27,7 +28,9 @@ def test_a_pickle_checkpoint_is_refused_naming_the_file_and_the_switch(pickled_c
         check_reference("caption.model", str(pickled_captioner), None, "run.yaml")
     message = str(err.value)
     assert "pytorch_model.bin is a pickle checkpoint" in message and "caption.allow_pickle: true" in message
-    with pytest.raises(Exception):  # the loader itself refuses too
+    # the loader itself refuses too: it asks transformers for safetensors only, which finds none
+    with pytest.raises(StageSetupError, match=r"^stage caption could not set up \(load its model\): OSError: .*"
+                                              r"no file named model\.safetensors found in directory"):
         Captioner(CaptionConfig(model=str(pickled_captioner), dtype="float32")).start()
 
 

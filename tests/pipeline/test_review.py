@@ -107,7 +107,26 @@ def _member_keys(out: Path) -> set[str]:
     return {sample["__key__"] for sample in wds.WebDataset(urls, shardshuffle=False)}
 
 
-def test_apply_removes_a_vetoed_set_deterministically_and_a_withdrawn_veto_restores_it(reviewed_copy):
+def _hugging_face_reads(out: Path, cache: Path) -> tuple[dict[str, dict], dict[str, list[str]]]:
+    """What a user loading the output with HF datasets gets: member key -> sample JSON, set id -> its member keys."""
+    import datasets
+
+    def load(family: str, name: str):
+        files = [str(p) for p in sorted((out / family).glob("*.tar"))]
+        return datasets.load_dataset("webdataset", data_files={"train": files}, split="train", cache_dir=str(cache / name))
+
+    members = {row["__key__"]: row["json"] for row in load("shards", "members")}
+    sets = {row["__key__"]: [m["key"] for m in row["json"]["members"]] for row in load("sets", "sets")}
+    return members, sets
+
+
+def _manifest_shipped(out: Path) -> tuple[set[str], set[str]]:
+    """Member keys and set ids the manifest says are in the shards (accepted, and not emptied by review)."""
+    rows = [r for r in pq.read_table(out / "manifest").to_pylist() if r["status"] == "accepted" and r["shard"]]
+    return {r["sample_key"] for r in rows}, {r["set_id"] for r in rows}
+
+
+def test_apply_removes_a_vetoed_set_deterministically_and_a_withdrawn_veto_restores_it(reviewed_copy, tmp_path):
     out = reviewed_copy
     original = _fingerprint(out)
     set_id, members, tar = _accepted_set(out)
@@ -130,6 +149,12 @@ def test_apply_removes_a_vetoed_set_deterministically_and_a_withdrawn_veto_resto
     assert stats["review"]["sets_vetoed"] == 1 and stats["review"]["reviewers"] == ["ann"]
     assert sum(json.loads((out / "sizes.json").read_text()).values()) == len(keys)
     assert "emptied 1 sets" in (out / "README.md").read_text()
+    # the rewritten tars as a user's reader sees them: exactly what the manifest ships, the vetoed set gone
+    members, sets = _hugging_face_reads(out, tmp_path / "hf-vetoed")
+    shipped_members, shipped_sets = _manifest_shipped(out)
+    assert set(members) == shipped_members == keys and set(sets) == shipped_sets and set_id not in sets
+    assert sorted(k for ks in sets.values() for k in ks) == sorted(members)
+    assert all(m["set_id"] != set_id for m in members.values())
 
     apply_review(str(out))
     assert _fingerprint(out) == after  # applying twice changes nothing
@@ -140,6 +165,9 @@ def test_apply_removes_a_vetoed_set_deterministically_and_a_withdrawn_veto_resto
     assert restored[f"shards/{tar}"] == original[f"shards/{tar}"]
     assert restored[f"sets/{tar}"] == original[f"sets/{tar}"]
     assert verify_output(str(out))[0] == []
+    members, sets = _hugging_face_reads(out, tmp_path / "hf-restored")
+    assert set_id in sets and sorted(k for k in members if k.startswith(f"{set_id}-")) == sorted(sets[set_id])
+    assert (set(members), set(sets)) == _manifest_shipped(out)
 
 
 def test_majority_keeps_a_member_one_of_two_reviewers_rejects(reviewed_copy):

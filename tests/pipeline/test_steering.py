@@ -2,7 +2,8 @@
 through the tiny LLaVA processor, whose hidden states after ``layers.0`` carry direction ``d`` at text
 positions and ``e`` at image positions whenever the image shows the attribute (a bright image). The
 dataset-based vector must recover ``d`` from the response positions (``e`` from the image positions), and
-projection must remove it."""
+projection must remove it. The one-step gradient vector is checked on a model whose attribute words follow the
+image's brightness along a known direction, either way round."""
 
 import numpy as np
 import pytest
@@ -113,3 +114,49 @@ def test_projection_is_the_default_and_removes_the_direction(planted):
     with steer(model, vectors, mode="subtract"):
         subtracted = outputs(model, inputs, vectors)
     assert not torch.allclose(subtracted["layers.0"], steered["layers.0"])
+
+
+class WordsFollowBrightness(torch.nn.Module):
+    """The hidden state carries ``2 * mean pixel value * d`` at every position, and the head reads the attribute
+    words' logits from ``sign * 4 * (h . d)``: a brighter image makes the words likelier (sign +1) or less
+    likely (sign -1). The one-step vector must then point along +d or -d, by a length worked out by hand."""
+
+    def __init__(self, vocab: int, words: list[int], sign: int):
+        super().__init__()
+        generator = torch.Generator().manual_seed(1)
+        self.embed = torch.nn.Embedding(vocab, HIDDEN)
+        self.layers = torch.nn.ModuleList([Block(), Block()])
+        self.head = torch.nn.Linear(HIDDEN, vocab)
+        d = torch.randn(HIDDEN, generator=generator)
+        self.d = d / d.norm()
+        with torch.no_grad():
+            self.head.weight[words] += sign * 4.0 * self.d
+
+    def forward(self, input_ids, attention_mask=None, pixel_values=None):
+        brightness = pixel_values.mean(dim=(1, 2, 3))[:, None, None]
+        hidden = self.embed(input_ids) + 2.0 * brightness * self.d
+        for layer in self.layers:
+            hidden = layer(hidden)
+        return type("Output", (), {"logits": self.head(hidden)})()
+
+
+def test_the_one_step_gradient_vector_points_the_way_that_makes_the_attribute_words_likelier(tiny):
+    from transformers import AutoProcessor
+
+    from pipeline.trainers.steering import gradient_steering_vector
+
+    processor = AutoProcessor.from_pretrained(tiny["llava"])
+    words = ["woman", "female"]
+    ids = sorted({i for w in words for i in processor.tokenizer(" " + w, add_special_tokens=False)["input_ids"]})
+    image = members()[0]["image"]
+    for sign in (1, -1):
+        torch.manual_seed(0)
+        model = WordsFollowBrightness(len(processor.tokenizer), ids, sign).eval()
+        vector = gradient_steering_vector(model, processor, "layers.0", image, words, step=0.1)
+        # The step raises the loss -log p(words): every pixel moves by 0.1 against the words, so the mean pixel
+        # value moves by 0.1 and the hidden state by 2 * 0.1 = 0.2 along d (less when the words follow
+        # brightness); image - perturbed is then +0.2 d for sign +1 and -0.2 d for sign -1 (layers.0 adds at
+        # most 0.05 * tanh of its input).
+        assert sign * cosine(vector, model.d) > 0.99, sign
+        assert float(vector.norm()) == pytest.approx(0.2, rel=0.1)
+        assert all(p.grad is None for p in model.parameters())

@@ -98,6 +98,88 @@ def test_an_asd_epoch_trains_tiny_llava_with_the_published_resampling_and_weight
     assert any(not torch.equal(before[n], p) for n, p in model.named_parameters())  # it trained
 
 
+# The concept question every member of the hand-built table below is asked: the same words for all, so the
+# tiny model's answer depends on the image alone.
+YES_NO_TURNS = [{"from": "human", "value": "<image>\nWould you describe this person as a chef? Answer yes or no."},
+                {"from": "gpt", "value": "Yes."}]
+
+
+def image_the_model_says_yes_to(model, processor) -> Image.Image:
+    """A 32 x 32 image (the tiny LLaVA's input size) made by gradient ascent on P(yes) - P(no) for YES_NO_TURNS:
+    the random-weight model says "no" to every photo, solid colour and noise tried (margins -0.16 to -0.03)."""
+    from pipeline.trainers.llava import YES_NO_ANSWER, answer_token_ids, collate, image_token_count, yes_no_question
+
+    yes, no = answer_token_ids(processor.tokenizer, (YES_NO_ANSWER.rstrip("."), "No"))
+    batch = collate([encode_member(processor, Image.new("RGB", (32, 32)), yes_no_question(YES_NO_TURNS),
+                                   image_token_count(processor))], processor.tokenizer.pad_token_id)
+    last = int(batch["attention_mask"].sum()) - 1
+    mean = torch.tensor(processor.image_processor.image_mean)[:, None, None]
+    std = torch.tensor(processor.image_processor.image_std)[:, None, None]
+    pixels = torch.zeros(1, 3, 32, 32, requires_grad=True)
+    optimizer = torch.optim.Adam([pixels], lr=0.1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # many small steps: threads only fight over a loaded machine's cores
+    try:
+        for _ in range(60):
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                           pixel_values=(torch.sigmoid(pixels) - mean) / std).logits[0, last]
+            optimizer.zero_grad()
+            (logits[no] - logits[yes]).backward()
+            optimizer.step()
+    finally:
+        torch.set_num_threads(threads)
+    model.zero_grad(set_to_none=True)
+    array = torch.sigmoid(pixels[0]).permute(1, 2, 0).detach().numpy()
+    return Image.fromarray((array * 255).round().astype("uint8"))
+
+
+def test_an_asd_epoch_on_a_hand_built_member_table_has_the_skews_worked_out_by_hand(tiny):
+    from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+    model = LlavaForConditionalGeneration.from_pretrained(tiny["llava"]).eval()  # its own: ASD trains it
+    processor = AutoProcessor.from_pretrained(tiny["llava"])
+    for p in model.parameters():
+        p.requires_grad_(False)
+    yes, no = image_the_model_says_yes_to(model, processor), Image.new("RGB", (32, 32))
+    for p in model.parameters():
+        p.requires_grad_(True)
+    table = [  # (image the model answers, concept, attributes)
+        (yes, "chef", {"gender": "male"}),                      # 0
+        (yes, "chef", {"gender": "male"}),                      # 1
+        (yes, "chef", {"gender": "female"}),                    # 2
+        (no, "chef", {"gender": "female"}),                     # 3
+        (yes, "chef", {"race": "white"}),                       # 4
+        (no, "chef", {"race": "black"}),                        # 5
+        (no, "chef", {"race": "black"}),                        # 6
+        (no, "chef", {"gender": "female", "race": "black"}),    # 7
+        (yes, "nurse", {"gender": "male"}),                     # 8
+        (no, "nurse", {"gender": "female"}),                    # 9
+    ]
+    items = [{"image": image, "conversations": YES_NO_TURNS, "concept": concept, "attributes": attributes}
+             for image, concept, attributes in table]
+    assert concept_predictions(model, processor, items) == [True, True, True, False, True, False, False, False, True, False]
+    # Skew_a = ln(((pos_a + 1) / (pos + V)) / (n_a / n)) over the concept's members that carry a's attribute.
+    # chef, gender (members 0, 1, 2, 3, 7): n = 5, male 2 (2 yes), female 3 (1 yes); pos = 3, V = 2
+    #   male   ((2 + 1) / (3 + 2)) / (2 / 5) = 0.6 / 0.4 = 3/2     female ((1 + 1) / 5) / (3 / 5) = 0.4 / 0.6 = 2/3
+    # chef, race (members 4, 5, 6, 7): n = 4, white 1 (1 yes), black 3 (0 yes); pos = 1, V = 2
+    #   white  ((1 + 1) / (1 + 2)) / (1 / 4) = 8/3                 black  ((0 + 1) / 3) / (3 / 4) = 4/9
+    # nurse, gender (members 8, 9): n = 2, male 1 (1 yes), female 1 (0 yes); pos = 1, V = 2
+    #   male   ((1 + 1) / 3) / (1 / 2) = 4/3                       female ((0 + 1) / 3) / (1 / 2) = 2/3
+    # Member 7 takes the larger magnitude of female's ln(2/3) = -0.405 and black's ln(4/9) = -0.811.
+    by_hand = [math.log(3 / 2), math.log(3 / 2), math.log(2 / 3), math.log(2 / 3), math.log(8 / 3),
+               math.log(4 / 9), math.log(4 / 9), math.log(4 / 9), math.log(4 / 3), math.log(2 / 3)]
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    epoch = asd_epoch(model, processor, items, optimizer, random.Random(0), batch_size=4, max_steps=1)
+    assert epoch.skews == pytest.approx(by_hand)
+    # The resampler keeps every member with Skew <= 0 and adds a copy each time the running sum of |Skew| passes
+    # 1: 2 (0.405), 3 (0.811), 5 (1.622: a copy of 5, 0.622 left), 6 (1.433: a copy, 0.433), 7 (1.244: a copy,
+    # 0.244), 9 (0.649). Members with Skew > 0 are each kept once or dropped.
+    assert sorted(i for i in epoch.order if by_hand[i] <= 0) == [2, 3, 5, 5, 6, 6, 7, 7, 9]
+    assert all(epoch.order.count(i) <= 1 for i in (0, 1, 4, 8))
+    assert epoch.weights[0] == pytest.approx([math.exp(-by_hand[i]) for i in epoch.order[:4]])
+
+
 def test_a_steering_vector_from_mini_run_sets_is_applied_during_generate(members, llava):
     model, processor = llava
     value = next(iter(members[0]["attributes"].values()))

@@ -15,7 +15,9 @@ def make(tiny, **overrides):
 def test_captions_seeds_without_one_and_keeps_given_captions(tiny):
     rows = [seed_row(noise_image(0), 0, caption=None), seed_row(noise_image(1), 1, caption="a chef"), error_seed_row(2)]
     out = make(tiny)(rows_to_table(rows, SEED)).to_pylist()
-    assert isinstance(out[0]["caption"], str) and out[0]["caption"].strip()
+    # the tiny random BLIP's greedy 8 tokens at its fixed weights (torch.manual_seed(0) when built): word salad
+    # from its small vocabulary, not the fallback "a photo of a person" nor the prefix it is driven with
+    assert out[0]["caption"] == "hammer kitchen the she in sitting office he" and out[0]["caption_note"] is None
     assert out[1]["caption"] == "a chef"
     assert out[2]["caption"] is None and out[2]["status"] == "error"
 

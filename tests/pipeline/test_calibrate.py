@@ -19,6 +19,7 @@ from pipeline.config.loading import load_config
 from pipeline.output.storage import Storage
 from pipeline.review.catalog import Catalog
 from pipeline.review.verdicts import VerdictStore
+from schemas.records import SOURCE_COLUMNS
 
 REPO = Path(__file__).resolve().parents[2]
 CHECK = {c.name: c for c in CHECKS}
@@ -48,12 +49,15 @@ def _flat(node: dict, prefix: str = "") -> dict:
 
 @pytest.fixture()
 def copy(mini_output, tmp_path) -> Path:
-    """The mini output with no judge columns (today's outputs) and delta_l present but null (tomorrow's, judge off)."""
+    """The mini output as written before the judge (schema 3, no judge columns) and delta_l present but null (tomorrow's, judge off)."""
     out = tmp_path / "out"
     shutil.copytree(mini_output, out)
     for path in sorted((out / "manifest").glob("*.parquet")):
         table = pq.read_table(path)
-        table = table.drop_columns([c for c in JUDGE if c in table.column_names])
+        # as a schema-3 manifest written before the judge: no judge columns, none of schema 4's source columns
+        table = table.drop_columns([c for c in (*JUDGE, *SOURCE_COLUMNS) if c in table.column_names])
+        table = table.set_column(table.schema.get_field_index("schema_version"), "schema_version",
+                                 pa.array([3] * table.num_rows, table.schema.field("schema_version").type))
         if "delta_l" in table.column_names:
             table = table.drop_columns(["delta_l"])
         table = table.append_column(pa.field("delta_l", pa.float32()), pa.nulls(table.num_rows, pa.float32()))

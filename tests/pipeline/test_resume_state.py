@@ -84,7 +84,10 @@ def test_manifests_older_than_schema_4_are_resumed_on_what_they_recorded(tmp_pat
     write_output(tmp_path / "out", refs)
     for path in (tmp_path / "out" / "manifest").glob("*.parquet"):  # as an older version wrote them
         table = pq.read_table(path)
-        pq.write_table(table.drop(["source_offset", "source_size", "source_version", "content_id"]), path)
+        table = table.drop(["source_offset", "source_size", "source_version", "content_id"])
+        version = table.schema.get_field_index("schema_version")
+        pq.write_table(table.set_column(version, "schema_version", pa.array([3] * table.num_rows,
+                                                                            table.schema.field(version).type)), path)
     write_tar(tar, {"a.png": A, "b.png": B}, 2_000_000_000)  # touched: an older manifest cannot tell
     assert completed_shards(Storage(str(tmp_path / "out")), listing(tar), "t") == {0, 1}
 

@@ -111,3 +111,23 @@ def test_readme_webdataset_snippet_yields_every_member_with_its_concept(mini_out
     lines = run_snippet(snippet("import webdataset"), mini_output, tmp_path)
     assert dict(line.split(" ", 2)[:2] for line in lines) == expected
     assert len(lines) == len(expected)
+
+
+def test_the_operations_page_lists_every_exit_code_the_cli_returns():
+    from pipeline.commands import exit_codes
+
+    codes = {v for k, v in vars(exit_codes).items() if k.isupper() and isinstance(v, int)}
+    table = re.findall(r"^\| (\d+) \|", (REPO / "docs" / "operations.md").read_text(encoding="utf-8"), re.M)
+    assert len(codes) >= 9
+    assert {int(c) for c in table} == codes | {130}  # 130: Ctrl-C, returned by cli.main itself
+
+
+def test_the_cli_reference_has_every_command():
+    import argparse
+
+    from pipeline.commands.cli import parser
+
+    commands = next(a for a in parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    headings = anchors(REPO / "docs" / "reference" / "cli.md")
+    assert len(commands) >= 10
+    assert sorted(name for name in commands if name not in headings) == []

@@ -1,4 +1,4 @@
-"""The names of an output's files and folders, in one place (DESIGN.md, "Output layout")."""
+"""The names of an output's files and folders, in one place (docs/design.md, "Output layout")."""
 
 from __future__ import annotations
 

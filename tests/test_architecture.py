@@ -1,4 +1,4 @@
-"""The layout rules of DESIGN.md, checked on the source: no import cycle, stages below the driver side,
+"""The layout rules of docs/design.md, checked on the source: no import cycle, stages below the driver side,
 schemas below everything, the run path free of the test models, modules of one concern (<= 300 lines)."""
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Cost planning: GPU-hours and wall time of a run, from measured throughput or from FLOP counts.
 
 Built-in estimates come from FLOPs per image and each GPU's dense bf16 peak, at a sustained utilisation that
-batched diffusion reaches in practice (30%; batch-1 reaches 15-35%). FLOPs per image (shared/REFERENCES.md):
+batched diffusion reaches in practice (30%; batch-1 reaches 15-35%). FLOPs per image (docs/references.md):
 
 - UNet editors (sd, sdxl): an SD 1.5-class UNet evaluation at 512 px is ~0.85 TFLOP, an SDXL one ~1.68,
   scaling with pixel count; the seed enters as latent channels, not tokens.

@@ -1,4 +1,4 @@
-"""What a failed command prints (one line) and the exit code it returns; the README lists the codes.
+"""What a failed command prints (one line) and the exit code it returns; docs/operations.md lists the codes.
 
 The traceback is for ``--debug``. An error raised inside a Ray worker reaches the driver wrapped (a task or
 actor error whose text holds the worker's traceback), so the cause is looked for both in the exception chain

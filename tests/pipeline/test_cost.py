@@ -57,7 +57,7 @@ def test_plan_prints_the_cost_with_a_throughput_file(tmp_path):
 
 
 def dit_eval(token_weights_b, width, layers, tokens):
-    """One DiT evaluation by hand: 2 x weights x tokens + 4 x tokens^2 x width x layers (REFERENCES.md)."""
+    """One DiT evaluation by hand: 2 x weights x tokens + 4 x tokens^2 x width x layers (docs/references.md)."""
     return (2 * token_weights_b * 1e9 * tokens + 4 * tokens**2 * width * layers) / 1e12
 
 
@@ -70,18 +70,18 @@ def test_flops_per_image_by_backend_and_model_family():
     # FLUX.1 Kontext at 1024 px: 4,096 output + 4,096 context + 512 T5 tokens, 57 blocks of 3072, 28 steps
     kontext = tflop_per_image(edit("flux_kontext", None, 1024))
     assert kontext == pytest.approx(28 * dit_eval(6.45, 3072, 57, 8704) + decode_and_clip)
-    assert kontext == pytest.approx(4650, rel=0.02)  # REFERENCES.md: ~4,650
+    assert kontext == pytest.approx(4650, rel=0.02)  # docs/references.md: ~4,650
     # FLUX.2 klein 4B distilled: 4 steps, one evaluation each, 25 blocks of 3072, Qwen3 at 512 tokens
     klein = tflop_per_image(edit("flux2_klein", None, 1024, model="black-forest-labs/FLUX.2-klein-4B"))
     assert klein == pytest.approx(4 * dit_eval(3.07, 3072, 25, 8704) + decode_and_clip)
-    assert klein == pytest.approx(330, rel=0.05)  # REFERENCES.md: ~330
+    assert klein == pytest.approx(330, rel=0.05)  # docs/references.md: ~330
     base = tflop_per_image(edit("flux2_klein", None, 1024, model="black-forest-labs/FLUX.2-klein-base-4B"))
     assert base == pytest.approx(50 * 2 * dit_eval(3.07, 3072, 25, 8704) + decode_and_clip)
-    assert base == pytest.approx(7700, rel=0.05)  # REFERENCES.md: ~7,700
+    assert base == pytest.approx(7700, rel=0.05)  # docs/references.md: ~7,700
     # Qwen-Image-Edit-2511: 40 steps x 2 (true CFG), 60 blocks; the context is ~1 MP at any output size
     qwen = tflop_per_image(edit("qwen_image_edit", None, 1024, max_batch=1))
     assert qwen == pytest.approx(80 * dit_eval(6.8, 3072, 60, 4096 + 4096 + 236) + decode_and_clip)
-    assert qwen == pytest.approx(13400, rel=0.02)  # REFERENCES.md: ~13,400
+    assert qwen == pytest.approx(13400, rel=0.02)  # docs/references.md: ~13,400
     assert qwen / klein == pytest.approx(40, rel=0.1)  # "roughly 40x klein's FLOPs per image"
     qwen_512 = tflop_per_image(edit("qwen_image_edit", None, 512, max_batch=1))
     assert qwen_512 == pytest.approx(80 * dit_eval(6.8, 3072, 60, 1024 + 4096 + 236) + 2.5 + 0.32)

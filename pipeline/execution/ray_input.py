@@ -95,7 +95,7 @@ def seeds_in_flight_for(stages: Sequence[tuple[str, Resources]], rows_per_seed: 
 
 def bound_seeds_in_flight(context, seeds: int, rows_per_seed: int) -> None:
     """Install the bound on a Dataset's DataContext (the Datasets made from it share it) as one more of Ray Data's
-    backpressure policies. On a Ray without that seam the graph runs unbounded, as before."""
+    backpressure policies (the internals it uses: ray_seams, checked at start-up)."""
     add_policy(context, seeds_in_flight_policy, {WINDOW_KEY: int(seeds), ROWS_PER_SEED_KEY: max(int(rows_per_seed), 1)})
 
 

@@ -19,10 +19,10 @@ from typing import Callable, Sequence
 import pyarrow as pa
 
 from pipeline.config.sections import PipelineConfig, RayConfig
+from pipeline.execution.ray_seams import check_ray_seams
 from pipeline.execution.seen_registry import SeenRegistry
 from pipeline.execution.ray_block_stats import cap_block_stats
 from pipeline.execution.ray_input import seed_dataset, seeds_in_flight_for
-from pipeline.execution.ray_seams import check_ray_seams
 from pipeline.execution.stage_list import stage_specs
 from pipeline.execution.work_counter import WorkCounter
 from schemas.taxonomy import Taxonomy

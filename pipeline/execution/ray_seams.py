@@ -1,9 +1,9 @@
 """The Ray Data internals this project relies on, each named once with a probe, checked before a run starts.
 
-Ray Data has no public hook for a backpressure policy, an operator's kept block stats or a cheap block-splitting
-operator; ray_policies, ray_input, ray_block_stats and ray_executor.blocks_of use its internals. A Ray that
-renamed one would not fail: the run would go unbounded, keep every block's stats or split blocks at a CPU a
-task. So ``check_ray_seams`` probes each one first and refuses the run, in one line naming the Ray it needs.
+Ray Data has no public hook for a backpressure policy, an operator's kept block stats, a cheap block-splitting
+operator or a stage's output block shape; ray_policies, ray_input, ray_block_stats, ray_executor.blocks_of and
+ray_output use its internals. A Ray that renamed one would not fail: the run would go unbounded, keep every
+block's stats, split blocks at a CPU a task or hold a stage's rows to the end of its task. So ``check_ray_seams`` probes each one first and refuses the run, in one line naming the Ray it needs.
 """
 
 from __future__ import annotations
@@ -70,6 +70,13 @@ def _queue_counts_rows() -> bool:
     return len(queues) == 1 and queues[0].num_rows() == 0
 
 
+def _physical_rules_take_one() -> bool:
+    """The physical ruleset is one shared object with ``add``, iterated for its rule classes (read, not changed)."""
+    get = _get("ray.data._internal.logical.optimizers:get_physical_ruleset")
+    ruleset = get()
+    return ruleset is get() and callable(ruleset.add) and all(isinstance(rule, type) for rule in ruleset)
+
+
 SEAMS = (
     Seam(f"{_BACKPRESSURE}.ENABLED_BACKPRESSURE_POLICIES(_CONFIG_KEY), read by get_backpressure_policies",
          "ray_policies.add_policy",
@@ -106,6 +113,25 @@ SEAMS = (
          and _says("ray.data:Dataset.__init__", "self._logical_plan = ")
          and _takes("ray.data:Dataset._from_parent", "parent", "logical_plan")
          and _takes("ray.data:TaskPoolStrategy", "size")),
+    Seam("ray.data._internal.logical.optimizers.get_physical_ruleset(), one shared Ruleset with add(rule)",
+         "ray_output.stream_batches", _physical_rules_take_one),
+    Seam("a physical-plan Rule (apply, dependencies) after FuseOperators, seeing plan.op_map and MapBatches",
+         "ray_output.batch_blocks_rule",
+         lambda: _takes("ray.data._internal.logical.interfaces:Rule.apply", "plan")
+         and inspect.ismethod(_get("ray.data._internal.logical.interfaces:Rule.dependencies"))
+         and inspect.isclass(_get("ray.data._internal.logical.rules:FuseOperators"))
+         and inspect.isclass(_get("ray.data._internal.logical.operators.map_operator:MapBatches"))
+         and isinstance(_get("ray.data._internal.logical.interfaces:PhysicalPlan").op_map, property)),
+    Seam("MapOperator._map_transformer.get_transform_fns(), a BatchMapTransformFn's _output_block_size_option "
+         "and OutputBlockSizeOption.of(disable_block_shaping)", "ray_output.batch_blocks_rule",
+         lambda: _says("ray.data._internal.execution.operators.map_operator:MapOperator.__init__",
+                       "self._map_transformer = ")
+         and callable(_get("ray.data._internal.execution.operators.map_transformer:MapTransformer.get_transform_fns"))
+         and _says("ray.data._internal.execution.operators.map_transformer:MapTransformFn.__init__",
+                   "self._output_block_size_option = ")
+         and issubclass(_get("ray.data._internal.execution.operators.map_transformer:BatchMapTransformFn"),
+                        _get("ray.data._internal.execution.operators.map_transformer:MapTransformFn"))
+         and _takes("ray.data._internal.output_buffer:OutputBlockSizeOption.of", "disable_block_shaping")),
 )
 
 

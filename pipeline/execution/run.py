@@ -15,9 +15,9 @@ from pipeline.config.model_refs import check_model_refs, with_models_resolved
 from pipeline.execution.driver_heap import HeapTrimmer
 from pipeline.execution.progress import Progress
 from pipeline.execution.provenance import provenance
+from pipeline.execution.ray_seams import check_ray_seams
 from pipeline.execution.assembler import ShardAssembler
 from pipeline.execution.ray_executor import build_dataset, init_ray, read_work, start_registry
-from pipeline.execution.ray_seams import check_ray_seams
 from pipeline.execution.seen_registry import copy_rows_maker
 from pipeline.output.run_record import json_bytes, run_record
 from pipeline.output.shard_writer import ShardResult, ShardWriter

@@ -120,15 +120,12 @@ def seeds_in_flight_policy() -> type:
             self.readers = [op for op in ops if op.input_dependencies
                             and all(isinstance(d, InputDataBuffer) for d in op.input_dependencies)]
             self.sink = ops[-1] if ops else None
-            counted = all(hasattr(op.metrics, name) for op in self.readers
-                          for name in ("num_inputs_received", "rows_task_outputs_generated"))
-            if not (self.readers and counted and hasattr(self.sink.metrics, "row_outputs_taken")):
-                self.bound = None  # another Ray's graph or metrics: left unbounded rather than guessed at
+            if not self.readers:
+                self.bound = None  # a graph not read from a listing (the context is shared): not this bound's
 
         def _rows_to_driver(self) -> int:
             """Rows the driver has taken: out of the last operator, less those still queued for the driver there."""
-            queue = getattr(self._topology.get(self.sink), "output_queue", None)
-            waiting = sum(q.num_rows() for q in getattr(queue, "_queues", ()))  # (another Ray: the queue counts as out)
+            waiting = sum(q.num_rows() for q in self._topology[self.sink].output_queue._queues)
             return self.sink.metrics.row_outputs_taken - waiting
 
         def _fits(self, seeds: float) -> bool:

@@ -11,7 +11,7 @@ import errno
 import re
 
 OK, VERIFY_FAILED, CONFIG_ERROR, OUTPUT_REFUSED, BAD_INPUT_FILE = 0, 1, 2, 3, 4
-INPUT_UNREACHABLE, MODEL_NOT_LOADED, NO_SPACE, OTHER_ERROR = 5, 6, 7, 8
+INPUT_UNREACHABLE, MODEL_NOT_LOADED, NO_SPACE, OTHER_ERROR, WRONG_RAY = 5, 6, 7, 8, 9
 
 _SETUP = re.compile(r"StageSetupError: (.+)")
 _UNREACHABLE = re.compile(r"InputUnreachable: (.+)")
@@ -27,6 +27,7 @@ def _chain(exc: BaseException):
 
 def classify(exc: BaseException, output: str | None = None) -> tuple[int, str]:
     """``(exit code, one line)`` for an error no command handled itself."""
+    from pipeline.execution.ray_seams import RaySeamMissing
     from stages.ingest.listing import InputUnreachable
     from stages.utils.errors import StageSetupError
 
@@ -40,6 +41,8 @@ def classify(exc: BaseException, output: str | None = None) -> tuple[int, str]:
             return MODEL_NOT_LOADED, f"{cause}; check the model reference and revision in the config"
         if isinstance(cause, InputUnreachable):
             return INPUT_UNREACHABLE, str(cause)
+        if isinstance(cause, RaySeamMissing):
+            return WRONG_RAY, str(cause)
     if "No space left on device" in text:
         return NO_SPACE, "no space left on device; free space or choose another --output, then run again"
     found = _SETUP.search(text)

@@ -51,8 +51,7 @@ class RecentBlockStats(list):
 
 def cap_block_stats(context, keep: int = KEPT_BLOCKS) -> None:
     """Install the cap on a Dataset's DataContext (the Datasets made from it share it), as a backpressure policy
-    that holds nothing back. On a Ray without that seam, or whose operators keep their stats another way,
-    nothing changes."""
+    that holds nothing back (the internals it uses: ray_seams, checked at start-up)."""
     add_policy(context, capped_block_stats_policy, {KEPT_BLOCKS_KEY: int(keep)})
 
 

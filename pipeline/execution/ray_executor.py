@@ -19,6 +19,7 @@ from typing import Callable, Sequence
 import pyarrow as pa
 
 from pipeline.config.sections import PipelineConfig, RayConfig
+from pipeline.execution.ray_seams import check_ray_seams
 from pipeline.execution.seen_registry import SeenRegistry
 from pipeline.execution.ray_block_stats import cap_block_stats
 from pipeline.execution.ray_input import seed_dataset, seeds_in_flight_for
@@ -69,6 +70,7 @@ def named_actor_class(stage: str) -> type:
 def init_ray(config: RayConfig):
     import ray
 
+    check_ray_seams()
     quiet_ray_data(config)
     if ray.is_initialized():
         return ray
@@ -190,18 +192,12 @@ def blocks_of(ds, rows: int):
     (32 seeds or more), whatever the stage's batch size. ``Dataset.repartition(target_num_rows_per_block=)`` does
     the cutting, but its tasks ask for a whole CPU (and fuse only into a task-pool stage): with actor pools
     holding fractions of two cores that waits for ever. The same operator, asking for a sliver of a CPU."""
-    from ray.data import Dataset
+    from ray.data import Dataset, TaskPoolStrategy
+    from ray.data._internal.logical.interfaces import LogicalPlan  # (these: ray_seams checks at start-up)
+    from ray.data._internal.logical.operators.map_operator import StreamingRepartition
 
-    try:
-        from ray.data import TaskPoolStrategy
-        from ray.data._internal.logical.interfaces import LogicalPlan
-        from ray.data._internal.logical.operators.map_operator import StreamingRepartition
-
-        op = StreamingRepartition(target_num_rows_per_block=rows, input_dependencies=[ds._logical_plan.dag],
-                                  ray_remote_args={"num_cpus": SPLIT_CPUS},
-                                  compute=TaskPoolStrategy(size=SPLIT_TASKS_AT_ONCE))
-    except (ImportError, AttributeError, TypeError):  # another Ray: its public form (one CPU a task)
-        return ds.repartition(target_num_rows_per_block=rows)
+    op = StreamingRepartition(target_num_rows_per_block=rows, input_dependencies=[ds._logical_plan.dag],
+                              ray_remote_args={"num_cpus": SPLIT_CPUS}, compute=TaskPoolStrategy(size=SPLIT_TASKS_AT_ONCE))
     return Dataset._from_parent(ds, LogicalPlan(op, ds.context))
 
 

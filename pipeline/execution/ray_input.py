@@ -95,7 +95,7 @@ def seeds_in_flight_for(stages: Sequence[tuple[str, Resources]], rows_per_seed: 
 
 def bound_seeds_in_flight(context, seeds: int, rows_per_seed: int) -> None:
     """Install the bound on a Dataset's DataContext (the Datasets made from it share it) as one more of Ray Data's
-    backpressure policies. On a Ray without that seam the graph runs unbounded, as before."""
+    backpressure policies (the internals it uses: ray_seams, checked at start-up)."""
     add_policy(context, seeds_in_flight_policy, {WINDOW_KEY: int(seeds), ROWS_PER_SEED_KEY: max(int(rows_per_seed), 1)})
 
 
@@ -120,15 +120,12 @@ def seeds_in_flight_policy() -> type:
             self.readers = [op for op in ops if op.input_dependencies
                             and all(isinstance(d, InputDataBuffer) for d in op.input_dependencies)]
             self.sink = ops[-1] if ops else None
-            counted = all(hasattr(op.metrics, name) for op in self.readers
-                          for name in ("num_inputs_received", "rows_task_outputs_generated"))
-            if not (self.readers and counted and hasattr(self.sink.metrics, "row_outputs_taken")):
-                self.bound = None  # another Ray's graph or metrics: left unbounded rather than guessed at
+            if not self.readers:
+                self.bound = None  # a graph not read from a listing (the context is shared): not this bound's
 
         def _rows_to_driver(self) -> int:
             """Rows the driver has taken: out of the last operator, less those still queued for the driver there."""
-            queue = getattr(self._topology.get(self.sink), "output_queue", None)
-            waiting = sum(q.num_rows() for q in getattr(queue, "_queues", ()))  # (another Ray: the queue counts as out)
+            waiting = sum(q.num_rows() for q in self._topology[self.sink].output_queue._queues)
             return self.sink.metrics.row_outputs_taken - waiting
 
         def _fits(self, seeds: float) -> bool:

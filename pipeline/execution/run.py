@@ -15,6 +15,7 @@ from pipeline.config.model_refs import check_model_refs, with_models_resolved
 from pipeline.execution.driver_heap import HeapTrimmer
 from pipeline.execution.progress import Progress
 from pipeline.execution.provenance import provenance
+from pipeline.execution.ray_seams import check_ray_seams
 from pipeline.execution.assembler import ShardAssembler
 from pipeline.execution.ray_executor import build_dataset, init_ray, read_work, start_registry
 from pipeline.execution.seen_registry import copy_rows_maker
@@ -71,6 +72,7 @@ def run_pipeline(
     """Run, or resume into an output made with the same config; refuse another config's output."""
     started = time.time()
     config = loaded.config
+    check_ray_seams()  # before the output is touched: a Ray without them is refused, not run degraded
     check_model_refs(config, loaded.path)
     storage = Storage(output or config.run.output)
     summary = RunSummary(output=storage.uri)

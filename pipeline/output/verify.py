@@ -20,15 +20,28 @@ from schemas.records import MANIFEST, REVIEW_COLUMNS, STATUS_ACCEPTED, VERDICT_R
 from schemas.sample import IMAGE_FILE, JSON_FILE, SAMPLE_FILES, member_errors, set_errors
 
 
-def read_tar_samples(data: bytes) -> dict[str, dict[str, bytes]]:
-    """``{key: {extension: bytes}}`` in tar order, split at the first dot as webdataset does."""
+class SplitSample(ValueError):
+    """A tar a WebDataset reader reads otherwise: one sample's files apart, or one file twice."""
+
+
+def read_tar_samples(data: bytes, name: str = "tar") -> dict[str, dict[str, bytes]]:
+    """``{key: {extension: bytes}}`` in tar order, split at the first dot as webdataset does. ``SplitSample``
+    (naming ``name`` and the key) where webdataset would see other samples: it starts a new one at every change of
+    key, so a key's files must be adjacent, and it refuses a file twice."""
     samples: dict[str, dict[str, bytes]] = {}
+    last = None
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
         for member in tar:
             if not member.isfile():
                 continue
             key, _, extension = member.name.partition(".")
+            if key in samples and key != last:
+                raise SplitSample(f"{name}: sample {key}'s files are not adjacent: {member.name} comes after "
+                                  f"{last}'s files (webdataset reads them as two samples)")
+            if extension in samples.get(key, ()):
+                raise SplitSample(f"{name}: sample {key} holds {member.name} twice")
             samples.setdefault(key, {})[extension] = tar.extractfile(member).read()
+            last = key
     return samples
 
 
@@ -73,8 +86,11 @@ def verify_output(uri: str) -> tuple[list[str], dict]:
         try:
             data = {SHARDS_DIR: storage.read_bytes(SHARDS_DIR, tar_name),
                     SETS_DIR: storage.read_bytes(SETS_DIR, tar_name) if tar_name in set_tars else b""}
-            members = read_tar_samples(data[SHARDS_DIR])
-            sets = read_tar_samples(data[SETS_DIR]) if tar_name in set_tars else {}
+            members = read_tar_samples(data[SHARDS_DIR], f"{SHARDS_DIR}/{tar_name}")
+            sets = read_tar_samples(data[SETS_DIR], f"{SETS_DIR}/{tar_name}") if tar_name in set_tars else {}
+        except SplitSample as exc:
+            problems.append(str(exc))
+            continue
         except (tarfile.TarError, OSError) as exc:
             problems.append(f"{tar_name}: unreadable tar ({exc})")
             continue

@@ -181,8 +181,7 @@ def test_a_run_s_dataset_carries_its_bound_and_the_block_stats_cap(local_ray, ov
     from pipeline.execution.provenance import provenance
     from pipeline.execution.ray_block_stats import capped_block_stats_policy
     from pipeline.execution.ray_executor import build_dataset, read_work
-    from pipeline.execution.ray_input import ROWS_PER_SEED_KEY, WINDOW_KEY, seeds_in_flight_for, seeds_in_flight_policy
-    from pipeline.execution.stage_list import stage_specs
+    from pipeline.execution.ray_input import ROWS_PER_SEED_KEY, WINDOW_KEY, seeds_in_flight_policy
 
     loaded = load_config(REPO / "configs" / "mini.yaml", {"ray.seeds_in_flight": override})
     ds, work = build_dataset(listing(8), loaded.config, loaded.taxonomy, provenance(loaded))
@@ -190,9 +189,12 @@ def test_a_run_s_dataset_carries_its_bound_and_the_block_stats_cap(local_ray, ov
     policies = ds.context.get_config("backpressure_policies.enabled")
     assert seeds_in_flight_policy() in policies and capped_block_stats_policy() in policies
     assert ds.context.get_config(ROWS_PER_SEED_KEY) == len(loaded.config.plan.axes) == 2
-    if override is None:  # mini.yaml's stages: the default, a multiple of a block
-        specs = stage_specs(loaded.config, loaded.taxonomy, provenance(loaded), None)
-        assert ds.context.get_config(WINDOW_KEY) == seeds_in_flight_for([(s.name, s.resources) for s in specs], 2)
+    if override is None:
+        # mini.yaml's default, by hand: 7 stages (ingest, caption, concept, sets, edit, filter, encode), each one
+        # CPU actor with Ray Data's default tasks: whole input blocks of 32 seeds (every batch is smaller: 8 seeds,
+        # or after the planner 2 or 8 sets = 1 or 4 seeds), 2 tasks in flight per actor (RAY_DATA_TASKS_PER_ACTOR).
+        # 7 x 1 x 32 x 2 = 448 seeds held; HELD_TIMES 8 x 448 = 3,584 seeds = 112 blocks of 32.
+        assert ds.context.get_config(WINDOW_KEY) == 3584
     else:
         assert ds.context.get_config(WINDOW_KEY) == 64
 

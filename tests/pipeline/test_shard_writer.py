@@ -1,3 +1,4 @@
+import hashlib
 import io
 import json
 import tarfile
@@ -7,6 +8,7 @@ import pyarrow.parquet as pq
 import webdataset as wds
 from PIL import Image
 
+from pipeline.output.shard_files import SHARD_SHA256
 from schemas.records import MANIFEST
 from schemas.sample import member_errors, set_errors
 from stages.utils.provenance import ProvenanceConfig, read_provenance, read_watermark
@@ -158,6 +160,37 @@ def test_verify_reports_a_corrupt_member_json_in_one_line_instead_of_crashing(tm
     problems, _ = verify_output(str(tmp_path))
     assert any(p.startswith("t-000003.tar: shards/s0-gender-female: json does not parse") for p in problems)
     assert any("sha256 differs" in p for p in problems)
+
+
+def test_verify_reports_a_sample_whose_files_are_apart_as_webdataset_splits_it(tmp_path):
+    """A tar holding a.jpg, b.jpg, a.json, b.json: webdataset starts a new sample at each change of key, so a user
+    gets four half samples (a without its json); verify says so in one line naming the shard and the key."""
+    from pipeline.output.verify import verify_output
+
+    write(tmp_path, [set_row(0, "accepted")])
+    (tmp_path / "sizes.json").write_text(json.dumps({"t-000003.tar": 2}))
+    path = tmp_path / "shards" / "t-000003.tar"
+    with tarfile.open(path) as tar:
+        files = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
+    order = ["s0-gender-male.jpg", "s0-gender-female.jpg", "s0-gender-male.json", "s0-gender-female.json"]
+    assert sorted(order) == sorted(files)
+    with tarfile.open(path, "w") as tar:
+        for name in order:
+            info = tarfile.TarInfo(name)
+            info.size = len(files[name])
+            tar.addfile(info, io.BytesIO(files[name]))
+    manifest = tmp_path / "manifest" / "t-000003.parquet"  # its checksum re-recorded: as if written in that order
+    table = pq.read_table(manifest)
+    sha = hashlib.sha256(path.read_bytes()).hexdigest().encode()
+    pq.write_table(table.replace_schema_metadata({**table.schema.metadata, SHARD_SHA256: sha}), manifest)
+    read = [(s["__key__"], sorted(k for k in s if not k.startswith("__")))
+            for s in wds.WebDataset(str(path), shardshuffle=False)]
+    assert read == [("s0-gender-male", ["jpg"]), ("s0-gender-female", ["jpg"]),
+                    ("s0-gender-male", ["json"]), ("s0-gender-female", ["json"])]
+    assert verify_output(str(tmp_path))[0] == [
+        "shard names are not contiguous from 000000: [3]",  # shard 3 alone, as written
+        "shards/t-000003.tar: sample s0-gender-male's files are not adjacent: s0-gender-male.json comes after "
+        "s0-gender-female's files (webdataset reads them as two samples)"]
 
 
 def test_a_set_kept_with_fewer_members_holds_only_those_and_verifies(tmp_path):

@@ -57,13 +57,34 @@ def _guarded_connect(sock, address):
 socket.socket.connect = _guarded_connect
 
 
+def pytest_collection_modifyitems(config, items):
+    """Groups for ``pytest -n 2 --dist loadgroup`` (``make test``): every test that needs the session's Ray runs
+    in one worker, so Ray and the session's outputs are made once; the other tests go by module, so a module's
+    fixtures are made once too."""
+    for item in items:
+        group = "ray" if "local_ray" in item.fixturenames else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture(scope="session")
 def tiny_cache(tmp_path_factory) -> Path:
-    """The tiny models, built once per test session into a private cache."""
-    cache = Path(os.environ.get("COUNTERFACTORY_TEST_CACHE") or tmp_path_factory.mktemp("tiny-models"))
+    """The tiny models, built once per test session into a private cache (one for all of a session's xdist
+    workers: the first to take the lock builds them)."""
+    import fcntl
+
+    given = os.environ.get("COUNTERFACTORY_TEST_CACHE")
+    if given:
+        cache = Path(given)
+    elif os.environ.get("PYTEST_XDIST_WORKER"):
+        cache = tmp_path_factory.getbasetemp().parent / "tiny-models"  # the workers' base temps share a parent
+    else:
+        cache = tmp_path_factory.mktemp("tiny-models")
     os.environ["COUNTERFACTORY_CACHE"] = str(cache)
-    for name in tiny_models.BUILDERS:
-        tiny_models.build(name, tiny_models.default_cache_dir())
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / ".build-lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for name in tiny_models.BUILDERS:
+            tiny_models.build(name, tiny_models.default_cache_dir())
     return tiny_models.default_cache_dir()
 
 

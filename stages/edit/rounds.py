@@ -1,8 +1,10 @@
 """``plan.candidates.stop: first_pass``: an editor's batch of sets rendered in rounds, not every candidate at once.
 
-Round r renders candidate r of every member that has no passing candidate yet, in every set still going. Photo
-edits pack the round's jobs of all those sets into the editor's chunks, so calls stay full as sets drop out
-(a backend whose pipeline takes an image per prompt makes one call of a chunk; others one call per set in it).
+Round r renders candidate r of every member that has no passing candidate yet, in every set still going. With a
+backend whose pipeline takes an image per prompt (``mixes_sets``: instruct_pix2pix, img2img) the round's jobs of
+all those sets are packed into the editor's chunks, so calls stay full as sets drop out, and a call short of the
+batch limit is padded to it, so that a job's pixels do not depend on what shares its call (``padded_rows``
+counts the padding); other backends render one set's jobs a call, chunked as the set alone would be.
 Each set's new candidates are then judged by the filter's own checks (``ClipFilter.judge_set`` on a copy of the
 set: CLIP, safety, drift and the judge as configured), one set at a time, so which candidates are rendered next
 depends only on the set's own scores, never on what shares its batch; a candidate's noise is its own seed's.
@@ -14,8 +16,8 @@ Generate mode: round r renders candidate r whole (its base image and every membe
 call, one set a call: a call's base rows are its own set's), and the set stops at the first candidate set with
 enough passing members.
 
-Counted: ``rounds`` (set-rounds), ``round_calls``, ``round_images`` (base rows included) and ``round_slots``
-(calls x the batch limit: ``round_images / round_slots`` is the batch fill), ``members_stopped`` (members that
+Counted: ``rounds`` (set-rounds), ``round_calls``, ``round_images`` (base rows included, padding not) and
+``round_slots`` (calls x the batch limit: ``round_images / round_slots`` is the batch fill), ``members_stopped`` (members that
 passed before their last candidate), and what the judging did, as ``judge_*``.
 """
 
@@ -95,22 +97,29 @@ class Rounds:
         """Render candidate r of the pending members of ``going``; each set's new candidates join its own."""
         editor = self.editor
         pairs = [[(s, job) for job in editor.jobs(s.row, r, s.pending)] for s in going]
-        groups = pairs if editor.makes_own_seeds else [[p for part in pairs for p in part]]
+        mixing = editor.mixes_sets and not editor.makes_own_seeds
+        groups = [[p for part in pairs for p in part]] if mixing else pairs
         limit = editor.batch_limit(editor.config)
         for group in groups:
             start = 0
             for chunk in editor.chunks([job for _, job in group]):
                 owners = [s for s, _ in group[start : start + len(chunk)]]
                 start += len(chunk)
+                # A mixed call is padded to the batch limit (repeats of its last job, dropped after): kernels pick
+                # their blocking by batch size, so a job's pixels then never depend on what shares its call.
+                pad = limit - len(chunk) if mixing else 0
                 contexts = [s.work.context for s in owners]
-                for s, cand in zip(owners, editor.render_jobs(chunk, contexts)):
+                before = editor.counters["images_rendered"]
+                made = editor.render_jobs(chunk + chunk[-1:] * pad, contexts + contexts[-1:] * pad)[: len(chunk)]
+                if pad and editor.counters["images_rendered"] > before:
+                    editor.counters["images_rendered"] -= pad
+                    editor.counters["padded_rows"] += pad
+                for s, cand in zip(owners, made):
                     s.candidates.append(cand)
-                runs = 1 + sum(a is not b for a, b in zip(owners, owners[1:]))
-                calls = 1 if editor.mixes_sets else runs
-                bases = len({(id(s), job["candidate"]) for s, job in zip(owners, chunk)}) if editor.makes_own_seeds else 0
-                editor.counters["round_calls"] += calls
+                bases = len({job["candidate"] for job in chunk}) if editor.makes_own_seeds else 0
+                editor.counters["round_calls"] += 1
                 editor.counters["round_images"] += len(chunk) + bases
-                editor.counters["round_slots"] += calls * limit
+                editor.counters["round_slots"] += limit
         editor.counters["rounds"] += len(going)
 
     def settle(self, s: SetRounds, r: int) -> None:

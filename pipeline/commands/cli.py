@@ -77,17 +77,27 @@ def cmd_run(args) -> int:
     return 0
 
 
+def _pass_rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1], got {text!r}")
+    return value
+
+
 def cmd_plan(args) -> int:
     from pipeline.commands.cost import describe_cost, estimate, load_throughput
     from pipeline.commands.plan import describe
     from pipeline.config.loading import load_config
 
     loaded = load_config(args.config, parse_overrides(args.set))
-    text, seeds = describe(loaded, seeds=args.seeds, limit=args.limit)
+    text, seeds = describe(loaded, seeds=args.seeds, limit=args.limit, pass_rate=args.pass_rate)
     print(text)
     measured = load_throughput(args.throughput) if args.throughput else None
     try:
-        print(describe_cost(estimate(loaded, seeds, args.gpus, args.gpu_type, measured), args.gpu_type))
+        print(describe_cost(estimate(loaded, seeds, args.gpus, args.gpu_type, measured, args.pass_rate), args.gpu_type))
     except ValueError as exc:
         print(f"plan: {exc}", file=sys.stderr)
         return 2
@@ -160,6 +170,8 @@ def parser() -> argparse.ArgumentParser:
     plan.add_argument("--gpus", type=int, default=8, help="GPUs the run gets (for wall time)")
     plan.add_argument("--gpu-type", default="h100", help="h100, h200, a100, l40s, a10g, l4")
     plan.add_argument("--throughput", default=None, help="JSON of measured images/s: {backend: {gpu_type: rate}}")
+    plan.add_argument("--pass-rate", type=_pass_rate, default=None,
+                      help="first_pass: the assumed chance a candidate passes the filter, in (0, 1], to price rounds")
     report = sub.add_parser("report", help="write preview.html, plots, README.md and croissant.json into OUT")
     report.add_argument("output")
     report.add_argument("--max-sets", type=int, default=500)

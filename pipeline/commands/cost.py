@@ -164,7 +164,7 @@ def judge_cost(loaded, seeds: int, gpu_type: str) -> tuple[int, float | None, st
     image_tokens = judge_image_tokens(judge.model or "", min(judge.image_side or config.edit.resolution,
                                                                config.edit.resolution))
     per_axis = judge_questions_per_candidate(loaded)
-    candidates = config.plan.candidates_per_set
+    candidates = config.plan.max_candidates()
     members = {axis: len(loaded.taxonomy.axis_value_combinations(axis)) for axis in config.plan.axes}
     questions = tokens = 0
     for axis, (single, double) in per_axis.items():
@@ -187,9 +187,10 @@ def load_throughput(path: str | Path) -> dict:
     return data
 
 
-def estimate(loaded, seeds: int, gpus: int, gpu_type: str, measured: dict | None = None) -> CostEstimate:
+def estimate(loaded, seeds: int, gpus: int, gpu_type: str, measured: dict | None = None,
+             pass_rate: float | None = None) -> CostEstimate:
     edit = loaded.config.edit
-    counts = plan_counts(loaded, seeds)
+    counts = plan_counts(loaded, seeds, pass_rate)
     rate, source = images_per_second(edit, gpu_type, measured)
     gpu_hours = counts["rendered_images"] / rate / 3600
     cost = CostEstimate(counts["rendered_images"], 1 / rate, source, gpu_hours, gpu_hours / max(gpus, 1), gpus)

@@ -13,21 +13,35 @@ from stages.edit import registry
 from stages.ingest.listing import list_seeds
 
 
-def plan_counts(loaded: LoadedConfig, seeds: int) -> dict:
+def expected_candidates(most: int, pass_rate: float) -> float:
+    """Candidates a member renders in first_pass rounds when each passes with probability ``pass_rate``, independently:
+    sum over r < K of (1 - p)^r = (1 - (1 - p)^K) / p (K when p is 0)."""
+    if pass_rate <= 0:
+        return float(most)
+    return (1 - (1 - pass_rate) ** most) / pass_rate
+
+
+def plan_counts(loaded: LoadedConfig, seeds: int, pass_rate: float | None = None) -> dict:
+    """The run's work. With ``plan.candidates.stop: first_pass`` and a ``pass_rate`` (the chance that a member's
+    candidate passes the filter; generate mode: that a candidate set does), the expected candidates, not the most:
+    members stopping at their first pass, not sets stopping at ``min_members`` (so still an upper bound there)."""
     config, taxonomy = loaded.config, loaded.taxonomy
     members = {axis: len(taxonomy.axis_value_combinations(axis)) for axis in config.plan.axes}
-    candidates = config.plan.candidates_per_set
+    most = config.plan.max_candidates()
+    first_pass = config.plan.candidates.stop == "first_pass" and pass_rate is not None
+    candidates = expected_candidates(most, pass_rate) if first_pass else most
     editor = registry.backend(config.edit.backend)
     per_set = [editor.images_and_calls(m, candidates, config.edit) for m in members.values()]
-    rendered = seeds * sum(n for n, _ in per_set)
+    rendered = round(seeds * sum(n for n, _ in per_set))
     calls = seeds * sum(c for _, c in per_set)
     return {
         "seeds": seeds,
         "axes": members,
         "sets": seeds * len(members),
         "members": seeds * sum(members.values()),
-        "candidates_per_set": candidates,
-        "edited_images": seeds * sum(members.values()) * candidates,
+        "candidates_per_set": most,
+        "candidates_per_member": candidates,  # expected, in first_pass with a pass rate; else the most
+        "edited_images": round(seeds * sum(members.values()) * candidates),
         "rendered_images": rendered,  # edited images plus generate mode's base images
         "editor_pipeline_calls": calls,
         "unet_evaluations": rendered * editor.denoising_steps(config.edit) * editor.denoiser_evals_per_step(config.edit),
@@ -39,7 +53,8 @@ HOW_COUNTED = {"folder": "image file names, no image read", "webdataset": "tar h
                "parquet": "rows of the list, no image read"}
 
 
-def describe(loaded: LoadedConfig, seeds: int | None = None, limit: int | None = None) -> tuple[str, int]:
+def describe(loaded: LoadedConfig, seeds: int | None = None, limit: int | None = None,
+             pass_rate: float | None = None) -> tuple[str, int]:
     config = loaded.config
     lines = [f"config {loaded.path} (hash {loaded.config_hash})", ""]
     if seeds is None:
@@ -75,7 +90,7 @@ def describe(loaded: LoadedConfig, seeds: int | None = None, limit: int | None =
         )
     lines.append(f"  {'write':<8} {'(driver) ' + tar_name(config.shards.prefix, 0) + ', ... + manifests':<44}")
     lines.append(f"edit backend {editor.backend}: {editor.summary}")
-    counts = plan_counts(loaded, seeds)
+    counts = plan_counts(loaded, seeds, pass_rate)
     extra = counts["rendered_images"] - counts["edited_images"]
     bases = f" + {extra} base images" if extra else ""
     lines += ["", f"seeds: {seeds} ({source})"]
@@ -83,7 +98,7 @@ def describe(loaded: LoadedConfig, seeds: int | None = None, limit: int | None =
         lines.append(f"  axis {axis}: {n} members per set")
     lines += [
         f"sets: {counts['sets']}",
-        f"members: {counts['members']} x {counts['candidates_per_set']} candidate(s)",
+        f"members: {counts['members']} x {counts['candidates_per_set']} candidate(s)" + _rounds_note(config, counts, pass_rate),
         f"diffusion: {counts['edited_images']} edited images{bases} in {counts['editor_pipeline_calls']} "
         f"model calls (max_batch {config.edit.max_batch}), {editor.denoising_steps(config.edit)} steps, "
         f"{counts['unet_evaluations']} denoiser evaluations"
@@ -92,3 +107,13 @@ def describe(loaded: LoadedConfig, seeds: int | None = None, limit: int | None =
         "no model was loaded",
     ]
     return "\n".join(lines), seeds
+
+
+def _rounds_note(config, counts: dict, pass_rate: float | None) -> str:
+    if config.plan.candidates.stop != "first_pass":
+        return "" if pass_rate is None else " (--pass-rate prices plan.candidates.stop first_pass only: not this config)"
+    if pass_rate is None:
+        return " at most, rendered in rounds until the first pass (first_pass; --pass-rate P prices the expected)"
+    unit = "candidate set" if config.input.kind == "generate" else "candidate"
+    return (f" at most; first_pass at a {unit} pass rate of {pass_rate:g}: "
+            f"{counts['candidates_per_member']:.3f} expected, priced below")

@@ -22,11 +22,13 @@ def generation_settings(config) -> dict:
     mask = {k: v for k, v in asdict(edit.mask).items() if k not in ("model", "revision")} if kept else None
     return {
         "backend": edit.backend, "steps": edit.steps, "guidance_scale": edit.guidance_scale,
-        "resolution": edit.resolution, "candidates_per_set": config.plan.candidates_per_set,
+        "resolution": edit.resolution, "candidates_per_set": config.plan.max_candidates(),
         "thresholds": asdict(config.filter.thresholds), "rank_by": config.filter.rank_by,
         "identity_rank_by": config.filter.identity_rank_by,
         "safety": {"enabled": safety.enabled, "threshold": safety.threshold},
         "keep_background": kept, "mask": mask,
+        # only where set, so that best_of runs record what they always did
+        **({"candidate_stop": "first_pass"} if config.plan.candidates.stop == "first_pass" else {}),
         "identity_clause": edit.identity_clause if edit.preserve_identity else None,
         "judge": ({"thresholds": asdict(judge.thresholds), "min_answer_mass": judge.min_answer_mass,
                    "image_side": judge.image_side, "screen_seeds": judge.screen_seeds}

@@ -58,12 +58,13 @@ def stage_specs(config: PipelineConfig, taxonomy: Taxonomy, provenance: dict, cl
             specs.append(StageSpec(SeedScreen.name, functools.partial(SeedScreen, judge, config.input.people,
                                                                       config.filter.device), config.filter.resources))
     editor = registry.backend(config.edit.backend)
+    vocabulary = judge_vocabulary(taxonomy)
     return specs + [
         StageSpec(SetPlanner.name, functools.partial(SetPlanner, config.plan, taxonomy, config.run.seed),
                   config.plan.resources),
-        StageSpec(editor.name, functools.partial(editor, config.edit, config.filter), config.edit.resources),
-        StageSpec(ClipFilter.name, functools.partial(ClipFilter, config.filter, judge_vocabulary(taxonomy)),
-                  config.filter.resources),
+        StageSpec(editor.name, functools.partial(editor, config.edit, config.filter, config.plan.candidates,
+                                                 vocabulary), config.edit.resources),
+        StageSpec(ClipFilter.name, functools.partial(ClipFilter, config.filter, vocabulary), config.filter.resources),
         StageSpec(SampleEncoder.name, functools.partial(SampleEncoder, config.shards, provenance),
                   config.encode.resources),
     ]

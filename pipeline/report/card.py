@@ -81,7 +81,7 @@ def render_card(contents: OutputContents, stats: dict) -> str:
         f"- editor: `{edit.get('model')}` ({edit.get('backend')}, revision {edit.get('revision') or 'default'}), "
         f"{edit.get('steps')} steps, guidance {edit.get('guidance_range') or edit.get('guidance_scale')}, "
         f"{_backend_settings(edit)}{edit.get('resolution')} px, "
-        f"{config.get('plan', {}).get('candidates_per_set')} candidate(s) per member",
+        f"{_candidates(config.get('plan', {}))} per member",
         f"- filter: open_clip `{filt.get('model')}` ({filt.get('pretrained') or 'weights in model dir'}), thresholds "
         + ", ".join(f"{k} {v}" for k, v in (filt.get("thresholds") or {}).items())
         + f"; best candidate per member by {filt.get('rank_by')}",
@@ -144,6 +144,14 @@ def _parity_lines(stats: dict) -> list[str]:
     else:
         lines.append("No value was accepted at under four fifths of its attribute's best rate, in any concept.")
     return lines
+
+
+def _candidates(plan: dict) -> str:
+    chosen = plan.get("candidates") or {}
+    most = chosen.get("max") or plan.get("candidates_per_set")
+    if chosen.get("stop") == "first_pass":
+        return f"up to {most} candidate(s), rendered until the first that passes the filter,"
+    return f"{most} candidate(s)"
 
 
 def _backend_settings(edit: dict) -> str:

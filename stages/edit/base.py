@@ -3,9 +3,11 @@
 At run time a backend says how to load its pipeline (``load``), what it conditions on (``prompt_field``),
 how to prepare a set once (``prepare``: the seed crop, a mask) and how to render one chunk of jobs
 (``render``). One job is one member x candidate; its image must depend only on the job, never on its
-chunk-mates. The base does per-candidate draws, chunking, CUDA out-of-memory splitting, the set loop, the
-identity clause and, with ``edit.keep_background`` (or for a backend that ``masks_person``), the composite
-onto the seed outside the person mask.
+chunk-mates. The base does per-candidate draws, chunking and CUDA out-of-memory splitting (``ChunkCalls``,
+stages/edit/calls.py), the set loop, the identity clause and, with ``edit.keep_background`` (or for a backend
+that ``masks_person``), the composite onto the seed outside the person mask. With ``plan.candidates.stop:
+first_pass`` a batch of sets is rendered in rounds instead (stages/edit/rounds.py); a backend whose pipeline
+takes an image per prompt renders several sets' jobs in one call (``render_mixed``, ``mixes_sets``).
 
 Before any model is loaded (``plan``, cost, config checks, provenance, the data card) the class answers
 from the config alone: ``with_defaults`` (its steps, guidance and identity clause), ``config_problems``
@@ -22,17 +24,16 @@ import math
 
 import numpy as np
 
-from schemas.records import SET, STATUS_ERROR, STATUS_OK
+from schemas.records import SET, STATUS_OK
 from stages.base import ModelUse, SetStage
-from stages.edit.calls import generators, to_uint8
+from stages.edit.calls import ChunkCalls, SetWork, generators, to_uint8
 from stages.edit.config import EditConfig
 from stages.models.segmenter import RegionSegmenter, blend
-from stages.utils import faults
 from stages.utils.imaging import from_raw, square_crop
 from stages.utils.torch_runtime import resolve_device, resolve_dtype, set_threads
 
 
-class Editor(SetStage):
+class Editor(ChunkCalls, SetStage):
     name = "edit"
     output_schema = SET
 
@@ -138,10 +139,12 @@ class Editor(SetStage):
         return uses
 
     # -- the stage ------------------------------------------------------------------------------------
-    def __init__(self, config: EditConfig, filter_config=None):
+    def __init__(self, config: EditConfig, filter_config=None, candidates=None, vocabulary=None):
         super().__init__()
         self.config = self.with_defaults(config)
-        self.filter_config = filter_config  # early rejection judges with the filter's checks
+        self.filter_config = filter_config  # early rejection and first_pass rounds judge with the filter's checks
+        self.candidates = candidates  # plan.candidates: stop first_pass renders in rounds (stages/edit/rounds.py)
+        self.vocabulary = vocabulary  # the filter judge's words, for first_pass rounds
 
     # -- set-up ---------------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -153,6 +156,11 @@ class Editor(SetStage):
             self.segmenter = RegionSegmenter(self.config.mask, self.device, self.config.allow_pickle)
             self.segmenter.setup()
         self.pipe = self.load()
+        self.rounds = None
+        if self.candidates is not None and self.candidates.stop == "first_pass":
+            from stages.edit.rounds import Rounds
+
+            self.rounds = Rounds(self, self.filter_config, self.vocabulary)
 
     def from_pretrained(self, pipeline_class, **extra):
         """A diffusers pipeline of ``edit.model`` on this worker's device, progress bars off."""
@@ -180,18 +188,13 @@ class Editor(SetStage):
             text = f"{text.rstrip()} {self.config.identity_clause.strip()}"
         return text
 
-    def jobs(self, row: dict) -> list[dict]:
-        jobs = []
-        for c, seed in enumerate(row["candidate_seeds"]):
-            draws = self.draws(seed)
-            for member in row["members"]:
-                jobs.append({"member": member, "member_id": member["member_id"], "candidate": c,
-                             "noise_seed": seed, "prompt": self.prompt(member), **draws})
-        return jobs
-
-    def chunks(self, jobs: list[dict]) -> list[list[dict]]:
-        size = self.batch_limit(self.config)
-        return [jobs[i : i + size] for i in range(0, len(jobs), size)]
+    def jobs(self, row: dict, candidate: int | None = None, members: list[dict] | None = None) -> list[dict]:
+        """Every member x candidate of the set, candidate-major; or candidate ``candidate`` of ``members``."""
+        chosen = range(len(row["candidate_seeds"])) if candidate is None else [candidate]
+        return [{"member": member, "member_id": member["member_id"], "candidate": c, "noise_seed": seed,
+                 "prompt": self.prompt(member), **draws}
+                for c in chosen for seed in [row["candidate_seeds"][c]] for draws in [self.draws(seed)]
+                for member in (row["members"] if members is None else members)]
 
     def seed_crop(self, row: dict):
         """The seed photo at the edit size: what every member is made from, and their size."""
@@ -226,28 +229,27 @@ class Editor(SetStage):
         """The pipeline's own names for the guidance settings of ``jobs``."""
         return {"guidance_scale": self.config.guidance_scale}
 
-    def render_chunk(self, context, chunk: list[dict]) -> list[np.ndarray]:
-        """Render a chunk; on CUDA out-of-memory, split it in halves and render those (down to 1)."""
-        import torch
-
-        try:
-            faults.check_oom("edit", len(chunk))
-            return self.render(context, chunk)
-        except torch.cuda.OutOfMemoryError:
-            if len(chunk) == 1:
-                raise
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            self.counters["oom_splits"] += 1
-            half = len(chunk) // 2
-            return self.render_chunk(context, chunk[:half]) + self.render_chunk(context, chunk[half:])
-
-    def edit_set(self, row: dict) -> list[dict]:
+    def begin_set(self, row: dict) -> SetWork:
+        """What rendering the set needs, made once: the seed crop, its person mask, the backend's context."""
         source = self.seed_crop(row)
         region = self.person_region(row, source) if self.segmenter is not None else None
-        candidates = self.render_set(row, self.prepare(row, source, region))
-        if region is not None:
-            self.keep_seed_outside(candidates, np.asarray(source), region.soft)
+        return SetWork(self.prepare(row, source, region), np.asarray(source), region)
+
+    def finish_candidates(self, work: SetWork, candidates: list[dict]) -> None:
+        """Rendered candidates of the set made final: composited onto the seed when the background is kept."""
+        if work.region is not None:
+            self.keep_seed_outside(candidates, work.source, work.region.soft)
+
+    def finish_set(self, row: dict, work: SetWork) -> None:
+        """What the set row records once its candidates are rendered (generate mode: the base images)."""
+
+    def edit_set(self, row: dict) -> list[dict]:
+        work = self.begin_set(row)
+        candidates = []
+        for chunk in self.chunks(self.jobs(row)):
+            candidates += self.render_jobs(chunk, [work.context] * len(chunk))
+        self.finish_candidates(work, candidates)
+        self.finish_set(row, work)
         return candidates
 
     def keep_seed_outside(self, candidates: list[dict], source: np.ndarray, soft: np.ndarray) -> None:
@@ -258,37 +260,11 @@ class Editor(SetStage):
                 cand["image_rgb"] = blend(source, image, soft).tobytes()
                 self.counters["backgrounds_kept"] += 1
 
-    def render_set(self, row: dict, context) -> list[dict]:
-        """Every job of the set, chunk by chunk; a failed chunk makes its candidates errors."""
-        candidates = []
-        for chunk in self.chunks(self.jobs(row)):
-            try:
-                images = self.render_chunk(context, chunk)
-                side = self.config.resolution
-                for image in images:  # every member is the seed crop's size, whatever the pipeline does
-                    if image.shape != (side, side, 3):
-                        raise ValueError(f"the editor returned a {image.shape[1]}x{image.shape[0]} image, "
-                                         f"not the seed crop's {side}x{side}")
-                errors = [None] * len(chunk)
-                self.counters["images_rendered"] += len(chunk)
-            except Exception as exc:  # one failed chunk must not take the other candidates down
-                images = [None] * len(chunk)
-                errors = [self.reason(exc)] * len(chunk)
-            for job, image, error in zip(chunk, images, errors):
-                candidates.append(
-                    {
-                        "member_id": job["member_id"], "candidate": job["candidate"], "noise_seed": job["noise_seed"],
-                        "guidance_scale": job["guidance_scale"], "p2p_fraction": job["p2p_fraction"],
-                        "image_rgb": image.tobytes() if image is not None else None,
-                        "width": image.shape[1] if image is not None else None,
-                        "height": image.shape[0] if image is not None else None,
-                        "error": error, "status": STATUS_ERROR if error else None, "reason": error,
-                    }
-                )
-        return candidates
-
     def wants(self, row: dict) -> bool:
         return row["status"] == STATUS_OK and row["set_status"] is None
 
     def process_row(self, row: dict) -> None:
         row["candidates"] = self.edit_set(row)
+
+    def process_rows(self, rows: list[dict]) -> list[dict]:
+        return super().process_rows(rows) if self.rounds is None else self.rounds.process_rows(rows)

@@ -13,6 +13,7 @@ from stages.edit.config import EditConfig
 class Img2ImgEditor(Editor):
     backend = "img2img"
     summary = "SDEdit: noise the seed photo to strength and denoise toward the target caption"
+    mixes_sets = True
     prompt_field = "target_caption"
 
     @classmethod
@@ -34,4 +35,8 @@ class Img2ImgEditor(Editor):
         return self.from_pretrained(AutoPipelineForImage2Image, **no_safety_checker(self.config.model))
 
     def render(self, source, jobs: list[dict]) -> list[np.ndarray]:
-        return self.call_pipeline(jobs, image=[source] * len(jobs), strength=self.config.strength)
+        return self.render_mixed([source] * len(jobs), jobs)
+
+    def render_mixed(self, sources: list, jobs: list[dict]) -> list[np.ndarray]:
+        """One call whatever sets the jobs come from: the pipeline takes an image per prompt."""
+        return self.call_pipeline(jobs, image=list(sources), strength=self.config.strength)

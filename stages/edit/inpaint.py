@@ -40,8 +40,12 @@ class InpaintEditor(Img2ImgEditor):
         return InpaintContext(source=source, mask_image=Image.fromarray(region.hard.astype(np.uint8) * 255, mode="L"))
 
     def render(self, context: InpaintContext, jobs: list[dict]) -> list[np.ndarray]:
+        return self.render_mixed([context] * len(jobs), jobs)
+
+    def render_mixed(self, contexts: list[InpaintContext], jobs: list[dict]) -> list[np.ndarray]:
+        """One call whatever sets the jobs come from: each job's own seed crop and mask."""
         side = self.config.resolution
         return self.call_pipeline(
-            jobs, image=[context.source] * len(jobs), mask_image=[context.mask_image] * len(jobs),
+            jobs, image=[c.source for c in contexts], mask_image=[c.mask_image for c in contexts],
             strength=self.config.strength, height=side, width=side,
         )

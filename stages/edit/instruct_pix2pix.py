@@ -10,6 +10,7 @@ from stages.edit.base import Editor
 class InstructPix2PixEditor(Editor):
     backend = "instruct_pix2pix"
     summary = "InstructPix2Pix instruction editing of the seed photo"
+    mixes_sets = True
     prompt_field = "instruction"
 
     @classmethod
@@ -31,5 +32,8 @@ class InstructPix2PixEditor(Editor):
                                     requires_safety_checker=False)
 
     def render(self, source, jobs: list[dict]) -> list[np.ndarray]:
-        return self.call_pipeline(jobs, image=[source] * len(jobs),
-                                  image_guidance_scale=self.config.image_guidance_scale)
+        return self.render_mixed([source] * len(jobs), jobs)
+
+    def render_mixed(self, sources: list, jobs: list[dict]) -> list[np.ndarray]:
+        """One call whatever sets the jobs come from: the pipeline takes an image per prompt."""
+        return self.call_pipeline(jobs, image=list(sources), image_guidance_scale=self.config.image_guidance_scale)

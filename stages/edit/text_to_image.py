@@ -28,7 +28,7 @@ from dataclasses import asdict
 
 from schemas.records import CLIP_SCORES, STATUS_REJECTED
 from stages.edit.base import Editor
-from stages.edit.calls import draw_uniform, no_safety_checker
+from stages.edit.calls import SetWork, draw_uniform, no_safety_checker
 from stages.edit.config import EditConfig
 
 
@@ -134,20 +134,24 @@ class TextToImageEditor(Editor):
             candidates.add(job["candidate"])
         return out + ([current] if current else [])
 
-    def edit_set(self, row: dict) -> list[dict]:
-        context = self.generate_context(row)
-        candidates = self.render_set(row, context)
+    def begin_set(self, row: dict) -> SetWork:
+        return SetWork(self.generate_context(row))
+
+    def finish_candidates(self, work: SetWork, candidates: list[dict]) -> None:
+        """Members early rejection stopped are rejected, with its scores and reason."""
         for cand in candidates:
-            verdict = context.stopped.get((cand["candidate"], cand["member_id"]))
+            verdict = work.context.stopped.get((cand["candidate"], cand["member_id"]))
             if verdict is not None and cand["error"] is None:
                 cand.update(verdict["scores"], failed_checks=verdict["failed_checks"], status=STATUS_REJECTED,
                             reason=verdict["reason"])
-        bases = [context.bases.get(c) for c in range(len(row["candidate_seeds"]))]
+
+    def finish_set(self, row: dict, work: SetWork) -> None:
+        """Each candidate's base image (None for one never rendered), and the first as the set's source."""
+        bases = [work.context.bases.get(c) for c in range(len(row["candidate_seeds"]))]
         row["candidate_bases"] = [None if b is None else b.tobytes() for b in bases]
         first = next((b for b in bases if b is not None), None)
         if first is not None:  # the set's source image until the filter picks a candidate
             row.update(image_rgb=first.tobytes(), width=first.shape[1], height=first.shape[0])
-        return candidates
 
     def render(self, context: GenerateContext, jobs: list[dict]) -> list[np.ndarray]:
         import torch

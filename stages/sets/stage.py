@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Literal
 
 from schemas import keys
 from schemas.records import SET, STATUS_ERROR, STATUS_OK
@@ -17,13 +18,28 @@ from stages.base import Resources, Stage, fail_seed
 from stages.sets.phrasing import has_anchor, instruction, person_phrase, swap_caption
 
 
+CANDIDATE_STOPS = ("best_of", "first_pass")
+
+
+@dataclass
+class CandidatesConfig:
+    """How many candidates a member may get, and when its rendering stops. ``best_of``: all ``max`` are rendered
+    and the filter keeps the best. ``first_pass``: rendered in rounds (stages/edit/rounds.py), candidate r only for
+    the members with no passing candidate yet, judged in the editor by the filter's own checks; a member stops at
+    its first pass, a set once it has enough members or can no longer reach ``filter.min_members``."""
+
+    max: int | None = None  # null: candidates_per_set
+    stop: Literal["best_of", "first_pass"] = "best_of"
+
+
 @dataclass
 class PlanConfig:
     axes: list[str] = field(default_factory=lambda: ["gender"])
     concepts: list[str] = field(default_factory=list)  # allowed concepts; empty = all in the taxonomy
     default_concept: str = "career"  # when neither the source nor the caption names one
     concept_from_caption: bool = True  # match concept keywords in the caption
-    candidates_per_set: int = 1
+    candidates_per_set: int = 1  # the same as candidates: {max: N, stop: best_of}
+    candidates: CandidatesConfig = field(default_factory=CandidatesConfig)
     resources: Resources = field(default_factory=lambda: Resources(num_cpus=0.25, batch_size=32))
 
     def problems(self) -> list[tuple[str, str]]:
@@ -34,7 +50,19 @@ class PlanConfig:
             found.append(("axes", "lists an axis twice"))
         if self.candidates_per_set < 1:
             found.append(("candidates_per_set", "must be >= 1"))
+        given = self.candidates.max
+        if given is not None and given < 1:
+            found.append(("candidates.max", "must be >= 1 (or null: candidates_per_set)"))
+        if given is not None and self.candidates_per_set not in (1, given):
+            found.append(("candidates.max", f"{given} conflicts with candidates_per_set {self.candidates_per_set}: "
+                                            "set one of them"))
+        if self.candidates.stop not in CANDIDATE_STOPS:
+            found.append(("candidates.stop", f"unknown {self.candidates.stop!r}; allowed: {', '.join(CANDIDATE_STOPS)}"))
         return found
+
+    def max_candidates(self) -> int:
+        """Candidates a member may get: ``candidates.max``, else ``candidates_per_set``."""
+        return self.candidates.max or self.candidates_per_set
 
 
 def _keyword_pattern(keyword: str) -> re.Pattern:
@@ -120,7 +148,7 @@ class SetPlanner(Stage):
                 concept=concept,
                 concept_source=concept_source,
                 members=members,
-                candidate_seeds=[keys.noise_seed(self.run_seed, set_key, c) for c in range(self.config.candidates_per_set)],
+                candidate_seeds=[keys.noise_seed(self.run_seed, set_key, c) for c in range(self.config.max_candidates())],
                 candidates=None,
                 set_status=None if row["status"] == STATUS_OK else STATUS_ERROR,
                 set_reason=None if row["status"] == STATUS_OK else row.get("error"),

@@ -50,6 +50,7 @@ def _member_keys(out: Path) -> set[str]:
 
 def test_reject_a_member_with_the_keyboard_reload_and_apply(review_server):
     out, url = review_server
+    expect.set_options(timeout=20_000)  # a loaded machine (the other xdist worker's Ray run) answers slowly
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1280, "height": 800})
@@ -73,6 +74,7 @@ def test_reject_a_member_with_the_keyboard_reload_and_apply(review_server):
             page.screenshot(path=os.environ["COUNTERFACTORY_SCREENSHOT"])
 
         page.reload()  # saved at once: a restart resumes past the reviewed set
+        page.wait_for_load_state("networkidle")  # the keys act once the page's script has its sets
         expect(page.locator("#progress")).to_contain_text("reviewed 1 / 14 sets")
         expect(page.locator("#set-id")).not_to_have_text(set_id)
         page.keyboard.press("a")  # accept the set shown, then undo it

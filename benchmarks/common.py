@@ -4,6 +4,7 @@ Importing it puts the repository on sys.path, keeps the Hub offline and register
 from __future__ import annotations
 
 import os
+import re
 import sys
 import threading
 import time
@@ -80,29 +81,76 @@ class RssSampler:
                 "largest_worker_peak_mib": round(self.peak_worker / mib, 1)}
 
 
+class RowClock:
+    """A progress stream that timestamps the run's own progress lines: with a tiny ``report.progress_interval``
+    the run prints one per row that reaches the driver, so each line says when the count of sets there rose."""
+
+    def __init__(self, started: float):
+        self.started, self.arrivals = started, []
+
+    def isatty(self) -> bool:
+        return False
+
+    def write(self, text: str) -> None:
+        match = re.search(r"\| sets ([^|]*)\|", text)
+        if match:
+            sets = sum(int(n) for n in re.findall(r"\d+", match.group(1)))
+            now = time.perf_counter() - self.started
+            self.arrivals.extend([now] * (sets - len(self.arrivals)))
+
+    def flush(self) -> None:
+        pass
+
+
+def steady_rate(arrivals: list[float], low: float = 0.25, high: float = 0.75) -> float | None:
+    """Rows per second between the arrival of the ``low`` and the ``high`` share of the rows (sorted times): the
+    middle of a run, its start-up and its tail aside."""
+    if len(arrivals) < 4:
+        return None
+    a, b = int(low * len(arrivals)), int(high * len(arrivals)) - 1
+    span = arrivals[b] - arrivals[a]
+    return (b - a) / span if span > 0 else None
+
+
+def streaming(arrivals: list[float], shard_times: list[float], total: float) -> dict:
+    """What a user waits for, in seconds from the start and as shares of the whole run: the first row and the first
+    shard out, the longest wait between two consecutive shards, and the steady sets/s (rows at the driver)."""
+    gaps = [b - a for a, b in zip(shard_times, shard_times[1:])]
+    steady = steady_rate(arrivals)
+    return {"first_row_s": round(arrivals[0], 2) if arrivals else None,
+            "first_shard_s": round(shard_times[0], 2) if shard_times else None,
+            "first_shard_share": round(shard_times[0] / total, 3) if shard_times else None,
+            "max_shard_gap_s": round(max(gaps), 2) if gaps else None,
+            "max_shard_gap_share": round(max(gaps) / total, 3) if gaps else None,
+            "steady_sets_per_s": round(steady, 3) if steady else None}
+
+
 def timed_pipeline_run(loaded, output: str) -> dict:
-    """Run the Ray pipeline; time Ray start-up apart, and the steady state from shard write times."""
+    """Run the Ray pipeline as ``counterfactory run`` does, Ray start-up included but timed apart; when each row
+    reached the driver (from the run's progress lines) and each shard was written (from its log lines)."""
+    import dataclasses
+
     import ray
 
     from pipeline.execution.ray_executor import init_ray
     from pipeline.execution.run import run_pipeline
 
+    config = loaded.config
+    every_row = dataclasses.replace(loaded, config=dataclasses.replace(
+        config, report=dataclasses.replace(config.report, progress_interval=1e-6)))
     started = time.perf_counter()
     init_ray(loaded.config.ray)
     ray_start_s = time.perf_counter() - started
     shard_times: list[float] = []
+    clock = RowClock(started)
 
     def log(line: str) -> None:
         if line.startswith("counterfactory: wrote "):
-            shard_times.append(time.perf_counter())
+            shard_times.append(time.perf_counter() - started)
 
-    started = time.perf_counter()
-    summary = run_pipeline(loaded, output=output, log=log, report=False)
+    summary = run_pipeline(every_row, output=output, log=log, report=False, progress_stream=clock)
     total = time.perf_counter() - started
     ray.shutdown()
-    sets_per_shard = loaded.config.shards.seeds_per_shard * len(loaded.config.plan.axes)
-    steady = None
-    if len(shard_times) >= 3:  # from the first shard out to the last: actor start-up and warm-up excluded
-        steady = sets_per_shard * (len(shard_times) - 1) / (shard_times[-1] - shard_times[0])
-    return {"ray_start_s": round(ray_start_s, 2), "run_s": round(total, 2), "shards": len(shard_times),
-            "steady_sets_per_s": round(steady, 3) if steady else None, "summary": summary}
+    return {"ray_start_s": round(ray_start_s, 2), "run_s": round(total - ray_start_s, 2),
+            "end_to_end_s": round(total, 2), "sets": len(clock.arrivals), "shards": len(shard_times),
+            **streaming(clock.arrivals, shard_times, total), "summary": summary}

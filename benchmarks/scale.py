@@ -1,12 +1,16 @@
-"""The driver at cluster scale, on two cores: simulated GPU actors stand in for the editor.
+"""The driver at cluster scale, on two cores: simulated GPU actors stand in for the editor; and a run with the real
+mini stages, to see its shards come out as the work goes.
 
 The run's own pieces (listing, ingest with the shared record of seeds seen, the planner, the encode stage,
 the driver's shard assembler and writer, resume) run as in a real run, on Ray Data without preserve_order;
 the editor is replaced by actors that sleep a fixed wall time per image and use no CPU (``num_cpus=0``), so
-two cores can stand in for many GPUs. Seeds come from generate mode (no photos to read). Prints JSON.
+two cores can stand in for many GPUs. Seeds come from generate mode (no photos to read). The ``mini`` part runs
+``configs/mini.yaml`` itself (tiny real models in every stage) on generated seed photos, as ``counterfactory run``
+does: when its first shard is written and the longest wait between two shards, as shares of the whole run.
+Prints JSON.
 
-    python benchmarks/scale.py [--parts listing,resume,actors,slow,scale] [--sizes 1000,10000,100000]
-                               [--actor-counts 1,4,16,64] [--unbounded]
+    python benchmarks/scale.py [--parts listing,resume,actors,slow,scale,mini] [--sizes 1000,10000,100000]
+                               [--actor-counts 1,4,16,64] [--unbounded] [--mini-seeds 64]
 
 Each measurement runs in its own process, so peak RSS is that run's alone.
 """
@@ -148,6 +152,7 @@ def one_run(seeds: int, actors: int, seconds_per_image: float, slow: float, seed
     from pipeline.execution.ray_executor import init_ray, map_stage, start_registry
     from pipeline.execution.ray_block_stats import cap_block_stats
     from pipeline.execution.ray_input import seed_dataset, seeds_in_flight_for
+    from pipeline.execution.ray_output import batches_as_done
     from pipeline.output.shard_writer import ShardWriter
     from pipeline.output.storage import Storage
     from stages.encode import SampleEncoder
@@ -195,7 +200,7 @@ def one_run(seeds: int, actors: int, seconds_per_image: float, slow: float, seed
         rows, first_row, busy = 0, None, 0.0  # busy: the driver's own seconds (rows to dicts, assemble, write)
         peak_private = 0.0
         heap = HeapTrimmer() if bounded else None
-        for number, batch in enumerate(ds.iter_batches(batch_format="pyarrow", batch_size=None)):
+        for number, batch in enumerate(batches_as_done(ds)):
             began = time.perf_counter()
             if first_row is None:
                 first_row = began
@@ -224,6 +229,17 @@ def one_run(seeds: int, actors: int, seconds_per_image: float, slow: float, seed
             "driver_peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "driver_peak_private_mib": round(max(peak_private, end_memory.get("RssAnon", 0.0)), 1),
             "driver_end_memory_mib": {k: round(v, 1) for k, v in end_memory.items()}}
+
+
+def mini_run(seeds: int, seeds_per_shard: int = 8) -> dict:
+    """``configs/mini.yaml`` on ``seeds`` generated photos: when its rows and shards reached the driver."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = common.write_seeds(Path(tmp) / "seeds", seeds)
+        loaded = load_config(REPO / "configs" / "mini.yaml", {"input.path": str(folder),
+                                                               "shards.seeds_per_shard": seeds_per_shard})
+        run = common.timed_pipeline_run(loaded, os.path.join(tmp, "out"))
+    run.pop("summary")
+    return {"seeds": seeds, "seeds_per_shard": seeds_per_shard, **run, "load_average": round(os.getloadavg()[0], 2)}
 
 
 def resume_decision(shards: int) -> dict:
@@ -292,7 +308,8 @@ def child(args: list[str]) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--parts", default="listing,resume,actors,slow,scale")
+    parser.add_argument("--parts", default="listing,resume,actors,slow,scale,mini")
+    parser.add_argument("--mini-seeds", type=int, default=64, help="seeds for the mini part (8 to a shard)")
     parser.add_argument("--sizes", default="1000,10000,100000")
     parser.add_argument("--actor-counts", default="1,4,16,64", help="editor pool sizes for the actors part")
     parser.add_argument("--unbounded", action="store_true",
@@ -303,7 +320,7 @@ def main() -> int:
     if args.child:
         kind, *values = json.loads(args.child)
         result = {"run": lambda: one_run(*values), "resume": lambda: resume_decision(*values),
-                  "listing": lambda: listing(*values)}[kind]()
+                  "listing": lambda: listing(*values), "mini": lambda: mini_run(*values)}[kind]()
         print(json.dumps(result))
         return 0
     parts, report = args.parts.split(","), {}
@@ -344,6 +361,9 @@ def main() -> int:
             "runs": runs, "first_shard_ratio_top_vs_base": round(top["first_shard_s"] / base["first_shard_s"], 2),
             "driver_rss_ratio_top_vs_mid": round(top["driver_peak_rss_mib"] / mid["driver_peak_rss_mib"], 2),
             "driver_ceiling": gpus_fed(min(r["driver_ceiling_sets_per_s"] for r in runs))})
+    if "mini" in parts:
+        run = child(["mini", args.mini_seeds])
+        done("mini", {**run, "targets": {"first_shard_share": "< 0.4", "max_shard_gap_share": "<= 0.25"}})
     print(json.dumps(report, indent=2))
     return 0
 

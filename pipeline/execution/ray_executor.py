@@ -1,6 +1,6 @@
 """The Ray executor: the stage list as Ray Data actor pools with their declared resources. With ray_input (the
-input source and the bound on seeds in flight), ray_block_stats and ray_policies, the only modules that import
-``ray.data``.
+input source and the bound on seeds in flight), ray_output (batches out as they are done), ray_block_stats and
+ray_policies, the only modules that import ``ray.data``.
 
 Each stage is constructed and ``start()``-ed once per actor, then called on pyarrow batches; what its
 counters gained per batch goes to a ``WorkCounter`` actor that the driver reads at the end. The last stage
@@ -23,6 +23,7 @@ from pipeline.execution.ray_seams import check_ray_seams
 from pipeline.execution.seen_registry import SeenRegistry
 from pipeline.execution.ray_block_stats import cap_block_stats
 from pipeline.execution.ray_input import seed_dataset, seeds_in_flight_for
+from pipeline.execution.ray_output import stream_batches
 from pipeline.execution.stage_list import stage_specs
 from pipeline.execution.work_counter import WorkCounter
 from schemas.taxonomy import Taxonomy
@@ -164,7 +165,8 @@ def start_registry(todo: Sequence[int], seen_content: dict[str, int], seen_seed_
 def build_dataset(seed_refs: pa.Table, config: PipelineConfig, taxonomy: Taxonomy, provenance: dict,
                   registry: RegistryProxy | None = None):
     """The run's Ray Dataset, and the WorkCounter actor its stages report to. Rows come out in whatever order
-    they finish (the assembler does not need seed order), unless ``ray.preserve_order``."""
+    they finish (the assembler does not need seed order), unless ``ray.preserve_order``; read them with
+    ``ray_output.batches_as_done``."""
     import ray
     import ray.data
 
@@ -202,9 +204,11 @@ def blocks_of(ds, rows: int):
 
 
 def map_stage(ds, name: str, factory, res: Resources, fault_spec: str | None = None, work=None):
-    """``ds`` through one stage: an actor pool of ``res.actors`` actors, each built once from ``factory``."""
+    """``ds`` through one stage: an actor pool of ``res.actors`` actors, each built once from ``factory``; each
+    batch it finishes goes on as a block of its own."""
     from ray.data import ActorPoolStrategy
 
+    stream_batches(ds.context)
     queued = res.batches_in_flight()
     if queued is not None:
         ds = blocks_of(ds, res.batch_size)  # so that the queue bound counts batches

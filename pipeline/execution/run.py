@@ -18,6 +18,7 @@ from pipeline.execution.provenance import provenance
 from pipeline.execution.ray_seams import check_ray_seams
 from pipeline.execution.assembler import ShardAssembler
 from pipeline.execution.ray_executor import build_dataset, init_ray, read_work, start_registry
+from pipeline.execution.ray_output import batches_as_done
 from pipeline.execution.seen_registry import copy_rows_maker
 from pipeline.output.run_record import json_bytes, run_record
 from pipeline.output.shard_writer import ShardResult, ShardWriter
@@ -44,7 +45,7 @@ class RunSummary:
 def _process(dataset, assembler: ShardAssembler, progress: Progress) -> None:
     """Consume the graph's rows as they come; the assembler writes each shard once it is settled. On an error
     (a full disk) the graph is stopped at once, its actors with it, not whenever the iterator is collected."""
-    batches = iter(dataset.iter_batches(batch_format="pyarrow", batch_size=None))
+    batches = iter(batches_as_done(dataset))
     heap = HeapTrimmer()
     try:
         for batch in batches:

@@ -122,6 +122,23 @@ def most_ahead(rows: list[dict]) -> int:
     return ahead
 
 
+def test_each_batch_reaches_the_driver_as_soon_as_it_is_done(local_ray):
+    """A CPU stage's task takes a whole 32-seed input block, but hands on each batch as a block of its own, and the
+    driver has each block as soon as it is out: the first batch's rows are in hand before the second batch is done.
+    (Before, the stage's four batches came out as one block when the task ended, and Ray Data's local prefetch kept
+    each block from the driver until the next one was out.)"""
+    from pipeline.execution.ray_executor import map_stage
+    from pipeline.execution.ray_input import seed_dataset
+    from pipeline.execution.ray_output import batches_as_done
+
+    ds = map_stage(seed_dataset(listing(32)), "edit", functools.partial(Stamped, "edited_at", 1.5),
+                   Resources(num_cpus=0.1, batch_size=8))
+    arrived = [(time.time(), batch) for batch in batches_as_done(ds)]
+    assert [batch.num_rows for _, batch in arrived] == [8, 8, 8, 8]
+    done = sorted(batch["edited_at"][0].as_py() for _, batch in arrived)  # when each batch was done
+    assert arrived[0][0] < done[1]
+
+
 @pytest.fixture(scope="module", params=[64, None], ids=["bounded", "unbounded"])
 def graph_run(request, local_ray, tmp_path_factory):
     """A fast ingest before a slow stage, with the driver's memory held as a run holds it (``seeds_in_flight`` 64,

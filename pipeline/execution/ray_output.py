@@ -17,20 +17,17 @@ import functools
 STREAMED_KEY = "counterfactory.batch_blocks"
 
 
-def stream_batches(context) -> bool:
+def stream_batches(context) -> None:
     """On a Dataset's DataContext: every ``map_batches`` stage of its graph hands on each batch as a block when
-    the batch is done (a physical-plan rule, after Ray Data's operator fusion). False on a Ray without that seam,
-    where outputs are shaped as before."""
-    try:
-        from ray.data._internal.logical.optimizers import get_physical_ruleset
-        rule = batch_blocks_rule()
-    except (ImportError, AttributeError):
-        return False
+    the batch is done (a physical-plan rule, after Ray Data's operator fusion; ray_seams checks at start-up that
+    this Ray has what the rule uses)."""
+    from ray.data._internal.logical.optimizers import get_physical_ruleset
+
+    rule = batch_blocks_rule()
     ruleset = get_physical_ruleset()
     if rule not in list(ruleset):
         ruleset.add(rule)
     context.set_config(STREAMED_KEY, True)
-    return True
 
 
 def batches_as_done(ds):

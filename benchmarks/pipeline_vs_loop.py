@@ -93,7 +93,6 @@ def main() -> int:
         "sets": ray_run.get("sets") or loop.get("sets"),
         "accepted_sets": summary.stats["sets"].get("accepted", 0) if summary else None,
         "accepted_members": summary.stats["samples"] if summary else None,
-        "accepted_members": summary.stats["samples"],
         "plain_loop": loop, "local_executor": local, "pipeline": ray_run,
         "steady_ratio": ratio(ray_run.get("steady_sets_per_s"), loop.get("steady_sets_per_s")),
         "end_to_end_ratio": ratio(loop.get("end_to_end_s"), ray_run.get("end_to_end_s")),

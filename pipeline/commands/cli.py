@@ -65,6 +65,7 @@ def parse_overrides(pairs: list[str]) -> dict:
 
 
 def cmd_run(args) -> int:
+    from pipeline.commands.native_log import native_stderr_to_file
     from pipeline.config.loading import environment_overrides, load_config
     from pipeline.execution.run import run_pipeline
 
@@ -72,7 +73,8 @@ def cmd_run(args) -> int:
     if args.verbose:
         overrides["ray.progress_bars"] = True
     loaded = load_config(args.config, overrides)
-    summary = run_pipeline(loaded, output=args.output, limit=args.limit, report=False if args.no_report else None)
+    with native_stderr_to_file(enabled=loaded.config.ray.progress_bars is not True):  # Ray's C++ lines: --verbose
+        summary = run_pipeline(loaded, output=args.output, limit=args.limit, report=False if args.no_report else None)
     print("\n".join(_summary_lines(summary)))
     return 0
 
@@ -160,7 +162,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a config field (repeatable)")
     run.add_argument("--no-report", action="store_true", help="skip preview.html and plots at the end")
     run.add_argument("--verbose", action="store_true",
-                     help="Ray Data's progress bars and execution logs too (shown by default only on a terminal)")
+                     help="Ray's own log lines too, and Ray Data's progress bars and execution logs (those shown "
+                          "by default on a terminal)")
     run.set_defaults(func=cmd_run)
     plan = sub.add_parser("plan", help="dry run: stage graph, resources and work counts; loads no model")
     plan.add_argument("config")

@@ -84,11 +84,24 @@ def init_ray(config: RayConfig):
         # a second runtime env from the driver would conflict with it.
         ray.init(address=address, log_to_driver=True, logging_level=_log_level(config))
     else:
+        _local_token_auth()
         ray.init(
             num_cpus=config.num_cpus, num_gpus=config.num_gpus, include_dashboard=False,
             runtime_env={"env_vars": env} if env else None, logging_level=_log_level(config),
         )
     return ray
+
+
+def _local_token_auth() -> None:
+    """Token authentication for the local Ray a run starts, chosen explicitly: it is Ray's default, but left to
+    the default Ray announces it with a WARNING. A RAY_AUTH_MODE the user set wins."""
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    try:
+        from ray._private.authentication.authentication_token_setup import _enable_token_auth
+    except ImportError:  # a Ray without token authentication
+        return
+    _enable_token_auth()
 
 
 def _verbose(config: RayConfig) -> bool:
@@ -120,14 +133,19 @@ def quiet_ray_data(config: RayConfig) -> None:
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = context.enable_operator_progress_bars = show
     context.print_on_execution_start = context.enable_auto_log_stats = show
+    detectors = getattr(context, "issue_detectors_config", None)
+    if detectors is not None and config.progress_bars is not True:  # even on a terminal, unless --verbose:
+        # its advice (pass `memory=` to map_batches) is for Ray Data's callers, not for this project's users.
+        detectors.high_memory_detector_config.detection_time_interval_s = -1
     # Said of the block-splitting operator on a small input (fewer blocks than its two tasks): nothing to act on.
     warnings.filterwarnings("ignore", message=".*maximum number of concurrent tasks.*only received")
-    logger = logging.getLogger("ray.data")
-    logger.setLevel(logging.INFO if show else logging.WARNING)
+    logging.getLogger("ray.data").setLevel(logging.INFO if show else logging.WARNING)
     if not show:
         warnings.filterwarnings("ignore", message=".*ray_remote_args.*")
-        if not any(isinstance(f, _NoProgressNotes) for f in logger.filters):
-            logger.addFilter(_NoProgressNotes())
+        # A logger's filters see only its own records, not its children's: the progress notes come from this one.
+        for logger in map(logging.getLogger, ("ray.data", "ray.data._internal.progress")):
+            if not any(isinstance(f, _NoProgressNotes) for f in logger.filters):
+                logger.addFilter(_NoProgressNotes())
 
 
 class RegistryProxy:

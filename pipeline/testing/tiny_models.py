@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -64,6 +65,21 @@ BUILDERS: dict[str, Callable[[Path], None]] = {
 }
 
 
+@contextmanager
+def _no_save_progress_bars():
+    """transformers' ``save_pretrained`` draws a "Writing model shards" bar per model: noise in a first run's
+    output, where building the tiny models is an implementation detail."""
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
+
+
 def build(name: str, cache_dir: Path | None = None) -> Path:
     """Build tiny model ``name`` into the cache (once) and return its directory."""
     if name not in BUILDERS:
@@ -76,7 +92,8 @@ def build(name: str, cache_dir: Path | None = None) -> Path:
     # Build beside the final place and rename: concurrent builders never see a half-written model.
     work = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
     try:
-        BUILDERS[name](work)
+        with _no_save_progress_bars():
+            BUILDERS[name](work)
         (work / ".complete").write_text("ok\n")
         try:
             os.rename(work, final)

@@ -58,12 +58,13 @@ socket.socket.connect = _guarded_connect
 
 
 def pytest_collection_modifyitems(config, items):
-    """Groups for ``pytest -n 2 --dist loadgroup`` (``make test``): every test that needs the session's Ray runs
-    in one worker, so Ray and the session's outputs are made once; the other tests go by module, so a module's
-    fixtures are made once too."""
+    """Groups for ``pytest -n 2 --dist loadgroup`` (``make test``): every module with a test that needs the
+    session's Ray runs in one worker, so Ray, the session's outputs and the module's own fixtures are made once;
+    the other tests go by module, so a module's fixtures are made once too."""
+    on_ray = {item.nodeid.split("::")[0] for item in items if "local_ray" in item.fixturenames}
     for item in items:
-        group = "ray" if "local_ray" in item.fixturenames else item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group(group))
+        module = item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group("ray" if module in on_ray else module))
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 def native_stderr_to_file(enabled: bool = True):
     """Inside, fd 2 is a temp file and ``sys.stderr`` a copy of the old fd 2. The file is removed when the block
     ends normally; after an error it is kept and its path printed, since a native crash explains itself there."""
-    if not enabled:
+    if not enabled or sys.stderr is not sys.__stderr__:  # stderr already redirected in Python (a test's capture)
         yield None
         return
     sys.stderr.flush()

@@ -131,7 +131,10 @@ def _worked_on(cluster, node_id: str) -> bool:
     """Whether one of the run's stage actors has finished a batch on the node."""
     listed = cluster.ray("list", "tasks", "--address", cluster.dashboard, "--filter", "state=FINISHED", "--detail",
                          "--format", "json", "--limit", "10000")
-    tasks = json.loads(listed.stdout) if listed.returncode == 0 else []
+    try:
+        tasks = json.loads(listed.stdout) if listed.returncode == 0 else []
+    except ValueError:  # "No resource in the cluster": no task yet
+        tasks = []
     return any(t.get("node_id") == node_id and t.get("name", "").startswith("MapWorker") for t in tasks)
 
 

@@ -26,9 +26,9 @@ demo: $(STAMP)
 	$(BIN)/counterfactory verify $(OUT)
 	@echo "demo output: $(abspath $(OUT))  (shards/, manifest/, stats.json, README.md)"
 
-# Two workers: the Ray tests in one (Ray waits on its own scheduling much of the time), the rest in the other.
+# Two workers: the modules on the session's Ray in one (tests/conftest.py: RAY_MODULES), the rest in the other.
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -n 2 --dist loadscope
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/stage_throughput.py

@@ -57,14 +57,48 @@ def _guarded_connect(sock, address):
 socket.socket.connect = _guarded_connect
 
 
+# The modules with a test that needs the session's Ray (``local_ray``, or an output made on it). ``make test``
+# (``pytest -n 2 --dist loadscope``) runs all of them on one xdist worker, so the session's Ray and its outputs
+# are made once; every other module is a scope of its own, so its module fixtures are made once too.
+# (Written out, not read from markers: xdist's ``loadgroup`` groups by rewriting node ids, which pytest 9.2
+# ignores, pytest-dev/pytest-xdist#1386, and the controller that schedules never collects the tests.)
+RAY_MODULES = frozenset(f"tests/{name}.py" for name in (
+    "pipeline/test_backends", "pipeline/test_calibrate", "pipeline/test_consumers", "pipeline/test_end_to_end",
+    "pipeline/test_error_messages", "pipeline/test_exports", "pipeline/test_ray_executor",
+    "pipeline/test_resume_and_faults", "pipeline/test_review", "pipeline/test_review_browser",
+    "pipeline/test_streaming", "pipeline/test_trainers", "test_docs"))
+
+
+def _module(nodeid: str) -> str:
+    return nodeid.split("::")[0]
+
+
 def pytest_collection_modifyitems(config, items):
-    """Groups for ``pytest -n 2 --dist loadgroup`` (``make test``): every module with a test that needs the
-    session's Ray runs in one worker, so Ray, the session's outputs and the module's own fixtures are made once;
-    the other tests go by module, so a module's fixtures are made once too."""
-    on_ray = {item.nodeid.split("::")[0] for item in items if "local_ray" in item.fixturenames}
-    for item in items:
-        module = item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group("ray" if module in on_ray else module))
+    """A module that needs the session's Ray but is not in RAY_MODULES would start a second Ray, with its own
+    session outputs, on the other worker: refused here, so the list cannot fall behind the tests."""
+    unlisted = sorted({_module(item.nodeid) for item in items if "local_ray" in item.fixturenames} - RAY_MODULES)
+    if unlisted:
+        raise pytest.UsageError(f"tests/conftest.py: add {', '.join(unlisted)} to RAY_MODULES (they use local_ray)")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadscope`` with the RAY_MODULES as one scope and every other module a scope of its own."""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SessionRayScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = _module(nodeid)
+            return "ray" if module in RAY_MODULES else module
+
+    return SessionRayScheduling(config, log)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    node.workerinput["counterfactory_dist"] = node.config.getvalue("dist")  # for the check in local_ray
 
 
 @pytest.fixture(scope="session")
@@ -117,7 +151,7 @@ def s3_endpoint():
 
 
 @pytest.fixture(scope="session")
-def local_ray(tiny_cache, s3_endpoint):
+def local_ray(tiny_cache, s3_endpoint, request, tmp_path_factory):
     """One local Ray for the session; stages get fractional CPUs so 2 cores never deadlock.
 
     It declares one logical GPU (this machine has none) so that GPU stages are scheduled as on a
@@ -128,9 +162,25 @@ def local_ray(tiny_cache, s3_endpoint):
     from pipeline.config.sections import RayConfig
     from pipeline.execution.ray_executor import init_ray
 
+    _one_worker_on_the_session_ray(request.config, tmp_path_factory)
     init_ray(RayConfig(num_cpus=2, num_gpus=1))
     yield ray
     ray.shutdown()
+
+
+def _one_worker_on_the_session_ray(config, tmp_path_factory) -> None:
+    """Under ``--dist loadscope`` only one xdist worker may start the session's Ray: a second would double every
+    session output's run (as the silently ignored ``loadgroup`` marks once did)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not worker or getattr(config, "workerinput", {}).get("counterfactory_dist") != "loadscope":
+        return
+    claim = tmp_path_factory.getbasetemp().parent / "session-ray-worker"
+    try:
+        with open(claim, "x") as handle:
+            handle.write(worker)
+    except FileExistsError:
+        pytest.fail(f"{worker} is starting a second session Ray ({claim.read_text()} has one): "
+                    "tests/conftest.py's scheduling is not in effect")
 
 
 @pytest.fixture(scope="session")

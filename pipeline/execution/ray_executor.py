@@ -176,8 +176,18 @@ def start_registry(todo: Sequence[int], seen_content: dict[str, int], seen_seed_
     shards' content ids (when dedupe is on) and seed ids."""
     import ray
 
-    return RegistryProxy(ray.remote(num_cpus=0)(SeenRegistry).remote(todo, seen_content if dedupe else {},
-                                                                      seen_seed_ids))
+    actor = ray.remote(num_cpus=0, scheduling_strategy=on_the_driver_node())(SeenRegistry)
+    return RegistryProxy(actor.remote(todo, seen_content if dedupe else {}, seen_seed_ids))
+
+
+def on_the_driver_node():
+    """Where the run's bookkeeping actors (the record of seeds seen, the work counter) go: their state is not
+    rebuilt by a restart, so not on a worker node a cluster may lose (the stages' actors are restarted elsewhere),
+    but on the driver's, whose loss ends the run anyway."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
 
 
 def build_dataset(seed_refs: pa.Table, config: PipelineConfig, taxonomy: Taxonomy, provenance: dict,
@@ -196,7 +206,7 @@ def build_dataset(seed_refs: pa.Table, config: PipelineConfig, taxonomy: Taxonom
     ds = seed_dataset(seed_refs, bound, rows_per_seed)
     cap_block_stats(ds.context)
     fault_spec = os.environ.get(faults.ENV)
-    work = ray.remote(num_cpus=0)(WorkCounter).remote()
+    work = ray.remote(num_cpus=0, scheduling_strategy=on_the_driver_node())(WorkCounter).remote()
     for spec in specs:
         ds = map_stage(ds, spec.name, spec.factory, spec.resources, fault_spec, work)
     return ds, work
@@ -238,10 +248,12 @@ def map_stage(ds, name: str, factory, res: Resources, fault_spec: str | None = N
         num_cpus=res.num_cpus,
         num_gpus=res.num_gpus if res.num_gpus > 0 else None,
         compute=ActorPoolStrategy(size=res.actors, max_tasks_in_flight_per_actor=queued),
-        # A dead actor is restarted and its batch retried, a bounded number of times; rows reach
-        # the writer once either way, since the driver writes only what the graph yields.
+        # A dead actor is restarted (max_restarts times) and its batches retried; rows reach the writer once
+        # either way, since the driver writes only what the graph yields. Retries are not counted on their own:
+        # while a lost node's actors await their restart elsewhere, each retry fails at once ("actor temporarily
+        # unavailable") and a few would be spent in milliseconds, failing the run; the restarts bound them.
         max_restarts=res.max_restarts,
-        max_task_retries=res.max_restarts,
+        max_task_retries=-1 if res.max_restarts > 0 else 0,
     )
 
 

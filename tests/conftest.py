@@ -63,8 +63,8 @@ socket.socket.connect = _guarded_connect
 # (Written out, not read from markers: xdist's ``loadgroup`` groups by rewriting node ids, which pytest 9.2
 # ignores, pytest-dev/pytest-xdist#1386, and the controller that schedules never collects the tests.)
 RAY_MODULES = frozenset(f"tests/{name}.py" for name in (
-    "pipeline/test_backends", "pipeline/test_calibrate", "pipeline/test_consumers", "pipeline/test_end_to_end",
-    "pipeline/test_error_messages", "pipeline/test_exports", "pipeline/test_ray_executor",
+    "pipeline/test_calibrate", "pipeline/test_consumers", "pipeline/test_end_to_end", "pipeline/test_exports",
+    "pipeline/test_generate_run", "pipeline/test_job_submission", "pipeline/test_ray_executor",
     "pipeline/test_resume_and_faults", "pipeline/test_review", "pipeline/test_review_browser",
     "pipeline/test_streaming", "pipeline/test_trainers", "test_docs"))
 

@@ -57,7 +57,7 @@ class LocalCluster:
                  "runtime-env-agent-port", "node-manager-port", "object-manager-port")
         return [f"--{flag}={free_port()}" for flag in flags]
 
-    def start(self, worker_cpus: float, worker_gpus: float) -> "LocalCluster":
+    def start(self, worker_cpus: float, worker_gpus: float, workers: int = 1) -> "LocalCluster":
         head = self.ray(
             "start", "--head", f"--port={self.gcs_port}", "--num-cpus=1", "--num-gpus=0",
             "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}", "--include-dashboard=true",
@@ -65,13 +65,14 @@ class LocalCluster:
             *self.node_ports(),
         )
         assert head.returncode == 0, head.stdout + head.stderr
-        worker = self.ray(
-            "start", f"--address=127.0.0.1:{self.gcs_port}", f"--num-cpus={worker_cpus}",
-            f"--num-gpus={worker_gpus}", "--disable-usage-stats", *self.node_ports(),
-        )
-        assert worker.returncode == 0, worker.stdout + worker.stderr
+        for _ in range(workers):
+            worker = self.ray(
+                "start", f"--address=127.0.0.1:{self.gcs_port}", f"--num-cpus={worker_cpus}",
+                f"--num-gpus={worker_gpus}", "--disable-usage-stats", *self.node_ports(),
+            )
+            assert worker.returncode == 0, worker.stdout + worker.stderr
         deadline = time.time() + 90
-        while time.time() < deadline and len(self.nodes()) < 2:
+        while time.time() < deadline and len(self.nodes()) < 1 + workers:
             time.sleep(1)
         return self
 

@@ -1,4 +1,5 @@
-"""Resume after a killed driver, refusals, injected faults, and seeds and outputs on S3, on the session's local Ray.
+"""Resume after a killed driver, refusals, injected faults, a full disk, and seeds and outputs on S3, on the
+session's local Ray.
 
 The module's runs read the mini seeds from a bucket on the session's S3 endpoint (moto's server on loopback, its
 address and credentials in the environment as on a cluster); its reference run writes to S3 too."""
@@ -183,3 +184,19 @@ def test_injected_failures_become_error_rows_and_nothing_else_changes(reference,
             assert row.keys() == ref.keys()
             assert all(math.isclose(value, ref[key], rel_tol=1e-4, abs_tol=1e-6) if isinstance(value, float)
                        else value == ref[key] for key, value in row.items()), (row, ref)
+
+
+def test_a_full_disk_is_one_line(local_ray, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(REPO)  # mini.yaml's input.path is relative to the repository
+    disk = tmp_path / "small"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("needs a small tmpfs (mount as root) to fill")
+    try:
+        code = cli.main(["run", str(REPO / "configs" / "mini.yaml"), "--output", str(disk / "out"), "--no-report"])
+        stderr = capsys.readouterr().err
+        assert code == 7, stderr[-1500:]
+        ours = [line for line in stderr.splitlines() if line.startswith("error:")]  # Ray logs its own too
+        assert len(ours) == 1 and "no space left on device" in ours[0] and "free space" in ours[0]
+    finally:
+        subprocess.run(["umount", str(disk)])

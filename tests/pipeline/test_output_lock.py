@@ -72,11 +72,15 @@ def test_a_holder_busy_for_longer_than_stale_after_keeps_its_lock(tmp_path):
     assert not storage.exists(LOCK_FILE)
 
 
+# Seconds without a heartbeat before a lock counts as abandoned: the holder beats five times in that span, which
+# even a machine under a load of 18 (both xdist workers' Ray runs) lets it do (at 0.5 s it once did not).
+STALE = 3.0
 HOLDER = r"""
 import sys, time
+STALE = float(sys.argv[2])
 from pipeline.output.lock import OutputLock
 from pipeline.output.storage import Storage
-OutputLock(Storage(sys.argv[1]), stale_after=0.5, host="host-x").acquire()
+OutputLock(Storage(sys.argv[1]), stale_after=STALE, host="host-x").acquire()
 print("held", flush=True)
 time.sleep(600)
 """
@@ -84,17 +88,17 @@ time.sleep(600)
 
 def test_the_lock_of_a_killed_holder_on_another_host_is_taken_over_once_its_heartbeat_stops(tmp_path):
     out = tmp_path / "out"
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(out)], cwd=REPO, stdout=subprocess.PIPE, text=True,
-                              env={**os.environ, "PYTHONPATH": str(REPO)})
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(out), str(STALE)], cwd=REPO, stdout=subprocess.PIPE,
+                              text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert holder.stdout.readline().strip() == "held"
-    time.sleep(0.8)  # alive, beating
+    time.sleep(STALE * 1.5)  # alive, beating: longer than stale_after, so only its heartbeats keep the lock
     storage = Storage(str(out))
     with pytest.raises(OutputRefused, match="host-x"):
-        OutputLock(storage, stale_after=0.5, host="host-c").acquire()
+        OutputLock(storage, stale_after=STALE, host="host-c").acquire()
     os.kill(holder.pid, signal.SIGKILL)
     holder.wait()
-    time.sleep(0.8)  # no heartbeat for longer than stale_after
-    taker = OutputLock(storage, stale_after=0.5, host="host-c")
+    time.sleep(STALE * 1.2)  # no heartbeat for longer than stale_after
+    taker = OutputLock(storage, stale_after=STALE, host="host-c")
     taker.acquire()
     assert json.loads(storage.read_bytes(LOCK_FILE))["host"] == "host-c"
     taker.release()

@@ -44,7 +44,8 @@ def run(config_path: str, overrides: dict) -> tuple[dict, list[dict]]:
         denoised, decoded = edit["denoised_rows"], edit["decoded_rows"]
         clip_passes = edit["judged_rows"]
     else:
-        rows_run = edit["images_rendered"] + edit["padded_rows"]  # first_pass pads mixed calls to the batch limit
+        # first_pass fills a mixed call's free slots with jobs a later round may ask for, then with padding
+        rows_run = edit["images_rendered"] + edit.get("padded_rows", 0) + edit.get("lookahead_unused", 0)
         denoised, decoded = rows_run * steps, rows_run
         clip_passes = 0
     clip_passes += filt["images_scored"] + edit["judge_images_scored"]
@@ -63,7 +64,8 @@ def run(config_path: str, overrides: dict) -> tuple[dict, list[dict]]:
     return {
         "sets": len(rows), "accepted_sets": accepted,
         "candidates_rendered": len(candidates), "images_rendered": edit["images_rendered"],
-        "padded_rows": edit["padded_rows"],
+        "padded_rows": edit.get("padded_rows", 0),
+        "lookahead_rows": edit.get("lookahead_rows", 0), "lookahead_unused": edit.get("lookahead_unused", 0),
         "denoiser_rows_x_steps": denoised, "denoiser_evaluations": denoised * evals, "vae_decodes": decoded,
         "clip_image_passes": clip_passes, "judge_candidates": judged,
         "passing_candidates": sum(c.get("failed_checks") == [] for c in candidates),

@@ -24,9 +24,10 @@ CANDIDATE_STOPS = ("best_of", "first_pass")
 @dataclass
 class CandidatesConfig:
     """How many candidates a member may get, and when its rendering stops. ``best_of``: all ``max`` are rendered
-    and the filter keeps the best. ``first_pass``: rendered in rounds (stages/edit/rounds.py), candidate r only for
-    the members with no passing candidate yet, judged in the editor by the filter's own checks; a member stops at
-    its first pass, a set once it has enough members or can no longer reach ``filter.min_members``."""
+    and the filter keeps the best. ``first_pass``: rendered in rounds (stages/edit/rounds.py), judged in the editor
+    by the filter's own checks: candidate 0 of every member, then the next candidate of only as many unpassed members
+    as the set can afford to lose plus one; a member stops at its first pass, a set once it has enough members or
+    can no longer reach ``filter.min_members``."""
 
     max: int | None = None  # null: candidates_per_set
     stop: Literal["best_of", "first_pass"] = "best_of"

@@ -68,19 +68,22 @@ def test_a_set_alone_and_inside_a_larger_batch_gives_the_same_bytes(some_pass, t
 def test_each_member_stops_at_its_first_passing_candidate_and_the_filter_accepts_that_one(tiny, some_pass, taxonomy):
     sets = some_pass(photo_sets(taxonomy, [21, 22]))
     judged = ClipFilter(filter_config(tiny, SOME_PASS))(sets).to_pylist()
+    stopped_short = 0
     for row in judged:
-        for member in row["members"]:
-            own = [c for c in row["candidates"] if c["member_id"] == member["member_id"]]
+        own = {m["member_id"]: [c for c in row["candidates"] if c["member_id"] == m["member_id"]]
+               for m in row["members"]}
+        ran_out = any(len(c) == 4 and all(x["failed_checks"] for x in c) for c in own.values())
+        for cands in own.values():
             # candidates 0, 1, ... in order, and only the last may pass: a member stops at its first pass
-            assert [c["candidate"] for c in own] == list(range(len(own)))
-            assert all(c["failed_checks"] for c in own[:-1])
-            if not own[-1]["failed_checks"] and row["set_status"] == STATUS_ACCEPTED:
-                assert own[-1]["status"] == STATUS_ACCEPTED
-            if len(own) < 4 and own[-1]["failed_checks"]:
+            assert [c["candidate"] for c in cands] == list(range(len(cands)))
+            assert all(c["failed_checks"] for c in cands[:-1])
+            if not cands[-1]["failed_checks"] and row["set_status"] == STATUS_ACCEPTED:
+                assert cands[-1]["status"] == STATUS_ACCEPTED
+            if len(cands) < 4 and cands[-1]["failed_checks"]:
                 # stopped without a pass: another member failed all four, so the set could no longer be kept
-                assert row["set_status"] == "rejected"
-                assert any(len(c) == 4 and all(x["failed_checks"] for x in c) for c in
-                           ([x for x in row["candidates"] if x["member_id"] == m["member_id"]] for m in row["members"]))
+                assert ran_out and row["set_status"] == "rejected"
+                stopped_short += 1
+    assert stopped_short > 0  # the seeds do show members stopped early because their set was lost
 
 
 def test_all_passing_renders_only_the_first_candidate(tiny, taxonomy):

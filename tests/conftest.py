@@ -195,8 +195,9 @@ def mini_seeds(tmp_path_factory) -> Path:
 
 
 # The model stages ask for fractions of the session's logical GPU, as on a cluster (one batch a task, one
-# queued per actor).
-MINI_GPUS = {"edit.resources.num_gpus": 0.5, "filter.resources.num_gpus": 0.25, "caption.resources.num_gpus": 0.25}
+# queued per actor), each stage in an actor pool of its own (mini.yaml fuses them for a laptop's few cores).
+MINI_GPUS = {"edit.resources.num_gpus": 0.5, "filter.resources.num_gpus": 0.25, "caption.resources.num_gpus": 0.25,
+             "ray.fuse": []}
 
 
 @pytest.fixture(scope="session")

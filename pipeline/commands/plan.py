@@ -8,6 +8,7 @@ from pipeline.config.loading import LoadedConfig
 from pipeline.config.model_refs import run_models
 from pipeline.execution.provenance import provenance
 from pipeline.execution.stage_list import stage_specs
+from pipeline.execution.stage_pools import stage_pools
 from schemas.layout import tar_name
 from stages.edit import registry
 from stages.ingest.listing import list_seeds
@@ -67,7 +68,7 @@ def describe(loaded: LoadedConfig, seeds: int | None = None, limit: int | None =
                                "pass --seeds N to size the run"
     else:
         source = "as given by --seeds"
-    lines.append("stage graph (Ray Data actor pools, in order):")
+    lines.append("stage graph (Ray Data actor pools, in order" + ("; the fused ones below" if config.ray.fuse else "") + "):")
     lines.append(f"  {'stage':<8} {'model':<44} {'actors':>6} {'cpus':>5} {'gpus':>5} {'batch':>5}")
     editor = registry.backend(config.edit.backend)
     stage_of_role = {"captioner": "caption", "concept": "concept", "editor": "edit", "segmenter": "edit",
@@ -83,12 +84,18 @@ def describe(loaded: LoadedConfig, seeds: int | None = None, limit: int | None =
                   part for part, on in (("provenance", config.shards.provenance.metadata),
                                         ("watermark", config.shards.provenance.watermark),
                                         ("thumbnails", config.shards.thumbnail_size)) if on])
-    for spec in stage_specs(config, loaded.taxonomy, provenance(loaded)):
+    specs = stage_specs(config, loaded.taxonomy, provenance(loaded))
+    for spec in specs:
         r = spec.resources
         lines.append(
             f"  {spec.name:<8} {models.get(spec.name, '-'):<44} {r.actors:>6} {r.num_cpus:>5g} {r.num_gpus:>5g} {r.batch_size:>5}"
         )
     lines.append(f"  {'write':<8} {'(driver) ' + tar_name(config.shards.prefix, 0) + ', ... + manifests':<44}")
+    for pool in stage_pools(specs, config.ray.fuse):
+        if len(pool.stages) > 1:
+            r = pool.resources
+            lines.append(f"  fused (ray.fuse): {pool.name} in one pool: {r.actors} actor(s), {r.num_cpus:g} cpus, "
+                         f"{r.num_gpus:g} gpus, batches of {r.batch_size}")
     lines.append(f"edit backend {editor.backend}: {editor.summary}")
     counts = plan_counts(loaded, seeds, pass_rate)
     extra = counts["rendered_images"] - counts["edited_images"]

@@ -13,6 +13,7 @@ from pathlib import Path
 from pipeline.config.errors import ConfigError, read_yaml_mapping
 from pipeline.config.hashing import config_hash
 from pipeline.config.sections import PipelineConfig
+from pipeline.config.stage_order import check_fuse
 from pipeline.config.taxonomy import load_taxonomy, restrict_values
 from pipeline.config.typed import build
 from schemas.taxonomy import Taxonomy
@@ -176,6 +177,7 @@ def parse_config(data: dict, source: str = "<config>", base_dir: str | Path = ".
     _fill_judge_model(config)
     _check_cross_fields(config, source)
     _check_backend(config, taxonomy, source)
+    check_fuse(config, source)
     return LoadedConfig(config=config, taxonomy=taxonomy, path=source)
 
 

@@ -35,6 +35,12 @@ class RayConfig:
     # this (in blocks of 32). null: eight times what the stages' actors hold (actors x batch x tasks in flight);
     # too few leaves actors idle
     seeds_in_flight: int | None = None
+    # Stages that run in one actor, each batch through them in turn, instead of an actor pool each: groups of
+    # stages next to each other in the run's order, e.g. [[sets, edit, filter, encode]]. A group's pool asks for
+    # the most any of its stages asks for (CPUs, GPUs, actors, restarts) and takes its first stage's batches.
+    # Fewer processes start and load models (what a few cores wait for); each stage's own pool overlaps the stages'
+    # work, which pays where each has a device of its own
+    fuse: list[list[str]] = field(default_factory=list)
 
     def problems(self) -> list[tuple[str, str]]:
         if self.seeds_in_flight is not None and self.seeds_in_flight < 32:

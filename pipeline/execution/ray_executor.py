@@ -9,6 +9,7 @@ encodes each set's files; the shard writer runs on the driver, assembling shards
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -25,58 +26,60 @@ from pipeline.execution.seen_registry import SeenRegistry
 from pipeline.execution.ray_block_stats import cap_block_stats
 from pipeline.execution.ray_input import seed_dataset, seeds_in_flight_for
 from pipeline.execution.ray_output import stream_batches
-from pipeline.execution.stage_list import stage_specs
+from pipeline.execution.stage_list import StageSpec, stage_specs
+from pipeline.execution.stage_pools import StagePool, stage_pools
 from pipeline.execution.work_counter import WorkCounter
 from schemas.taxonomy import Taxonomy
 from stages.base import Resources
 from stages.utils import faults
 
-# Environment the workers need to behave like the driver (offline Hub access above all).
-# Object-store endpoints and credentials too: a local run's workers read seeds as the driver lists them.
-FORWARDED_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME", "HF_TOKEN", "HF_ENDPOINT", "COUNTERFACTORY_CACHE",
-                 "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-                 "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE",
-                 "GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CLOUD_PROJECT")
-
-
 class StageActor:
-    """Ray Data callable class around a stage: build and start once per actor, then map batches.
+    """Ray Data callable class around a pool's stages (one, or a ``ray.fuse`` group): built and started once per
+    actor, then each batch through them in turn; what each stage's counters gained goes to the WorkCounter.
 
-    The stage is built, started and called on one thread of the actor's own. Ray Data calls ``__call__`` from
+    The stages are built, started and called on one thread of the actor's own. Ray Data calls ``__call__`` from
     a pool thread, not the one ``__init__`` ran on, and PyTorch's CPU kernels run on a thread other than the
     one that first used them at half speed or worse (OpenMP keeps its thread count and thread team per calling
     thread): the mini config's editor took 125 s of a 178 s run that way, 86 s of a 143 s run on one thread."""
 
-    def __init__(self, name: str, factory: Callable[[], object], fault_spec: str | None = None, work=None):
+    def __init__(self, stages: Sequence[tuple[str, Callable[[], object]]], fault_spec: str | None = None, work=None):
         faults.install(fault_spec)
-        self.name = name
+        self.names = [name for name, _ in stages]
         self.work = work
-        self.compute = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{name}-compute")
-        self.stage = self.compute.submit(_started, factory).result()
+        self.compute = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{'+'.join(self.names)}-compute")
+        self.stages = self.compute.submit(_started, [factory for _, factory in stages]).result()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        faults.check_crash(self.name)
-        before = Counter(self.stage.counters)
-        out = self.compute.submit(self.stage, batch).result()
-        gained = self.stage.counters - before
+        return self.compute.submit(self._through, batch).result()
+
+    def _through(self, batch: pa.Table) -> pa.Table:
+        gained = {}
+        for name, stage in zip(self.names, self.stages):
+            faults.check_crash(name)
+            before = Counter(stage.counters)
+            batch = stage(batch)
+            counts = stage.counters - before
+            if counts:
+                gained[name] = dict(counts)
         if self.work is not None and gained:
             import ray
 
             # Waited for: an actor Ray Data tears down must not take its last counts with it.
-            ray.get(self.work.add.remote(self.name, dict(gained)))
-        return out
+            ray.get(self.work.add.remote(gained))
+        return batch
 
 
-def _started(factory: Callable[[], object]):
-    stage = factory()
-    stage.start()
-    return stage
+def _started(factories: Sequence[Callable[[], object]]) -> list:
+    stages = [factory() for factory in factories]
+    for stage in stages:
+        stage.start()
+    return stages
 
 
-def named_actor_class(stage: str) -> type:
-    """A StageActor subclass named after the stage, so Ray's progress and dashboard say
-    ``MapBatches(EditStage)`` rather than the same name for every stage (pickled by value)."""
-    name = f"{stage.title()}Stage"
+def named_actor_class(stages: Sequence[str]) -> type:
+    """A StageActor subclass named after its stages, so Ray's progress and dashboard say ``MapBatches(EditStage)``
+    or ``MapBatches(SetsEditFilterEncodeStage)`` rather than the same name for every pool (pickled by value)."""
+    name = "".join(stage.title() for stage in stages) + "Stage"
     return type(name, (StageActor,), {"__qualname__": f"named_actor_class.<locals>.{name}"})
 
 
@@ -87,9 +90,6 @@ def init_ray(config: RayConfig):
     quiet_ray_data(config)
     if ray.is_initialized():
         return ray
-    env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
-    if not _verbose(config):
-        env = {**QUIET_WORKER_ENV, **env}
     address = config.address or os.environ.get("RAY_ADDRESS")
     if address:
         # On a cluster the job's runtime env (configs/runtime_env.yaml) sets the workers' environment;
@@ -97,11 +97,24 @@ def init_ray(config: RayConfig):
         ray.init(address=address, log_to_driver=True, logging_level=_log_level(config))
     else:
         _local_token_auth()
-        ray.init(
-            num_cpus=config.num_cpus, num_gpus=config.num_gpus, include_dashboard=False,
-            runtime_env={"env_vars": env} if env else None, logging_level=_log_level(config),
-        )
+        # The local Ray's processes inherit this one's environment (offline Hub access, object-store endpoints and
+        # credentials): no runtime env, which would keep the workers Ray starts in advance from being used.
+        with _environment({} if _verbose(config) else QUIET_WORKER_ENV):
+            ray.init(num_cpus=config.num_cpus, num_gpus=config.num_gpus, include_dashboard=False,
+                     logging_level=_log_level(config))
     return ray
+
+
+@contextlib.contextmanager
+def _environment(defaults: dict[str, str]):
+    """``defaults`` in the environment, where not set already, while the block runs."""
+    added = {k: v for k, v in defaults.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
 
 
 def _local_token_auth() -> None:
@@ -213,14 +226,15 @@ def build_dataset(seed_refs: pa.Table, config: PipelineConfig, taxonomy: Taxonom
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = config.ray.preserve_order
     specs = stage_specs(config, taxonomy, provenance, registry.claim if registry is not None else None)
+    pools = stage_pools(specs, config.ray.fuse)
     rows_per_seed = len(config.plan.axes)
-    bound = config.ray.seeds_in_flight or seeds_in_flight_for([(s.name, s.resources) for s in specs], rows_per_seed)
+    bound = config.ray.seeds_in_flight or seeds_in_flight_for([(p.name, p.resources) for p in pools], rows_per_seed)
     ds = seed_dataset(seed_refs, bound, rows_per_seed)
     cap_block_stats(ds.context)
     fault_spec = os.environ.get(faults.ENV)
     work = ray.remote(num_cpus=0, scheduling_strategy=on_the_driver_node())(WorkCounter).remote()
-    for spec in specs:
-        ds = map_stage(ds, spec.name, spec.factory, spec.resources, fault_spec, work)
+    for pool in pools:
+        ds = map_pool(ds, pool, fault_spec, work)
     return ds, work
 
 
@@ -244,17 +258,23 @@ def blocks_of(ds, rows: int):
 
 
 def map_stage(ds, name: str, factory, res: Resources, fault_spec: str | None = None, work=None):
-    """``ds`` through one stage: an actor pool of ``res.actors`` actors, each built once from ``factory``; each
+    """``ds`` through one stage, built by ``factory``, in a pool of its own."""
+    return map_pool(ds, StagePool([StageSpec(name, factory, res)], res), fault_spec, work)
+
+
+def map_pool(ds, pool: StagePool, fault_spec: str | None = None, work=None):
+    """``ds`` through a pool's stages: an actor pool of ``res.actors`` actors, each building the stages once; each
     batch it finishes goes on as a block of its own."""
     from ray.data import ActorPoolStrategy
 
+    res = pool.resources
     stream_batches(ds.context)
     queued = res.batches_in_flight()
     if queued is not None:
         ds = blocks_of(ds, res.batch_size)  # so that the queue bound counts batches
     return ds.map_batches(
-        named_actor_class(name),
-        fn_constructor_args=(name, factory, fault_spec, work),
+        named_actor_class([spec.name for spec in pool.stages]),
+        fn_constructor_args=([(spec.name, spec.factory) for spec in pool.stages], fault_spec, work),
         batch_format="pyarrow",
         batch_size=res.batch_size,
         num_cpus=res.num_cpus,

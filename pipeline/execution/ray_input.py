@@ -77,19 +77,20 @@ def seed_dataset(seed_refs: pa.Table, seeds_in_flight: int | None = None, rows_p
     return ds
 
 
-def seeds_in_flight_for(stages: Sequence[tuple[str, Resources]], rows_per_seed: int,
+def seeds_in_flight_for(pools: Sequence[tuple[str, Resources]], rows_per_seed: int,
                         planner: str = SetPlanner.name) -> int:
-    """Enough seeds in the graph to keep every stage's actors busy while blocks wait between stages: ``HELD_TIMES``
-    what the actors hold, in seeds (after ``planner`` a row is a set, ``rows_per_seed`` to a seed). A task is one
-    batch where tasks are cut to batches, else whole blocks of at least ``BLOCK_SEEDS`` seeds, two in flight (Ray
-    Data's default; a stage after a cut one gets smaller blocks, so this errs on the large side)."""
+    """Enough seeds in the graph to keep every pool's actors busy while blocks wait between pools: ``HELD_TIMES``
+    what the actors hold, in seeds (after the pool with ``planner`` a row is a set, ``rows_per_seed`` to a seed; a
+    fused pool's name joins its stages' with "+"). A task is one batch where tasks are cut to batches, else whole
+    blocks of at least ``BLOCK_SEEDS`` seeds, two in flight (Ray Data's default; a pool after a cut one gets smaller
+    blocks, so this errs on the large side)."""
     held, sets = 0.0, False
-    for name, res in stages:
+    for name, res in pools:
         queued = res.batches_in_flight()
         batch = res.batch_size / (rows_per_seed if sets else 1)  # in seeds
         per_task = batch if queued is not None else max(batch, BLOCK_SEEDS)
         held += res.actors * per_task * (queued or RAY_DATA_TASKS_PER_ACTOR)
-        sets = sets or name == planner
+        sets = sets or planner in name.split("+")
     return max(4, -(-int(HELD_TIMES * held) // BLOCK_SEEDS)) * BLOCK_SEEDS
 
 

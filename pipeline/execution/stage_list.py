@@ -9,6 +9,7 @@ from typing import Callable
 
 from pipeline.config.loading import allowed_concepts
 from pipeline.config.sections import PipelineConfig
+from pipeline.config.stage_order import run_stages
 from schemas.articles import with_article
 from schemas.taxonomy import Taxonomy
 from stages.base import Resources, Stage
@@ -42,29 +43,24 @@ class StageSpec:
 
 
 def stage_specs(config: PipelineConfig, taxonomy: Taxonomy, provenance: dict, claim=None) -> list[StageSpec]:
-    """``provenance`` (pipeline.execution.provenance) is what the encoded files say about how they were made;
-    ``claim``: the run's record of seeds seen, for ingest (None: no streaming dedupe).
-    The editor class is looked up here, on the driver, so a backend registered by the caller reaches the
-    workers with the factory."""
-    specs = [StageSpec(DecodeSeeds.name, functools.partial(DecodeSeeds, config.input, claim), config.input.resources)]
-    if config.input.kind != "generate":  # generated seeds have no photo: the caption is the base prompt
-        specs.append(StageSpec(Captioner.name, functools.partial(Captioner, config.caption), config.caption.resources))
-        if config.concept.model:
-            concepts = allowed_concepts(config, taxonomy)
-            specs.append(StageSpec(ZeroShotConcept.name, functools.partial(ZeroShotConcept, config.concept, concepts),
-                                   config.concept.resources))
-        judge = config.filter.judge
-        if judge.enabled and judge.screen_seeds:
-            specs.append(StageSpec(SeedScreen.name, functools.partial(SeedScreen, judge, config.input.people,
-                                                                      config.filter.device), config.filter.resources))
+    """The run's stages (pipeline.config.stage_order) with how each is built. ``provenance``
+    (pipeline.execution.provenance) is what the encoded files say about how they were made; ``claim``: the run's
+    record of seeds seen, for ingest (None: no streaming dedupe). The editor class is looked up here, on the
+    driver, so a backend registered by the caller reaches the workers with the factory."""
     editor = registry.backend(config.edit.backend)
     vocabulary = judge_vocabulary(taxonomy)
-    return specs + [
-        StageSpec(SetPlanner.name, functools.partial(SetPlanner, config.plan, taxonomy, config.run.seed),
-                  config.plan.resources),
-        StageSpec(editor.name, functools.partial(editor, config.edit, config.filter, config.plan.candidates,
-                                                 vocabulary), config.edit.resources),
-        StageSpec(ClipFilter.name, functools.partial(ClipFilter, config.filter, vocabulary), config.filter.resources),
-        StageSpec(SampleEncoder.name, functools.partial(SampleEncoder, config.shards, provenance),
-                  config.encode.resources),
-    ]
+    judge = config.filter.judge
+    built = {
+        DecodeSeeds.name: (functools.partial(DecodeSeeds, config.input, claim), config.input.resources),
+        Captioner.name: (functools.partial(Captioner, config.caption), config.caption.resources),
+        ZeroShotConcept.name: (functools.partial(ZeroShotConcept, config.concept, allowed_concepts(config, taxonomy)),
+                               config.concept.resources),
+        SeedScreen.name: (functools.partial(SeedScreen, judge, config.input.people, config.filter.device),
+                          config.filter.resources),
+        SetPlanner.name: (functools.partial(SetPlanner, config.plan, taxonomy, config.run.seed), config.plan.resources),
+        editor.name: (functools.partial(editor, config.edit, config.filter, config.plan.candidates, vocabulary),
+                      config.edit.resources),
+        ClipFilter.name: (functools.partial(ClipFilter, config.filter, vocabulary), config.filter.resources),
+        SampleEncoder.name: (functools.partial(SampleEncoder, config.shards, provenance), config.encode.resources),
+    }
+    return [StageSpec(name, *built[name]) for name in run_stages(config)]

@@ -12,8 +12,9 @@ class WorkCounter:
     def __init__(self):
         self.totals: dict[str, Counter] = {}
 
-    def add(self, stage: str, counts: dict) -> None:
-        self.totals.setdefault(stage, Counter()).update(counts)
+    def add(self, counts_by_stage: dict[str, dict]) -> None:
+        for stage, counts in counts_by_stage.items():
+            self.totals.setdefault(stage, Counter()).update(counts)
 
     def read(self) -> dict[str, dict]:
         return {stage: dict(sorted(c.items())) for stage, c in self.totals.items()}

@@ -18,6 +18,9 @@ def test_plan_prints_graph_and_counts_without_loading_a_model(tmp_path):
         assert f"  {stage} " in out
     assert "seeds: 7" in out and "sets: 14" in out
     assert "diffusion: 112 edited images" in out  # 7 seeds x (2 + 6 members) x 2 candidates
+    # mini.yaml's ray.fuse, each pool asking for the most of its stages' (caption 0.3 cpus, edit 0.5)
+    assert "fused (ray.fuse): ingest+caption+concept in one pool: 1 actor(s), 0.3 cpus, 0 gpus, batches of 8" in out
+    assert "fused (ray.fuse): sets+edit+filter+encode in one pool: 1 actor(s), 0.5 cpus, 0 gpus, batches of 8" in out
     assert not cache.exists()  # no tiny model was built, so none was loaded
 
 

@@ -52,6 +52,14 @@ def test_production_config_names_real_models_on_gpus():
         (("edit", "resources", "num_gpus"), -1, "edit.resources.num_gpus", ">= 0"),
         (("edit", "resources", "tasks_in_flight"), 0, "edit.resources.tasks_in_flight", "1 for GPU stages"),
         (("ray", "seeds_in_flight"), 16, "ray.seeds_in_flight", "must be >= 32, one input block"),
+        (("ray", "fuse"), [["sets", "edit"], ["captions", "concept"]], "ray.fuse[1]",
+         "'captions' is not a stage of this run; its stages, in order: ingest, caption, concept, sets, edit, filter, "
+         "encode"),
+        (("ray", "fuse"), [["caption", "sets"]], "ray.fuse[0]", "next to each other, in the run's order"),
+        (("ray", "fuse"), [["filter", "edit"]], "ray.fuse[0]", "next to each other, in the run's order"),
+        (("ray", "fuse"), [["edit", "filter"], ["filter", "encode"]], "ray.fuse[1]", "in one group only"),
+        (("ray", "fuse"), [["edit"]], "ray.fuse[0]", "two or more stages"),
+        (("ray", "fuse"), ["edit", "filter"], "ray.fuse[0]", "expected a list"),
         (("filter", "safety"), {"enabled": True, "threshold": 2}, "filter.safety.threshold", "between 0 and 1"),
         (("shards", "provenance"), {"watermark": True}, "shards.provenance.watermark", "edit.resolution >= 256"),
         (("shards", "provenance"), {"watermark_text": "é"}, "shards.provenance.watermark_text", "ASCII"),
@@ -136,6 +144,8 @@ def generate_data() -> dict:
         (("input", "prompts"), ["a photo"], "input.prompts[0]", "must contain {concept} or {a_concept}"),
         (("input", "seeds_per_prompt"), 0, "input.seeds_per_prompt", ">= 1"),
         (("edit", "max_batch"), 1, "edit.max_batch", "a base image and at least one member"),
+        (("ray", "fuse"), [["ingest", "caption"]], "ray.fuse[0]",
+         "'caption' is not a stage of this run; its stages, in order: ingest, sets, edit, filter, encode"),
         (("edit", "early_rejection"), {"enabled": True, "at_fraction": 1.0}, "edit.early_rejection.at_fraction", "(0, 1)"),
         (("filter", "thresholds"), {"text_image": None, "directional": None, "image_image": None, "attribute_margin": None},
          "edit.early_rejection.enabled", "every one is off"),
@@ -150,6 +160,20 @@ def test_generate_mode_config_errors_name_the_field(path, value, field, words):
     with pytest.raises(ConfigError) as err:
         parse(data)
     assert err.value.field == field and words in str(err.value)
+
+
+def test_a_config_without_ray_fuse_runs_each_stage_in_a_pool_of_its_own():
+    """Fused groups are a laptop's choice, never a default: the production config and a config that leaves ray.fuse
+    out give each stage its own actor pool (on a cluster each has a device of its own)."""
+    from pipeline.execution.provenance import provenance
+    from pipeline.execution.stage_list import stage_specs
+    from pipeline.execution.stage_pools import stage_pools
+
+    data = mini_data()
+    del data["ray"]["fuse"]
+    for loaded in (parse(data), load_config(CONFIGS / "production.yaml")):
+        pools = stage_pools(stage_specs(loaded.config, loaded.taxonomy, provenance(loaded)), loaded.config.ray.fuse)
+        assert all(len(pool.stages) == 1 for pool in pools) and len(pools) >= 7
 
 
 def test_the_judge_is_not_taken_from_a_captioner_that_cannot_chat():

@@ -167,6 +167,56 @@ def test_a_stage_runs_its_batches_on_the_thread_that_set_it_up(local_ray):
     assert [row["on_setup_thread"] for row in rows] == [True] * 8
 
 
+class Noted(Stage):
+    """Adds a column with its process id; counts its batches."""
+
+    def __init__(self, column: str):
+        super().__init__()
+        self.column, self.output_schema = column, None
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        self.counters["rows"] += batch.num_rows
+        self.counters["batches"] += 1
+        return batch.append_column(self.column, pa.array([os.getpid()] * batch.num_rows, pa.int64()))
+
+
+def test_a_fused_group_asks_for_the_most_any_of_its_stages_asks_for():
+    from pipeline.execution.stage_list import StageSpec
+    from pipeline.execution.stage_pools import fused_resources, stage_pools
+
+    sets = Resources(num_cpus=0.2, actors=1, batch_size=8)
+    edit = Resources(num_cpus=1, num_gpus=0.5, actors=4, batch_size=2, max_restarts=3)
+    filter_ = Resources(num_cpus=2, num_gpus=0.25, actors=2, batch_size=16, max_restarts=5, tasks_in_flight=2)
+    assert fused_resources([sets, edit, filter_]) == Resources(num_cpus=2, num_gpus=0.5, actors=4, batch_size=8,
+                                                               max_restarts=5, tasks_in_flight=2)
+    specs = [StageSpec(name, Noted, Resources()) for name in ("ingest", "caption", "sets", "edit", "filter")]
+    pools = stage_pools(specs, [["caption", "sets"], ["edit", "filter"]])
+    assert [pool.name for pool in pools] == ["ingest", "caption+sets", "edit+filter"]
+
+
+def test_a_fused_group_runs_its_stages_in_one_actor_in_order_and_counts_each(local_ray):
+    """Two stages fused: every batch goes through both in the same process, the first stage's output into the
+    second, and the work counter has each stage's own counts (24 seeds in batches of 8: 3 batches each)."""
+    import ray
+
+    from pipeline.execution.ray_executor import map_pool, read_work
+    from pipeline.execution.ray_input import seed_dataset
+    from pipeline.execution.stage_list import StageSpec
+    from pipeline.execution.stage_pools import StagePool
+    from pipeline.execution.work_counter import WorkCounter
+
+    res = Resources(num_cpus=0.1, batch_size=8)
+    pool = StagePool([StageSpec("ingest", functools.partial(Noted, "ingest_pid"), res),
+                      StageSpec("sets", functools.partial(Noted, "sets_pid"), res)], res)
+    work = ray.remote(num_cpus=0)(WorkCounter).remote()
+    rows = rows_of(map_pool(seed_dataset(listing(24)), pool, work=work))
+    assert sorted(row["seed_index"] for row in rows) == list(range(24))
+    assert list(rows[0])[-2:] == ["ingest_pid", "sets_pid"]
+    assert len({(row["ingest_pid"], row["sets_pid"]) for row in rows}) == 1 and rows[0]["ingest_pid"] == rows[0]["sets_pid"]
+    assert rows[0]["ingest_pid"] != os.getpid()
+    assert read_work(work) == {"ingest": {"batches": 3, "rows": 24}, "sets": {"batches": 3, "rows": 24}}
+
+
 @pytest.fixture(scope="module", params=[64, None], ids=["bounded", "unbounded"])
 def graph_run(request, local_ray, tmp_path_factory):
     """A fast ingest before a slow stage, with the driver's memory held as a run holds it (``seeds_in_flight`` 64,
@@ -235,11 +285,11 @@ def test_a_run_s_dataset_carries_its_bound_and_the_block_stats_cap(local_ray, ov
     assert seeds_in_flight_policy() in policies and capped_block_stats_policy() in policies
     assert ds.context.get_config(ROWS_PER_SEED_KEY) == len(loaded.config.plan.axes) == 2
     if override is None:
-        # mini.yaml's default, by hand: 7 stages (ingest, caption, concept, sets, edit, filter, encode), each one
-        # CPU actor with Ray Data's default tasks: whole input blocks of 32 seeds (every batch is smaller: 8 seeds,
-        # or after the planner 2 or 8 sets = 1 or 4 seeds), 2 tasks in flight per actor (RAY_DATA_TASKS_PER_ACTOR).
-        # 7 x 1 x 32 x 2 = 448 seeds held; HELD_TIMES 8 x 448 = 3,584 seeds = 112 blocks of 32.
-        assert ds.context.get_config(WINDOW_KEY) == 3584
+        # mini.yaml's default, by hand: its 7 stages fused into 2 pools (ingest+caption+concept, sets+edit+filter+
+        # encode), each one CPU actor with Ray Data's default tasks: whole input blocks of 32 seeds (each pool's
+        # batch is smaller: 8 seeds), 2 tasks in flight per actor (RAY_DATA_TASKS_PER_ACTOR).
+        # 2 x 1 x 32 x 2 = 128 seeds held; HELD_TIMES 8 x 128 = 1,024 seeds = 32 blocks of 32.
+        assert ds.context.get_config(WINDOW_KEY) == 1024
     else:
         assert ds.context.get_config(WINDOW_KEY) == 64
 

@@ -5,7 +5,6 @@ The module's runs read the mini seeds from a bucket on the session's S3 endpoint
 address and credentials in the environment as on a cluster); its reference run writes to S3 too."""
 
 import json
-import math
 import os
 import signal
 import subprocess
@@ -180,10 +179,8 @@ def test_injected_failures_become_error_rows_and_nothing_else_changes(reference,
             assert row["status"] == "error" and row["reason"].startswith("edit: InjectedFault: injected fault in edit")
         elif row["seed_index"] == 6:
             assert row["status"] == "error" and row["reason"].startswith("caption: InjectedFault")
-        else:  # nothing else lost or changed (CLIP scores to float32 rounding: batches differ in size here)
-            assert row.keys() == ref.keys()
-            assert all(math.isclose(value, ref[key], rel_tol=1e-4, abs_tol=1e-6) if isinstance(value, float)
-                       else value == ref[key] for key, value in row.items()), (row, ref)
+        else:  # nothing else lost or changed: the reference's fused pools score at the editor's threads, as here
+            assert row == ref
 
 
 def test_a_full_disk_is_one_line(local_ray, tmp_path, capsys, monkeypatch):

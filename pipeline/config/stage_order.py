@@ -8,11 +8,17 @@ from pipeline.config.sections import PipelineConfig
 from stages.caption import Captioner
 from stages.concept import ZeroShotConcept
 from stages.edit import registry
+from stages.edit.base import Editor
 from stages.encode import SampleEncoder
 from stages.filter import ClipFilter
 from stages.ingest.decode import DecodeSeeds
 from stages.screen import SeedScreen
 from stages.sets.stage import SetPlanner
+
+
+# Every stage a run may have, in order.
+STAGE_NAMES = (DecodeSeeds.name, Captioner.name, ZeroShotConcept.name, SeedScreen.name, SetPlanner.name, Editor.name,
+               ClipFilter.name, SampleEncoder.name)
 
 
 def run_stages(config: PipelineConfig) -> list[str]:
@@ -29,20 +35,22 @@ def run_stages(config: PipelineConfig) -> list[str]:
 
 
 def check_fuse(config: PipelineConfig, source: str) -> None:
-    """Each ``ray.fuse`` group: two or more of the run's stages, next to each other in its order, none in two groups."""
+    """Each ``ray.fuse`` group: two or more stage names in the stages' order, none in two groups, and of those the run
+    has, neighbours in its order. A stage the run does not have is left out of its group (``concept.model: null`` on
+    a config that fuses caption and concept keeps caption's group)."""
     stages, taken = run_stages(config), set()
     for i, group in enumerate(config.ray.fuse):
         field = f"ray.fuse[{i}]"
-        unknown = [name for name in group if name not in stages]
+        unknown = [name for name in group if name not in STAGE_NAMES]
         if unknown:
-            raise ConfigError(source, field, f"{unknown[0]!r} is not a stage of this run; its stages, in order: "
-                                             f"{', '.join(stages)}")
+            raise ConfigError(source, field, f"unknown stage {unknown[0]!r}; allowed, in order: {', '.join(STAGE_NAMES)}")
         if len(group) < 2:
             raise ConfigError(source, field, "name two or more stages to run in one actor (a stage alone has its own)")
         if taken & set(group) or len(set(group)) < len(group):
             raise ConfigError(source, field, "a stage may be in one group only, once")
-        first = stages.index(group[0])
-        if list(group) != stages[first:first + len(group)]:
+        present = [name for name in group if name in stages]
+        first = stages.index(present[0]) if present else 0
+        if [n for n in STAGE_NAMES if n in group] != list(group) or present != stages[first:first + len(present)]:
             raise ConfigError(source, field, f"stages run in one actor must be next to each other, in the run's "
                                              f"order: {', '.join(stages)}")
         taken |= set(group)

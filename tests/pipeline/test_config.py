@@ -53,8 +53,7 @@ def test_production_config_names_real_models_on_gpus():
         (("edit", "resources", "tasks_in_flight"), 0, "edit.resources.tasks_in_flight", "1 for GPU stages"),
         (("ray", "seeds_in_flight"), 16, "ray.seeds_in_flight", "must be >= 32, one input block"),
         (("ray", "fuse"), [["sets", "edit"], ["captions", "concept"]], "ray.fuse[1]",
-         "'captions' is not a stage of this run; its stages, in order: ingest, caption, concept, sets, edit, filter, "
-         "encode"),
+         "unknown stage 'captions'; allowed, in order: ingest, caption, concept, screen, sets, edit, filter, encode"),
         (("ray", "fuse"), [["caption", "sets"]], "ray.fuse[0]", "next to each other, in the run's order"),
         (("ray", "fuse"), [["filter", "edit"]], "ray.fuse[0]", "next to each other, in the run's order"),
         (("ray", "fuse"), [["edit", "filter"], ["filter", "encode"]], "ray.fuse[1]", "in one group only"),
@@ -144,8 +143,8 @@ def generate_data() -> dict:
         (("input", "prompts"), ["a photo"], "input.prompts[0]", "must contain {concept} or {a_concept}"),
         (("input", "seeds_per_prompt"), 0, "input.seeds_per_prompt", ">= 1"),
         (("edit", "max_batch"), 1, "edit.max_batch", "a base image and at least one member"),
-        (("ray", "fuse"), [["ingest", "caption"]], "ray.fuse[0]",
-         "'caption' is not a stage of this run; its stages, in order: ingest, sets, edit, filter, encode"),
+        (("ray", "fuse"), [["ingest", "edit"]], "ray.fuse[0]",
+         "next to each other, in the run's order: ingest, sets, edit, filter, encode"),
         (("edit", "early_rejection"), {"enabled": True, "at_fraction": 1.0}, "edit.early_rejection.at_fraction", "(0, 1)"),
         (("filter", "thresholds"), {"text_image": None, "directional": None, "image_image": None, "attribute_margin": None},
          "edit.early_rejection.enabled", "every one is off"),
@@ -174,6 +173,25 @@ def test_a_config_without_ray_fuse_runs_each_stage_in_a_pool_of_its_own():
     for loaded in (parse(data), load_config(CONFIGS / "production.yaml")):
         pools = stage_pools(stage_specs(loaded.config, loaded.taxonomy, provenance(loaded)), loaded.config.ray.fuse)
         assert all(len(pool.stages) == 1 for pool in pools) and len(pools) >= 7
+
+
+def test_a_fused_group_leaves_out_the_stages_a_run_does_not_have():
+    """mini.yaml fuses [ingest, caption, concept]: with no concept model the run has no concept stage, and the group
+    keeps ingest and caption; generate mode has no caption either, and ingest goes on with the planner's group."""
+    from pipeline.execution.provenance import provenance
+    from pipeline.execution.stage_list import stage_specs
+    from pipeline.execution.stage_pools import stage_pools
+
+    data = mini_data()
+    data["concept"]["model"] = None
+    loaded = parse(data)
+    pools = stage_pools(stage_specs(loaded.config, loaded.taxonomy, provenance(loaded)), loaded.config.ray.fuse)
+    assert [pool.name for pool in pools] == ["ingest+caption", "sets+edit+filter+encode"]
+    data = generate_data()
+    data["ray"]["fuse"] = [["ingest", "caption", "concept"], ["sets", "edit"]]
+    loaded = parse(data)
+    pools = stage_pools(stage_specs(loaded.config, loaded.taxonomy, provenance(loaded)), loaded.config.ray.fuse)
+    assert [pool.name for pool in pools] == ["ingest", "sets+edit", "filter", "encode"]
 
 
 def test_the_judge_is_not_taken_from_a_captioner_that_cannot_chat():

@@ -47,10 +47,11 @@ def test_shards_are_written_while_later_seeds_are_still_being_edited(local_ray, 
     folder.mkdir(parents=True)
     for i in range(SEEDS):
         noise_image(i).save(folder / f"seed{i:02d}.png")
-    # mini.yaml's CPU stages, one set per batch after the planner (a stage waits for a whole batch of rows);
-    # one axis of 2 members, 1 candidate: 12 sets of 1 s edits
+    # mini.yaml's CPU stages, each in a pool of its own as on a cluster (not the mini config's fused pools), one set
+    # per batch after the planner (a stage waits for a whole batch of rows); one axis of 2 members, 1 candidate:
+    # 12 sets of 1 s edits
     loaded = load_config(REPO / "configs" / "mini.yaml", {
-        "input.path": str(folder.parent), "edit.backend": "slow_tint", "concept.model": None,
+        "input.path": str(folder.parent), "edit.backend": "slow_tint", "concept.model": None, "ray.fuse": [],
         "plan.axes": ["gender"], "plan.candidates_per_set": 1, "shards.seeds_per_shard": SEEDS_PER_SHARD,
         "edit.resources.batch_size": 1, "filter.resources.batch_size": 1, "encode.resources.batch_size": 1})
     out = tmp_path / "out"

@@ -83,7 +83,8 @@ class RssSampler:
 
 class RowClock:
     """A progress stream that timestamps the run's own progress lines: with a tiny ``report.progress_interval``
-    the run prints one per row that reaches the driver, so each line says when the count of sets there rose."""
+    the run prints one per row that reaches the driver, so each line says when the count of sets there rose.
+    ``started``: a ``time.time()``, so that a time taken before this process began can be the start."""
 
     def __init__(self, started: float):
         self.started, self.arrivals = started, []
@@ -95,7 +96,7 @@ class RowClock:
         match = re.search(r"\| sets ([^|]*)\|", text)
         if match:
             sets = sum(int(n) for n in re.findall(r"\d+", match.group(1)))
-            now = time.perf_counter() - self.started
+            now = time.time() - self.started
             self.arrivals.extend([now] * (sets - len(self.arrivals)))
 
     def flush(self) -> None:
@@ -125,9 +126,10 @@ def streaming(arrivals: list[float], shard_times: list[float], total: float) -> 
             "steady_sets_per_s": round(steady, 3) if steady else None}
 
 
-def timed_pipeline_run(loaded, output: str) -> dict:
+def timed_pipeline_run(loaded, output: str, started: float | None = None) -> dict:
     """Run the Ray pipeline as ``counterfactory run`` does, Ray start-up included but timed apart; when each row
-    reached the driver (from the run's progress lines) and each shard was written (from its log lines)."""
+    reached the driver (from the run's progress lines) and each shard was written (from its log lines), in seconds
+    from ``started`` (a ``time.time()``; None: now)."""
     import dataclasses
 
     import ray
@@ -138,19 +140,21 @@ def timed_pipeline_run(loaded, output: str) -> dict:
     config = loaded.config
     every_row = dataclasses.replace(loaded, config=dataclasses.replace(
         config, report=dataclasses.replace(config.report, progress_interval=1e-6)))
-    started = time.perf_counter()
+    started = time.time() if started is None else started
+    ray_started = time.time()
     init_ray(loaded.config.ray)
-    ray_start_s = time.perf_counter() - started
+    ray_start_s = time.time() - ray_started
     shard_times: list[float] = []
     clock = RowClock(started)
 
     def log(line: str) -> None:
         if line.startswith("counterfactory: wrote "):
-            shard_times.append(time.perf_counter() - started)
+            shard_times.append(time.time() - started)
 
     summary = run_pipeline(every_row, output=output, log=log, report=False, progress_stream=clock)
-    total = time.perf_counter() - started
+    total = time.time() - started
     ray.shutdown()
-    return {"ray_start_s": round(ray_start_s, 2), "run_s": round(total - ray_start_s, 2),
-            "end_to_end_s": round(total, 2), "sets": len(clock.arrivals), "shards": len(shard_times),
-            **streaming(clock.arrivals, shard_times, total), "summary": summary}
+    before_ray_s = ray_started - started
+    return {"before_ray_s": round(before_ray_s, 2), "ray_start_s": round(ray_start_s, 2),
+            "run_s": round(total - before_ray_s - ray_start_s, 2), "end_to_end_s": round(total, 2),
+            "sets": len(clock.arrivals), "shards": len(shard_times), **streaming(clock.arrivals, shard_times, total), "summary": summary}

@@ -55,7 +55,7 @@ class StageActor:
     def _through(self, batch: pa.Table) -> pa.Table:
         gained = {}
         for name, stage in zip(self.names, self.stages):
-            faults.check_crash(name)
+            faults.before_batch(name)
             before = Counter(stage.counters)
             batch = stage(batch)
             counts = stage.counters - before

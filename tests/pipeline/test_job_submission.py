@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from pipeline.output.verify import verify_output
+from stages.utils import faults
 from tests.conftest import MINI_GPUS, REPO
 from tests.ray_cluster import LocalCluster
 
@@ -37,7 +38,9 @@ def lost_node_job(cluster, mini_seeds, tmp_path_factory):
     on the same GPU fractions); once the edit stage's actor has finished a batch, its node's raylet is killed while
     the job runs, so what the node held (the editor mid-work, its queued batches, its objects) is lost with it."""
     root = tmp_path_factory.mktemp("job")
-    env_file = _runtime_env(root)
+    # The editor waits 1 s before each of its 7 batches, so that work is left when its node goes: on an idle machine
+    # the mini job's edits could end before the first look found the working editor, and nothing was restarted.
+    env_file = _runtime_env(root, {faults.ENV: "slow:edit:1"})
     out, job = root / "out", f"mini-{os.getpid()}"
     sets = {**MINI_GPUS, "input.path": str(mini_seeds)}
     submitted = cluster.ray("job", "submit", "--address", cluster.dashboard, "--no-wait", "--submission-id", job,
@@ -104,10 +107,11 @@ def test_the_job_api_refuses_a_client_without_the_cluster_token(cluster, tmp_pat
     assert allowed.returncode == 0, allowed.stderr[-2000:]
 
 
-def _runtime_env(tmp_path):
+def _runtime_env(tmp_path, env_vars: dict[str, str]):
     runtime_env = yaml.safe_load((REPO / "configs" / "runtime_env.yaml").read_text())
     runtime_env["working_dir"] = str(REPO)
-    runtime_env["env_vars"].update(HF_HUB_OFFLINE="1", COUNTERFACTORY_CACHE=os.environ["COUNTERFACTORY_CACHE"])
+    runtime_env["env_vars"].update(HF_HUB_OFFLINE="1", COUNTERFACTORY_CACHE=os.environ["COUNTERFACTORY_CACHE"],
+                                   **env_vars)
     path = tmp_path / "runtime_env.yaml"
     path.write_text(yaml.safe_dump(runtime_env))
     return path

@@ -195,9 +195,8 @@ def mini_seeds(tmp_path_factory) -> Path:
 
 
 # The model stages ask for fractions of the session's logical GPU, as on a cluster (one batch a task, one
-# queued per actor), each stage in an actor pool of its own (mini.yaml fuses them for a laptop's few cores).
-MINI_GPUS = {"edit.resources.num_gpus": 0.5, "filter.resources.num_gpus": 0.25, "caption.resources.num_gpus": 0.25,
-             "ray.fuse": []}
+# queued per actor); in mini.yaml's two fused pools, 0.25 and 0.5 + 0.25 of it.
+MINI_GPUS = {"edit.resources.num_gpus": 0.5, "filter.resources.num_gpus": 0.25, "caption.resources.num_gpus": 0.25}
 
 
 @pytest.fixture(scope="session")

@@ -1,9 +1,10 @@
-"""The Ray executor: the stage list as Ray Data actor pools with their declared resources. With ray_input (the
-input source and the bound on seeds in flight), ray_output (batches out as they are done), ray_block_stats and
-ray_policies, the only modules that import ``ray.data``.
+"""The Ray executor: the stage list as Ray Data actor pools with their declared resources (a stage a pool, or a
+``ray.fuse`` group's in one: stage_pools). With ray_input (the input source and the bound on seeds in flight),
+ray_output (batches out as they are done), ray_block_stats and ray_policies, the only modules that import
+``ray.data``.
 
-Each stage is constructed and ``start()``-ed once per actor, then called on pyarrow batches; what its
-counters gained per batch goes to a ``WorkCounter`` actor that the driver reads at the end. The last stage
+Each pool's stages are constructed and ``start()``-ed once per actor (stage_actor), then called on pyarrow
+batches; what their counters gained per batch goes to a ``WorkCounter`` actor that the driver reads at the end. The last stage
 encodes each set's files; the shard writer runs on the driver, assembling shards from rows in any order.
 """
 
@@ -14,15 +15,14 @@ import logging
 import os
 import sys
 import warnings
-from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Sequence
+from typing import Sequence
 
 import pyarrow as pa
 
 from pipeline.config.sections import PipelineConfig, RayConfig
 from pipeline.execution.ray_seams import check_ray_seams
 from pipeline.execution.seen_registry import SeenRegistry
+from pipeline.execution.stage_actor import named_actor_class
 from pipeline.execution.ray_block_stats import cap_block_stats
 from pipeline.execution.ray_input import seed_dataset, seeds_in_flight_for
 from pipeline.execution.ray_output import stream_batches
@@ -32,56 +32,6 @@ from pipeline.execution.work_counter import WorkCounter
 from schemas.taxonomy import Taxonomy
 from stages.base import Resources
 from stages.utils import faults
-
-class StageActor:
-    """Ray Data callable class around a pool's stages (one, or a ``ray.fuse`` group): built and started once per
-    actor, then each batch through them in turn; what each stage's counters gained goes to the WorkCounter.
-
-    The stages are built, started and called on one thread of the actor's own. Ray Data calls ``__call__`` from
-    a pool thread, not the one ``__init__`` ran on, and PyTorch's CPU kernels run on a thread other than the
-    one that first used them at half speed or worse (OpenMP keeps its thread count and thread team per calling
-    thread): the mini config's editor took 125 s of a 178 s run that way, 86 s of a 143 s run on one thread."""
-
-    def __init__(self, stages: Sequence[tuple[str, Callable[[], object]]], fault_spec: str | None = None, work=None):
-        faults.install(fault_spec)
-        self.names = [name for name, _ in stages]
-        self.work = work
-        self.compute = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{'+'.join(self.names)}-compute")
-        self.stages = self.compute.submit(_started, [factory for _, factory in stages]).result()
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        return self.compute.submit(self._through, batch).result()
-
-    def _through(self, batch: pa.Table) -> pa.Table:
-        gained = {}
-        for name, stage in zip(self.names, self.stages):
-            faults.before_batch(name)
-            before = Counter(stage.counters)
-            batch = stage(batch)
-            counts = stage.counters - before
-            if counts:
-                gained[name] = dict(counts)
-        if self.work is not None and gained:
-            import ray
-
-            # Waited for: an actor Ray Data tears down must not take its last counts with it.
-            ray.get(self.work.add.remote(gained))
-        return batch
-
-
-def _started(factories: Sequence[Callable[[], object]]) -> list:
-    stages = [factory() for factory in factories]
-    for stage in stages:
-        stage.start()
-    return stages
-
-
-def named_actor_class(stages: Sequence[str]) -> type:
-    """A StageActor subclass named after its stages, so Ray's progress and dashboard say ``MapBatches(EditStage)``
-    or ``MapBatches(SetsEditFilterEncodeStage)`` rather than the same name for every pool (pickled by value)."""
-    name = "".join(stage.title() for stage in stages) + "Stage"
-    return type(name, (StageActor,), {"__qualname__": f"named_actor_class.<locals>.{name}"})
-
 
 def init_ray(config: RayConfig):
     import ray
@@ -97,10 +47,11 @@ def init_ray(config: RayConfig):
         ray.init(address=address, log_to_driver=True, logging_level=_log_level(config))
     else:
         _local_token_auth()
-        # The local Ray's processes inherit this one's environment (offline Hub access, object-store endpoints and
+        # A Ray of this run's own ("local": not one a `ray start` left running here, which ray.init would otherwise
+        # join), so its processes inherit this one's environment (offline Hub access, object-store endpoints and
         # credentials): no runtime env, which would keep the workers Ray starts in advance from being used.
         with _environment({} if _verbose(config) else QUIET_WORKER_ENV):
-            ray.init(num_cpus=config.num_cpus, num_gpus=config.num_gpus, include_dashboard=False,
+            ray.init(address="local", num_cpus=config.num_cpus, num_gpus=config.num_gpus, include_dashboard=False,
                      logging_level=_log_level(config))
     return ray
 
@@ -274,7 +225,8 @@ def map_pool(ds, pool: StagePool, fault_spec: str | None = None, work=None):
         ds = blocks_of(ds, res.batch_size)  # so that the queue bound counts batches
     return ds.map_batches(
         named_actor_class([spec.name for spec in pool.stages]),
-        fn_constructor_args=([(spec.name, spec.factory) for spec in pool.stages], fault_spec, work),
+        fn_constructor_args=([(spec.name, spec.factory, spec.resources.batch_size) for spec in pool.stages],
+                             fault_spec, work),
         batch_format="pyarrow",
         batch_size=res.batch_size,
         num_cpus=res.num_cpus,

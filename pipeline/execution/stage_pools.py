@@ -1,5 +1,6 @@
 """The run's stages as Ray Data actor pools: one pool a stage, except the groups ``ray.fuse`` names, whose stages
-run in one actor, each batch through them in turn (a stage in a group keeps its own counters, faults and errors).
+run in one actor, each batch through them in turn (a stage in a group keeps its own batch size, counters, faults
+and errors).
 
 A fused group starts one worker process and imports its libraries once instead of once a stage: on two cores a
 mini-run's seven pools spent 16 s starting processes and 13 s more loading models before the first edit, with
@@ -9,6 +10,7 @@ every model's process contending for the same cores.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -33,16 +35,20 @@ def pool_stage_names(pool_name: str) -> list[str]:
 
 
 def fused_resources(stages: Sequence[Resources]) -> Resources:
-    """What one actor running these stages one after another asks for: the most any of them asks for (they never
-    run at once, so not the sum), its first stage's batch size (the rows that enter it), and the fewest tasks in
-    flight any of them sets (else the default for the pool's GPUs)."""
+    """What one actor running these stages one after another asks for. CPUs: the most any asks for (they never
+    compute at once). GPUs: the sum of their fractions, whole GPUs above 1 (each model stays loaded on the device).
+    Actors: the most any GPU stage asks for, else the most any asks for. Restarts: the most. Batches: the first
+    stage's (the rows that enter the pool; inside, each stage takes its own ``batch_size``). Queued: the fewest
+    batches in flight any of them allows (a GPU stage's 1 included)."""
     first = stages[0]
-    explicit = [r.tasks_in_flight for r in stages if r.tasks_in_flight is not None]
+    gpus = sum(r.num_gpus for r in stages)
+    on_gpus = [r for r in stages if r.num_gpus > 0]
+    queued = [q for q in (r.batches_in_flight() for r in stages) if q is not None]
     return dataclasses.replace(
         first,
-        num_cpus=max(r.num_cpus for r in stages), num_gpus=max(r.num_gpus for r in stages),
-        actors=max(r.actors for r in stages), max_restarts=max(r.max_restarts for r in stages),
-        tasks_in_flight=min(explicit) if explicit else None,
+        num_cpus=max(r.num_cpus for r in stages), num_gpus=float(math.ceil(gpus)) if gpus > 1 else gpus,
+        actors=max(r.actors for r in (on_gpus or stages)), max_restarts=max(r.max_restarts for r in stages),
+        tasks_in_flight=min(queued) if queued else None,
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stages.utils.torch_runtime import resolve_device
+from stages.utils.torch_runtime import one_cpu_thread, resolve_device
 
 
 def open_clip_name(model: str) -> str:
@@ -44,7 +44,7 @@ class ClipEmbedder:
         if not images:
             return np.zeros((0, 0), dtype=np.float32)
         pixels = torch.stack([self.preprocess(image) for image in images]).to(self.device)
-        with torch.inference_mode():
+        with one_cpu_thread(self.device), torch.inference_mode():
             dtype = next(self.model.parameters()).dtype
             return self._normalise(self.model.encode_image(pixels.to(dtype)))
 
@@ -60,5 +60,5 @@ class ClipEmbedder:
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
         tokens = self.tokenizer(texts).to(self.device)
-        with torch.inference_mode():
+        with one_cpu_thread(self.device), torch.inference_mode():
             return self._normalise(self.model.encode_text(tokens))

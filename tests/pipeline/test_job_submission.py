@@ -35,14 +35,15 @@ def cluster(tmp_path_factory, tiny_cache):
 @pytest.fixture(scope="module")
 def lost_node_job(cluster, mini_seeds, tmp_path_factory):
     """The session mini-run's config submitted as a job (configs/mini.yaml over the same seeds, its model stages
-    on the same GPU fractions); once the edit stage's actor has finished a batch, its node's raylet is killed while
-    the job runs, so what the node held (the editor mid-work, its queued batches, its objects) is lost with it."""
+    on the same GPU fractions, but each stage in a pool of its own, as on a cluster: the session's are fused); once
+    the edit stage's actor has finished a batch, its node's raylet is killed while the job runs, so what the node
+    held (the editor mid-work, its queued batches, its objects) is lost with it."""
     root = tmp_path_factory.mktemp("job")
     # The editor waits 1 s before each of its 7 batches, so that work is left when its node goes: on an idle machine
     # the mini job's edits could end before the first look found the working editor, and nothing was restarted.
     env_file = _runtime_env(root, {faults.ENV: "slow:edit:1"})
     out, job = root / "out", f"mini-{os.getpid()}"
-    sets = {**MINI_GPUS, "input.path": str(mini_seeds)}
+    sets = {**MINI_GPUS, "ray.fuse": "[]", "input.path": str(mini_seeds)}
     submitted = cluster.ray("job", "submit", "--address", cluster.dashboard, "--no-wait", "--submission-id", job,
                             "--runtime-env", str(env_file), "--", "python", "-m", "pipeline", "run",
                             "configs/mini.yaml", "--output", str(out),
@@ -87,7 +88,8 @@ def test_a_gpu_node_lost_mid_run_costs_nothing_but_time(cluster, lost_node_job, 
     assert lost_node_job["status"] == "SUCCEEDED", lost_node_job["logs"][-4000:]
     states = {n["node_id"]: n["state"] for n in cluster.nodes()}
     assert states[lost_node_job["doomed"]] == "DEAD" and list(states.values()).count("ALIVE") == 2
-    # the editor lost with the node was started again on the other GPU node and finished the run's edits there
+    # the editor lost with the node was started again on the other GPU node and finished the run's edits there;
+    # the output is the session mini-run's byte for byte, though that run fused its stages into two pools
     (editor,) = [a for a in _stage_actors(cluster) if "EditStage" in a["class_name"]]
     assert int(editor.get("num_restarts") or 0) >= 1 and editor["node_id"] not in (lost_node_job["doomed"], None)
     out = lost_node_job["out"]

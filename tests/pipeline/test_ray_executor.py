@@ -184,19 +184,27 @@ def test_a_fused_group_asks_for_the_most_any_of_its_stages_asks_for():
     from pipeline.execution.stage_list import StageSpec
     from pipeline.execution.stage_pools import fused_resources, stage_pools
 
-    sets = Resources(num_cpus=0.2, actors=1, batch_size=8)
+    # CPUs the most (2), GPU fractions added (0.5 + 0.25), actors the GPU stages' most (4, not ingest's 8),
+    # the first stage's batches (8), restarts the most (5), queued the fewest (the GPU editor's 1, not filter's 2)
+    sets = Resources(num_cpus=0.2, actors=8, batch_size=8, tasks_in_flight=4)
     edit = Resources(num_cpus=1, num_gpus=0.5, actors=4, batch_size=2, max_restarts=3)
     filter_ = Resources(num_cpus=2, num_gpus=0.25, actors=2, batch_size=16, max_restarts=5, tasks_in_flight=2)
-    assert fused_resources([sets, edit, filter_]) == Resources(num_cpus=2, num_gpus=0.5, actors=4, batch_size=8,
-                                                               max_restarts=5, tasks_in_flight=2)
+    assert fused_resources([sets, edit, filter_]) == Resources(num_cpus=2, num_gpus=0.75, actors=4, batch_size=8,
+                                                               max_restarts=5, tasks_in_flight=1)
+    assert fused_resources([edit, Resources(num_gpus=0.75)]).num_gpus == 2  # over one GPU: whole GPUs
+    assert fused_resources([sets, Resources(actors=3)]) == Resources(num_cpus=1, actors=8, batch_size=8,
+                                                                     tasks_in_flight=4)  # CPU only: the most actors
     specs = [StageSpec(name, Noted, Resources()) for name in ("ingest", "caption", "sets", "edit", "filter")]
     pools = stage_pools(specs, [["caption", "sets"], ["edit", "filter"]])
     assert [pool.name for pool in pools] == ["ingest", "caption+sets", "edit+filter"]
 
 
-def test_a_fused_group_runs_its_stages_in_one_actor_in_order_and_counts_each(local_ray):
+@pytest.mark.parametrize("crash", [False, True], ids=["whole", "second-stage-crashes-once"])
+def test_a_fused_group_runs_its_stages_in_one_actor_in_order_and_counts_each(local_ray, tmp_path, crash):
     """Two stages fused: every batch goes through both in the same process, the first stage's output into the
-    second, and the work counter has each stage's own counts (24 seeds in batches of 8: 3 batches each)."""
+    second in the second's own batches, and the work counter has each stage's own counts: 24 seeds in the pool's
+    batches of 8 (3 for the first stage), each cut into the second's batches of 3 (3 x 3 = 9). When the second
+    stage's actor dies on its first batch, the restarted actor redoes that batch and nothing is counted twice."""
     import ray
 
     from pipeline.execution.ray_executor import map_pool, read_work
@@ -207,14 +215,17 @@ def test_a_fused_group_runs_its_stages_in_one_actor_in_order_and_counts_each(loc
 
     res = Resources(num_cpus=0.1, batch_size=8)
     pool = StagePool([StageSpec("ingest", functools.partial(Noted, "ingest_pid"), res),
-                      StageSpec("sets", functools.partial(Noted, "sets_pid"), res)], res)
+                      StageSpec("sets", functools.partial(Noted, "sets_pid"), Resources(num_cpus=0.1, batch_size=3))],
+                     res)
+    marker = tmp_path / "crashed"
     work = ray.remote(num_cpus=0)(WorkCounter).remote()
-    rows = rows_of(map_pool(seed_dataset(listing(24)), pool, work=work))
+    rows = rows_of(map_pool(seed_dataset(listing(24)), pool, f"crash:sets:{marker}" if crash else None, work))
     assert sorted(row["seed_index"] for row in rows) == list(range(24))
     assert list(rows[0])[-2:] == ["ingest_pid", "sets_pid"]
-    assert len({(row["ingest_pid"], row["sets_pid"]) for row in rows}) == 1 and rows[0]["ingest_pid"] == rows[0]["sets_pid"]
-    assert rows[0]["ingest_pid"] != os.getpid()
-    assert read_work(work) == {"ingest": {"batches": 3, "rows": 24}, "sets": {"batches": 3, "rows": 24}}
+    assert all(row["ingest_pid"] == row["sets_pid"] != os.getpid() for row in rows)
+    assert len({row["sets_pid"] for row in rows}) == 1  # one actor (a crashed one's rows are redone by its restart)
+    assert marker.exists() == crash
+    assert read_work(work) == {"ingest": {"batches": 3, "rows": 24}, "sets": {"batches": 9, "rows": 24}}
 
 
 @pytest.fixture(scope="module", params=[64, None], ids=["bounded", "unbounded"])

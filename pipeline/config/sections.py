@@ -36,10 +36,11 @@ class RayConfig:
     # too few leaves actors idle
     seeds_in_flight: int | None = None
     # Stages that run in one actor, each batch through them in turn, instead of an actor pool each: groups of
-    # stages next to each other in the run's order, e.g. [[sets, edit, filter, encode]]. A group's pool asks for
-    # the most any of its stages asks for (CPUs, GPUs, actors, restarts) and takes its first stage's batches.
-    # Fewer processes start and load models (what a few cores wait for); each stage's own pool overlaps the stages'
-    # work, which pays where each has a device of its own
+    # stages next to each other in the run's order, e.g. [[sets, edit, filter, encode]]; a stage the run does not
+    # have is left out. A group's pool asks for the most CPUs and restarts any of its stages asks for, their GPU
+    # fractions added (at most one device, or the largest whole-GPU ask), the GPU stages' actors, and takes its
+    # first stage's batches (each later stage its own batch_size). Fewer processes start and load models (what a
+    # few cores wait for); each stage's own pool overlaps the stages' work, which pays where each has a device
     fuse: list[list[str]] = field(default_factory=list)
 
     def problems(self) -> list[tuple[str, str]]:

@@ -4,8 +4,8 @@ ray_output (batches out as they are done), ray_block_stats and ray_policies, the
 ``ray.data``.
 
 Each pool's stages are constructed and ``start()``-ed once per actor (stage_actor), then called on pyarrow
-batches; what their counters gained per batch goes to a ``WorkCounter`` actor that the driver reads at the end. The last stage
-encodes each set's files; the shard writer runs on the driver, assembling shards from rows in any order.
+batches; what their counters gained per batch goes to a ``WorkCounter`` actor that the driver reads at the end.
+The last stage encodes each set's files; the shard writer runs on the driver, assembling shards from rows in any order.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from typing import Sequence
 import pyarrow as pa
 
 from pipeline.execution.ray_policies import add_policy
+from pipeline.execution.stage_pools import pool_stage_names
 from stages.base import Resources
 from stages.sets.stage import SetPlanner
 
@@ -90,7 +91,7 @@ def seeds_in_flight_for(pools: Sequence[tuple[str, Resources]], rows_per_seed: i
         batch = res.batch_size / (rows_per_seed if sets else 1)  # in seeds
         per_task = batch if queued is not None else max(batch, BLOCK_SEEDS)
         held += res.actors * per_task * (queued or RAY_DATA_TASKS_PER_ACTOR)
-        sets = sets or planner in name.split("+")
+        sets = sets or planner in pool_stage_names(name)
     return max(4, -(-int(HELD_TIMES * held) // BLOCK_SEEDS)) * BLOCK_SEEDS
 
 

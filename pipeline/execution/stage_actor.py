@@ -38,7 +38,8 @@ class StageActor:
         for name, stage, size in zip(self.names, self.stages, self.batch_sizes):
             faults.before_batch(name)
             before = Counter(stage.counters)
-            # a fused stage after the first takes what the one before made (a seed's sets, say) in its own batches
+            # a fused stage after the first takes what the one before made (a seed's sets, say) in its own batches;
+            # an empty batch still goes through once
             parts = [stage(batch.slice(start, size)) for start in range(0, batch.num_rows, size)] or [stage(batch)]
             batch = parts[0] if len(parts) == 1 else pa.concat_tables(parts)
             counts = stage.counters - before

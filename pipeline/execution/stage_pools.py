@@ -10,7 +10,6 @@ every model's process contending for the same cores.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -36,7 +35,8 @@ def pool_stage_names(pool_name: str) -> list[str]:
 
 def fused_resources(stages: Sequence[Resources]) -> Resources:
     """What one actor running these stages one after another asks for. CPUs: the most any asks for (they never
-    compute at once). GPUs: the sum of their fractions, whole GPUs above 1 (each model stays loaded on the device).
+    compute at once). GPUs: the sum of their fractions (each model stays loaded on the device), at most one device
+    or the largest whole-GPU ask (every model loads on the actor's first device: more would sit idle).
     Actors: the most any GPU stage asks for, else the most any asks for. Restarts: the most. Batches: the first
     stage's (the rows that enter the pool; inside, each stage takes its own ``batch_size``). Queued: the fewest
     batches in flight any of them allows (a GPU stage's 1 included)."""
@@ -46,7 +46,7 @@ def fused_resources(stages: Sequence[Resources]) -> Resources:
     queued = [q for q in (r.batches_in_flight() for r in stages) if q is not None]
     return dataclasses.replace(
         first,
-        num_cpus=max(r.num_cpus for r in stages), num_gpus=float(math.ceil(gpus)) if gpus > 1 else gpus,
+        num_cpus=max(r.num_cpus for r in stages), num_gpus=min(gpus, max(1.0, *(r.num_gpus for r in stages))),
         actors=max(r.actors for r in (on_gpus or stages)), max_restarts=max(r.max_restarts for r in stages),
         tasks_in_flight=min(queued) if queued else None,
     )

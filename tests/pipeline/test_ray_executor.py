@@ -191,7 +191,9 @@ def test_a_fused_group_asks_for_the_most_any_of_its_stages_asks_for():
     filter_ = Resources(num_cpus=2, num_gpus=0.25, actors=2, batch_size=16, max_restarts=5, tasks_in_flight=2)
     assert fused_resources([sets, edit, filter_]) == Resources(num_cpus=2, num_gpus=0.75, actors=4, batch_size=8,
                                                                max_restarts=5, tasks_in_flight=1)
-    assert fused_resources([edit, Resources(num_gpus=0.75)]).num_gpus == 2  # over one GPU: whole GPUs
+    # 0.5 + 0.75 is over one device, and every model loads on the actor's first: one GPU; a 2-GPU editor keeps its 2
+    assert fused_resources([edit, Resources(num_gpus=0.75)]).num_gpus == 1
+    assert fused_resources([Resources(num_gpus=2), filter_]).num_gpus == 2
     assert fused_resources([sets, Resources(actors=3)]) == Resources(num_cpus=1, actors=8, batch_size=8,
                                                                      tasks_in_flight=4)  # CPU only: the most actors
     specs = [StageSpec(name, Noted, Resources()) for name in ("ingest", "caption", "sets", "edit", "filter")]

@@ -93,7 +93,7 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=64)
     parser.add_argument("--chunk", type=int, default=8, help="seeds per shard and per loop iteration")
     parser.add_argument("--parts", default="loop,local,pipeline", help="which of the three to run")
-    parser.add_argument("--part", help=argparse.SUPPRESS)  # a child process: this part only, as one JSON line
+    parser.add_argument("--part", help=argparse.SUPPRESS)  # a child process: this part only, as one RESULT line
     parser.add_argument("--seeds-dir", help=argparse.SUPPRESS)
     parser.add_argument("--output", help=argparse.SUPPRESS)
     parser.add_argument("--started", type=float, help=argparse.SUPPRESS)

@@ -39,7 +39,7 @@ def lost_node_job(cluster, mini_seeds, tmp_path_factory):
     the edit stage's actor has finished a batch, its node's raylet is killed while the job runs, so what the node
     held (the editor mid-work, its queued batches, its objects) is lost with it."""
     root = tmp_path_factory.mktemp("job")
-    # The editor waits 1 s before each of its 7 batches, so that work is left when its node goes: on an idle machine
+    # The editor waits 1 s before each of its batches, so that work is left when its node goes: on an idle machine
     # the mini job's edits could end before the first look found the working editor, and nothing was restarted.
     env_file = _runtime_env(root, {faults.ENV: "slow:edit:1"})
     out, job = root / "out", f"mini-{os.getpid()}"

@@ -32,7 +32,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/stage_throughput.py
-	$(BIN)/python benchmarks/pipeline_vs_loop.py
+	$(BIN)/python benchmarks/pipeline_vs_loop.py --repeat 3
 	$(BIN)/python benchmarks/scaling.py
 	$(BIN)/python benchmarks/writer.py
 	$(BIN)/python benchmarks/early_rejection.py
